@@ -1,0 +1,188 @@
+# osstore: build, test, install. See README.md.
+#
+#   make demo      build and run the demo (a C program using the library)
+#   make check     every test: lint, Rust, C (valgrind and ASan), packaging
+#   make install   PREFIX, LIBDIR, INCLUDEDIR, BINDIR and DESTDIR honoured
+
+SHELL      := /bin/bash
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+DESTDIR    ?=
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g -Wall -Wextra -Werror -std=c99 -pedantic
+CXX      ?= c++
+CARGO    ?= cargo
+BUILD    ?= build
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libosstore.so.$(MAJOR)
+# Native libraries the Rust static archive needs (rustc --print native-static-libs).
+PRIVATE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+RUST_ARCHIVE := $(CARGO_TARGET_DIR)/release/libosstore.a
+GEN_HEADER   := $(CARGO_TARGET_DIR)/release/osstore.h
+LIB_DIR      := $(BUILD)/lib
+SHARED       := $(LIB_DIR)/libosstore.so.$(VERSION)
+STATIC       := $(LIB_DIR)/libosstore.a
+# A .pc file for the build tree, so tests link the way users do.
+PC_UNINST    := $(BUILD)/pkgconfig/osstore.pc
+PKG          := PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/pkgconfig pkg-config
+# Tests that mount run in a private mount namespace: nothing they mount can
+# outlive them on this machine.
+PRIVATE_NS   := unshare --mount --propagation private
+VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
+LOGS         := $(BUILD)/check-logs
+
+.PHONY: all lib rust-lib header header-check demo check deps install uninstall clean \
+        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen check-summary \
+        bench fuzz loadtest
+
+all: lib client
+
+lib: $(SHARED) $(STATIC) $(PC_UNINST) header-check
+
+# --- system packages -------------------------------------------------------
+# What the tests need beyond the machine's Rust toolchain and gcc.
+DEB_PACKAGES := valgrind pkg-config util-linux attr g++
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	fi
+
+# --- the library -----------------------------------------------------------
+rust-lib:
+	$(CARGO) build --release --lib --locked
+
+$(RUST_ARCHIVE) $(GEN_HEADER): rust-lib
+
+# The shared library is linked from the static archive so that the version
+# script tags every exported symbol with OSSTORE_0.1 and hides the rest
+# (rustc's own cdylib version script would leave them unversioned).
+$(SHARED): $(RUST_ARCHIVE) osstore.map
+	@mkdir -p $(LIB_DIR)
+	$(CC) -shared -o $@ -Wl,--whole-archive $(RUST_ARCHIVE) -Wl,--no-whole-archive \
+	  -Wl,--version-script=osstore.map -Wl,-soname,$(SONAME) -Wl,--gc-sections \
+	  -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack $(PRIVATE_LIBS)
+	ln -sf libosstore.so.$(VERSION) $(LIB_DIR)/$(SONAME)
+	ln -sf $(SONAME) $(LIB_DIR)/libosstore.so
+
+$(STATIC): $(RUST_ARCHIVE)
+	@mkdir -p $(LIB_DIR)
+	cp $(RUST_ARCHIVE) $@
+
+define make_pc
+	@mkdir -p $(dir $(2))
+	sed -e 's|@PREFIX@|$(3)|' -e 's|@LIBDIR@|$(4)|' -e 's|@INCLUDEDIR@|$(5)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE_LIBS@|$(PRIVATE_LIBS)|' $(1) > $(2)
+endef
+
+$(PC_UNINST): osstore.pc.in Cargo.toml
+	$(call make_pc,$<,$@,$(CURDIR),$(CURDIR)/$(LIB_DIR),$(CURDIR)/include)
+
+# The committed header must be what cbindgen generates from the sources.
+header-check: $(GEN_HEADER)
+	@cmp -s $(GEN_HEADER) include/osstore.h || { \
+	  echo "include/osstore.h is stale: run 'make header' and commit it"; \
+	  diff -u include/osstore.h $(GEN_HEADER) | head -40; exit 1; }
+
+header: rust-lib
+	cp $(GEN_HEADER) include/osstore.h
+
+# --- the C client and the demo ---------------------------------------------
+-include examples-c/client.mk
+
+DEMO := $(BUILD)/osstore-demo
+$(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -Iexamples-c -o $@ examples-c/demo.c examples-c/osstore_client.c \
+	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+demo: $(DEMO) header-check
+	$(PRIVATE_NS) $(DEMO)
+
+# --- tests -----------------------------------------------------------------
+check: deps lint lib client
+	@rm -rf $(LOGS) && mkdir -p $(LOGS)
+	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install check-client
+	$(PRIVATE_NS) $(DEMO) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
+	@echo "demo: ok ($(LOGS)/demo.log)"
+	@$(MAKE) --no-print-directory check-summary
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+
+test-rust:
+	$(PRIVATE_NS) $(CARGO) test --release --locked 2>&1 | tee $(LOGS)/rust.log; exit $${PIPESTATUS[0]}
+
+C_TESTS := test_api test_header_cxx
+$(BUILD)/tests/test_api: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+$(BUILD)/tests/test_api_asan: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE -o $@ $< \
+	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+# The header must compile as C99 and as C++, pedantically.
+$(BUILD)/tests/header_c99.o $(BUILD)/tests/header_cxx.o: include/osstore.h
+	@mkdir -p $(BUILD)/tests
+	printf '#include <osstore.h>\nint main(void) { return os_version() == 0; }\n' > $(BUILD)/tests/header.c
+	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -c -o $(BUILD)/tests/header_c99.o $(BUILD)/tests/header.c
+	$(CXX) -x c++ -std=c++11 -Wall -Wextra -Werror -pedantic -Iinclude -c -o $(BUILD)/tests/header_cxx.o $(BUILD)/tests/header.c
+
+test-c: $(BUILD)/tests/test_api $(BUILD)/tests/header_c99.o
+	$(PRIVATE_NS) $(VALGRIND) $(BUILD)/tests/test_api 2>&1 | tee $(LOGS)/c-valgrind.log; exit $${PIPESTATUS[0]}
+
+test-c-asan: $(BUILD)/tests/test_api_asan
+	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(BUILD)/tests/test_api_asan 2>&1 | tee $(LOGS)/c-asan.log; exit $${PIPESTATUS[0]}
+
+# Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set.
+test-symbols: $(SHARED)
+	tests/check_symbols.sh $(SHARED) $(SONAME) 2>&1 | tee $(LOGS)/symbols.log; exit $${PIPESTATUS[0]}
+
+$(BUILD)/tests/test_dlopen: tests/c/test_dlopen.c tests/c/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -Iinclude -o $@ $< -ldl
+
+test-dlopen: $(BUILD)/tests/test_dlopen $(SHARED)
+	$(PRIVATE_NS) env LD_LIBRARY_PATH=$(CURDIR)/$(LIB_DIR) $(VALGRIND) $(BUILD)/tests/test_dlopen 2>&1 | tee $(LOGS)/dlopen.log; exit $${PIPESTATUS[0]}
+
+# Install into a scratch DESTDIR and build a program against the installed
+# tree with pkg-config, shared and static.
+test-install: lib client
+	tests/check_install.sh "$(MAKE)" 2>&1 | tee $(LOGS)/install.log; exit $${PIPESTATUS[0]}
+
+check-summary:
+	@tests/summarize.sh $(LOGS)
+
+# --- install ---------------------------------------------------------------
+install: lib client
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libosstore.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libosstore.so
+	install -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 include/osstore.h $(DESTDIR)$(INCLUDEDIR)/
+	$(call make_pc,osstore.pc.in,$(DESTDIR)$(LIBDIR)/pkgconfig/osstore.pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR))
+	install -m 0755 $(BUILD)/osstore-client $(DESTDIR)$(BINDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libosstore.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libosstore.so $(DESTDIR)$(LIBDIR)/libosstore.a \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/osstore.pc $(DESTDIR)$(INCLUDEDIR)/osstore.h \
+	  $(DESTDIR)$(BINDIR)/osstore-client
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

@@ -1,0 +1,22 @@
+//! osstore: a store of filesystem trees for OS image builders.
+//!
+//! The crate has two layers. The core (every module but [`ffi`]) is plain
+//! Rust: [`Store`], [`Object`], the tree copy and removal engines, the socket
+//! server. The [`ffi`] module is a thin `extern "C"` layer over it with opaque
+//! handles, from which `include/osstore.h` is generated.
+
+pub mod error;
+pub mod ffi;
+pub mod hosttree;
+pub mod ids;
+pub mod lock;
+pub mod mount;
+pub mod object;
+pub mod server;
+pub mod store;
+pub mod tempdir;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use object::{Mode, Object};
+pub use store::{GcReport, OpenOptions, Store};

@@ -1,0 +1,113 @@
+//! Ownership locks on store entries.
+//!
+//! Whoever creates a work dir, a temp dir or holds an object open keeps a
+//! shared `flock(2)` on that directory for as long as it lives. The garbage
+//! collector takes an exclusive lock without waiting: when it gets one, no
+//! live handle in any process owns the entry, so it may be removed. `flock`
+//! locks belong to an open file description and are dropped by the kernel
+//! when a process dies, which is exactly the ownership we want.
+//!
+//! Creation and collection are serialised by a store-wide lock on the `tmp/`
+//! directory: creators hold it shared between `mkdir` and taking their own
+//! lock, and the collector holds it exclusively while it sweeps.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A held `flock` on a directory; released when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    fd: OwnedFd,
+}
+
+impl DirLock {
+    /// Opens `path` (a directory, not following a final symlink) and takes a
+    /// shared lock on it, waiting if a collector holds it exclusively.
+    pub fn shared(path: &Path) -> Result<DirLock> {
+        let fd = open_dir(path)?;
+        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
+    /// Takes a shared lock on `path` through the symlinks in it (used for
+    /// `refs/<id>`, which is a link to the object).
+    pub fn shared_following(path: &Path) -> Result<DirLock> {
+        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
+        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
+    /// Tries to take an exclusive lock on `path` without waiting; `None`
+    /// when somebody else holds a lock on it.
+    pub fn try_exclusive(path: &Path) -> Result<Option<DirLock>> {
+        let fd = open_dir(path)?;
+        match flock(&fd, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(DirLock { fd })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::path("cannot lock", path, e)),
+        }
+    }
+
+    /// Takes an exclusive lock, waiting for it.
+    pub fn exclusive(path: &Path) -> Result<DirLock> {
+        let fd = open_dir(path)?;
+        flock(&fd, libc::LOCK_EX).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
+    /// The descriptor of the locked directory.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    open_with(
+        path,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+    )
+}
+
+fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("path {} contains NUL", path.display())))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let raw = unsafe { libc::open(c.as_ptr(), flags) };
+    if raw < 0 {
+        return Err(Error::path("cannot open", path, std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a descriptor we just opened and own exclusively.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn flock(fd: &OwnedFd, op: libc::c_int) -> std::io::Result<()> {
+    loop {
+        // SAFETY: `fd` is an open descriptor owned by the caller.
+        let r = unsafe { libc::flock(fd.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_lock_blocks_exclusive_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::shared(dir.path()).unwrap();
+        assert!(DirLock::try_exclusive(dir.path()).unwrap().is_none());
+        drop(held);
+        assert!(DirLock::try_exclusive(dir.path()).unwrap().is_some());
+    }
+}

@@ -1,0 +1,171 @@
+//! Read-only bind mounts with the new mount API.
+//!
+//! `open_tree(OPEN_TREE_CLONE)` makes a detached copy of a mount tree,
+//! `mount_setattr` makes it read-only (recursively) and private while it is
+//! still detached, and `move_mount` attaches it. The tree is therefore never
+//! visible writable, unlike the classic `MS_BIND` then `MS_REMOUNT|MS_RDONLY`
+//! sequence, which is the fallback for kernels older than 5.12.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+// From <linux/mount.h>; libc does not define these yet.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+
+/// `struct mount_attr` of <linux/mount.h>.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Extra restrictions for a read-only view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViewFlags {
+    /// Also ignore set-id bits and device nodes in the view.
+    pub nosuid_nodev: bool,
+}
+
+fn cstring(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("path {} contains a NUL byte", path.display())))
+}
+
+/// Clones the mount tree at `source` (a descriptor of a file or directory,
+/// e.g. from `openat2(O_PATH)`) into a detached, recursively read-only and
+/// private mount, returned as a descriptor that `move_mount` can attach.
+pub fn detached_readonly(source: BorrowedFd<'_>, flags: ViewFlags) -> Result<OwnedFd> {
+    let empty = c"";
+    // SAFETY: plain syscall; `empty` is a valid C string, `source` an open descriptor.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if raw < 0 {
+        return Err(Error::io("open_tree", std::io::Error::last_os_error()));
+    }
+    // SAFETY: open_tree returned a new descriptor that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+    let mut attr_set = MOUNT_ATTR_RDONLY;
+    if flags.nosuid_nodev {
+        attr_set |= MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a valid mount_attr of the size passed; `tree` is open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::io("mount_setattr", std::io::Error::last_os_error()));
+    }
+    Ok(tree)
+}
+
+/// Attaches a detached mount (from [`detached_readonly`]) at `target`.
+pub fn attach(mount: BorrowedFd<'_>, target: &Path) -> Result<()> {
+    let target_c = cstring(target)?;
+    let empty = c"";
+    // SAFETY: both strings are valid C strings; `mount` is an open descriptor.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::path("cannot mount onto", target, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Makes `source` (a directory or file) appear read-only at `target`, as a
+/// recursive private bind mount.
+pub fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
+    let src = open_path(source).map_err(|e| Error::path("cannot open", source, e))?;
+    match detached_readonly(src.as_fd(), ViewFlags::default()) {
+        Ok(tree) => attach(tree.as_fd(), target),
+        Err(e) if e.errno() == libc::ENOSYS => bind_readonly_classic(source, target),
+        Err(e) => Err(e.context(format!("cannot bind {}", source.display()))),
+    }
+}
+
+fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+}
+
+/// Bind then remount read-only, for kernels without the new mount API.
+fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("cannot bind {} onto {}", source.display(), target.display()), e))?;
+    let readonly = mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .and_then(|()| {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    });
+    if let Err(e) = readonly {
+        let _ = unmount(target);
+        return Err(Error::sys(format!("cannot make {} read-only", target.display()), e));
+    }
+    Ok(())
+}
+
+/// Unmounts `target` and everything mounted below it. The mount is detached
+/// lazily (`MNT_DETACH`) so that a process still using it cannot make the
+/// clean-up fail; the kernel frees it when the last user is gone.
+pub fn unmount(target: &Path) -> Result<()> {
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys(format!("cannot unmount {}", target.display()), e))
+}

@@ -1,0 +1,434 @@
+//! The store: objects, refs, look-ups, commit, temp dirs, host tree and
+//! garbage collection (see `shared/spec/store.md` for the contract).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::hosttree::HostTree;
+use crate::ids;
+use crate::lock::DirLock;
+use crate::mount;
+use crate::object::{Holding, Mode, Object};
+use crate::tempdir::TempDir;
+use crate::tree;
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// Make every committed tree durable before its ref names it (the
+    /// default). Off, a power cut may leave a ref to a tree whose files are
+    /// empty; for throw-away stores only.
+    pub durable: bool,
+    /// Sweep what dead processes left behind when opening (the default).
+    pub collect_garbage: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            durable: true,
+            collect_garbage: true,
+        }
+    }
+}
+
+/// A store of trees. Cheap to clone (a shared handle); usable from several
+/// threads at once.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    objects: PathBuf,
+    refs: PathBuf,
+    tmp: PathBuf,
+    options: OpenOptions,
+    /// Floating objects by id: (registry key, tree), newest last.
+    floating: Mutex<HashMap<String, Vec<(u64, PathBuf)>>>,
+    next_key: AtomicU64,
+    host_tree: Mutex<Option<HostTree>>,
+}
+
+/// What [`Store::gc`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Entries of `tmp/` and `objects/` removed.
+    pub removed: usize,
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Store {
+    /// Opens the store at `path` with the default options, creating it (and
+    /// `objects/`, `refs/`, `tmp/`) where missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// Opens the store at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Store> {
+        let root = path.as_ref();
+        if root.as_os_str().is_empty() {
+            return Err(Error::invalid("store path is empty"));
+        }
+        let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                objects: root.join("objects"),
+                refs: root.join("refs"),
+                tmp: root.join("tmp"),
+                root,
+                options,
+                floating: Mutex::new(HashMap::new()),
+                next_key: AtomicU64::new(1),
+                host_tree: Mutex::new(None),
+            }),
+        };
+        for dir in [&store.inner.root, &store.inner.objects, &store.inner.refs, &store.inner.tmp] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::path("cannot create store directory", dir, e))?;
+            let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
+            if !meta.is_dir() {
+                return Err(Error::new(libc::ENOTDIR, format!("{} is not a directory", dir.display())));
+            }
+        }
+        if options.collect_garbage {
+            store.gc()?;
+        }
+        Ok(store)
+    }
+
+    /// The store's root directory (absolute).
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> OpenOptions {
+        self.inner.options
+    }
+
+    /// A fresh WRITE object for `id`, with an empty tree at
+    /// `tmp/object-<first 7 bytes of id>-<random>-workdir/object`.
+    pub fn new_object(&self, id: &str) -> Result<Object> {
+        ids::check_id(id)?;
+        let short = &id.as_bytes()[..id.len().min(7)];
+        let mut prefix = b"object-".to_vec();
+        prefix.extend_from_slice(short);
+        prefix.push(b'-');
+        let workdir = self.create_tempdir(&prefix, b"-workdir")?;
+        let tree = workdir.path().join("object");
+        std::fs::create_dir(&tree).map_err(|e| Error::path("cannot create object tree", &tree, e))?;
+        Ok(Object {
+            store: self.clone(),
+            id: id.to_owned(),
+            mode: Mode::Write,
+            tree,
+            holding: Holding::Work(workdir),
+            floating_key: None,
+        })
+    }
+
+    /// `true` for a floating object with `id`, else whether `refs/<id>`
+    /// resolves to an existing tree. An empty id is never contained.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        if id.is_empty() {
+            return Ok(false);
+        }
+        ids::check_id(id)?;
+        if self.floating_tree(id).is_some() {
+            return Ok(true);
+        }
+        Ok(self.inner.refs.join(id).exists())
+    }
+
+    /// The floating READ object with `id` if there is one (a view of it),
+    /// else a READ object whose tree is `refs/<id>` when that resolves, else
+    /// `None`. A committed object stays locked against garbage collection
+    /// for as long as the returned handle lives.
+    pub fn get(&self, id: &str) -> Result<Option<Object>> {
+        ids::check_id(id)?;
+        if let Some(tree) = self.floating_tree(id) {
+            return Ok(Some(self.read_object(id, tree, Holding::View)));
+        }
+        let path = self.inner.refs.join(id);
+        // Resolve and lock under the store lock, so that a concurrent
+        // collection cannot remove the object in between.
+        let _store_lock = DirLock::shared(&self.inner.tmp)?;
+        match DirLock::shared_following(&path) {
+            Ok(lock) => Ok(Some(self.read_object(id, path, Holding::Committed(lock)))),
+            Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tree path that `read-tree` hands out for `id`: the floating
+    /// object's tree or `refs/<id>` when it resolves; `None` when unknown.
+    pub fn lookup_tree(&self, id: &str) -> Result<Option<PathBuf>> {
+        ids::check_id(id)?;
+        if let Some(tree) = self.floating_tree(id) {
+            return Ok(Some(tree));
+        }
+        let path = self.inner.refs.join(id);
+        Ok(path.exists().then_some(path))
+    }
+
+    /// The path `refs/<id>`, whether or not it exists.
+    pub fn resolve_ref(&self, id: &str) -> Result<PathBuf> {
+        ids::check_id(id)?;
+        Ok(self.inner.refs.join(id))
+    }
+
+    /// Commits `object` under `id` and returns the new object's name.
+    ///
+    /// With the object's own id its tree is moved (`rename(2)`, inodes kept)
+    /// to `objects/<uuid>` and the object becomes READ. With another id a
+    /// copy is committed and `object` is left as it was (a snapshot). Then
+    /// `refs/<id>` is replaced atomically. On failure nothing changes: the
+    /// tree stays in the object and the ref keeps its old target.
+    pub fn commit(&self, object: &mut Object, id: &str) -> Result<String> {
+        ids::check_id(id)?;
+        if object.id == id {
+            return self.move_in(object);
+        }
+        let mut copy = self.new_object(id)?;
+        copy.init(object)?;
+        self.move_in(&mut copy)
+    }
+
+    fn move_in(&self, object: &mut Object) -> Result<String> {
+        if !matches!(object.holding, Holding::Work(_)) {
+            return Err(Error::invalid(format!(
+                "cannot commit object {:?} under its own id: its tree is not a work tree \
+                 (it was committed already or is a view); commit it under another id to copy it",
+                object.id
+            )));
+        }
+        let name = uuid::Uuid::new_v4().hyphenated().to_string();
+        let dest = self.inner.objects.join(&name);
+        // Held across rename and ref swap: a collection either sees neither
+        // or both.
+        let _store_lock = DirLock::shared(&self.inner.tmp)?;
+        let tree_lock = DirLock::shared(&object.tree)?;
+        std::fs::rename(&object.tree, &dest)
+            .map_err(|e| Error::path("cannot move tree to", &dest, e).context(format!("commit {:?}", object.id)))?;
+        if let Err(e) = self.make_durable(&tree_lock).and_then(|()| self.swap_ref(&object.id, &name)) {
+            // Put the tree back: the object is as it was before the call.
+            let _ = std::fs::rename(&dest, &object.tree);
+            return Err(e.context(format!("commit {:?}", object.id)));
+        }
+        object.stop_floating();
+        object.mode = Mode::Read;
+        object.tree = dest;
+        // Dropping the work dir removes it (it is empty now).
+        object.holding = Holding::Committed(tree_lock);
+        Ok(name)
+    }
+
+    fn make_durable(&self, tree: &DirLock) -> Result<()> {
+        if !self.inner.options.durable {
+            return Ok(());
+        }
+        // SAFETY: the descriptor is open for the lifetime of `tree`.
+        if unsafe { libc::syncfs(tree.fd().as_raw_fd()) } != 0 {
+            return Err(Error::io("syncfs of the store", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Points `refs/<id>` at `../objects/<name>`: a link made under a
+    /// temporary name in `tmp/`, renamed over the old one.
+    fn swap_ref(&self, id: &str, name: &str) -> Result<()> {
+        let link = self.inner.tmp.join(format!(".ref-{}", uuid::Uuid::new_v4().simple()));
+        let target = Path::new("../objects").join(name);
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| Error::path("cannot create link", &link, e))?;
+        let ref_path = self.inner.refs.join(id);
+        if let Err(e) = std::fs::rename(&link, &ref_path) {
+            let _ = std::fs::remove_file(&link);
+            return Err(Error::path("cannot replace ref", &ref_path, e));
+        }
+        if self.inner.options.durable {
+            let refs = std::fs::File::open(&self.inner.refs).map_err(|e| Error::path("cannot open", &self.inner.refs, e))?;
+            refs.sync_all().map_err(|e| Error::path("cannot sync", &self.inner.refs, e))?;
+        }
+        Ok(())
+    }
+
+    /// A fresh directory `tmp/<prefix><random><suffix>`, removed when the
+    /// returned value is dropped. Prefix and suffix may not contain `/`.
+    pub fn tempdir(&self, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
+        ids::check_affix("prefix", prefix)?;
+        ids::check_affix("suffix", suffix)?;
+        self.create_tempdir(prefix, suffix)
+    }
+
+    /// A temp dir inside another directory of the store's `tmp/` (e.g. the
+    /// server's private root).
+    pub fn tempdir_in(&self, parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
+        ids::check_affix("prefix", prefix)?;
+        ids::check_affix("suffix", suffix)?;
+        TempDir::create_in(parent, &self.inner.tmp, prefix, suffix)
+    }
+
+    fn create_tempdir(&self, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
+        TempDir::create_in(&self.inner.tmp, &self.inner.tmp, prefix, suffix)
+    }
+
+    /// The host tree (created on first use), valid until the store is dropped.
+    pub fn host_tree(&self) -> Result<PathBuf> {
+        let mut slot = lock_ignoring_poison(&self.inner.host_tree);
+        if let Some(tree) = slot.as_ref() {
+            return Ok(tree.path());
+        }
+        let dir = self.create_tempdir(b"host", b"")?;
+        let tree = HostTree::create(dir).map_err(|e| e.context("cannot create the host tree"))?;
+        let path = tree.path();
+        *slot = Some(tree);
+        Ok(path)
+    }
+
+    /// Removes what nobody can use any more: entries of `tmp/` that no live
+    /// handle (in any process) holds, and objects that no ref names and no
+    /// live handle holds. Mounts left inside abandoned entries are detached.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _sweeping = DirLock::exclusive(&self.inner.tmp)?;
+        let mut report = GcReport::default();
+        for (path, is_dir) in list_dir(&self.inner.tmp)? {
+            if self.reclaim(&path, is_dir)? {
+                report.removed += 1;
+            }
+        }
+        let named = self.names_in_refs()?;
+        for (path, is_dir) in list_dir(&self.inner.objects)? {
+            let referenced = path.file_name().is_some_and(|n| named.contains(n.as_bytes()));
+            if !referenced && self.reclaim(&path, is_dir)? {
+                report.removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes one unowned entry; `false` when somebody holds it.
+    fn reclaim(&self, path: &Path, is_dir: bool) -> Result<bool> {
+        if !is_dir {
+            std::fs::remove_file(path).map_err(|e| Error::path("cannot remove", path, e))?;
+            return Ok(true);
+        }
+        let Some(_owned) = DirLock::try_exclusive(path)? else {
+            return Ok(false);
+        };
+        detach_mounts_below(path)?;
+        tree::remove_tree(path)?;
+        Ok(true)
+    }
+
+    /// Object names that some ref points at.
+    fn names_in_refs(&self) -> Result<HashSet<Vec<u8>>> {
+        let mut named = HashSet::new();
+        for (path, _) in list_dir(&self.inner.refs)? {
+            if let Ok(target) = std::fs::read_link(&path) {
+                if let Some(name) = target.file_name() {
+                    named.insert(name.as_bytes().to_vec());
+                }
+            }
+        }
+        Ok(named)
+    }
+
+    fn floating_tree(&self, id: &str) -> Option<PathBuf> {
+        let floating = lock_ignoring_poison(&self.inner.floating);
+        floating.get(id).and_then(|v| v.last()).map(|(_, tree)| tree.clone())
+    }
+
+    pub(crate) fn register_floating(&self, id: &str, tree: &Path) -> u64 {
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let mut floating = lock_ignoring_poison(&self.inner.floating);
+        floating.entry(id.to_owned()).or_default().push((key, tree.to_path_buf()));
+        key
+    }
+
+    pub(crate) fn unregister_floating(&self, id: &str, key: u64) {
+        let mut floating = lock_ignoring_poison(&self.inner.floating);
+        if let Some(entries) = floating.get_mut(id) {
+            entries.retain(|(k, _)| *k != key);
+            if entries.is_empty() {
+                floating.remove(id);
+            }
+        }
+    }
+
+    fn read_object(&self, id: &str, tree: PathBuf, holding: Holding) -> Object {
+        Object {
+            store: self.clone(),
+            id: id.to_owned(),
+            mode: Mode::Read,
+            tree,
+            holding,
+            floating_key: None,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The host tree is unmounted and removed; work and temp dirs are
+        // owned by their handles, which hold a `Store` and so are gone.
+        lock_ignoring_poison(&self.host_tree).take();
+    }
+}
+
+/// Entries of a directory with whether each is a directory (not following
+/// symlinks).
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::path("cannot read", dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::path("cannot read", dir, e))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        out.push((entry.path(), is_dir));
+    }
+    Ok(out)
+}
+
+/// Detaches every mount at or below `dir` (innermost first), found in this
+/// process's mount table.
+fn detach_mounts_below(dir: &Path) -> Result<()> {
+    let table = std::fs::read("/proc/self/mountinfo").map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
+    let mut points: Vec<PathBuf> = table
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for point in points {
+        mount::unmount(&point)?;
+    }
+    Ok(())
+}
+
+/// Undoes the octal escapes (`\040` for a space, ...) of `/proc/*/mountinfo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 3 < field.len() && field[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
+}

@@ -1,0 +1,539 @@
+/* Exercises every function of the library, store and object sections of the
+ * C API against the real shared library, with good and bad input. Runs as
+ * root in a private mount namespace (make check runs it under unshare). */
+#include <osstore.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char scratch[PATH_MAX];
+
+static void write_file(const char *dir, const char *name, const char *content)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fputs(content, f);
+    fclose(f);
+}
+
+static bool file_has(const char *dir, const char *name, const char *content)
+{
+    char path[PATH_MAX], buf[256] = {0};
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n == strlen(content) && memcmp(buf, content, n) == 0;
+}
+
+static ino_t inode_of(const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return lstat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static bool mounted_below(const char *prefix)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096];
+    bool found = false;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, prefix))
+            found = true;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static bool in_private_mount_namespace(void)
+{
+    struct stat self, init;
+    return stat("/proc/self/ns/mnt", &self) == 0 && stat("/proc/1/ns/mnt", &init) == 0 &&
+           self.st_ino != init.st_ino;
+}
+
+static void test_library(void)
+{
+    CHECK(strcmp(os_version(), "0.1.0") == 0);
+    CHECK(os_last_error() != NULL && os_last_error()[0] == '\0');
+    os_free(NULL);
+}
+
+static void test_open_errors(void)
+{
+    os_store_t *store = (os_store_t *)1;
+    char path[PATH_MAX + 16];
+
+    CHECK_RC(os_store_open(NULL, &store), -EINVAL);
+    CHECK(store == NULL);
+    CHECK(strstr(os_last_error(), "NULL") != NULL);
+    CHECK_RC(os_store_open(scratch, NULL), -EINVAL);
+    CHECK_RC(os_store_open("", &store), -EINVAL);
+
+    memset(path, 'a', sizeof path - 1);
+    path[0] = '/';
+    path[sizeof path - 1] = '\0';
+    CHECK_RC(os_store_open(path, &store), -ENAMETOOLONG);
+
+    write_file(scratch, "plainfile", "x");
+    snprintf(path, sizeof path, "%s/plainfile", scratch);
+    CHECK(os_store_open(path, &store) < 0);
+    CHECK(os_last_error()[0] != '\0');
+    CHECK_RC(os_store_open_ex(scratch, 0x80, &store), -EINVAL);
+
+    CHECK(os_store_path(NULL) == NULL);
+    CHECK(os_last_error()[0] != '\0');
+}
+
+static void test_invalid_ids(os_store_t *store)
+{
+    const char *bad[] = {"..", ".", "a/b", "/etc", "", "../x", "x/..", "\xff\xfe"};
+    char long_id[300];
+    memset(long_id, 'i', 256);
+    long_id[256] = '\0';
+    os_object_t *obj = NULL;
+    char *path = NULL;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_RC(os_store_new(store, bad[i], &obj), -EINVAL);
+        CHECK(obj == NULL);
+        CHECK_RC(os_store_get(store, bad[i], &obj), -EINVAL);
+        CHECK_RC(os_store_resolve_ref(store, bad[i], &path), -EINVAL);
+        CHECK(path == NULL);
+        if (bad[i][0] != '\0')
+            CHECK_RC(os_store_contains(store, bad[i]), -EINVAL);
+    }
+    CHECK_RC(os_store_contains(store, ""), 0);
+    CHECK_RC(os_store_new(store, long_id, &obj), -EINVAL);
+    CHECK_RC(os_store_new(store, NULL, &obj), -EINVAL);
+    CHECK_RC(os_store_new(NULL, "ok", &obj), -EINVAL);
+    CHECK_RC(os_store_new(store, "ok", NULL), -EINVAL);
+    CHECK_RC(os_store_contains(NULL, "ok"), -EINVAL);
+    CHECK_RC(os_store_get(store, "ok", NULL), -EINVAL);
+    CHECK_RC(os_store_resolve_ref(store, "ok", NULL), -EINVAL);
+}
+
+static void test_commit_by_move(os_store_t *store, const char *root)
+{
+    os_object_t *obj = NULL;
+    char expect[PATH_MAX], link[PATH_MAX];
+    char *name = NULL;
+
+    CHECK_RC(os_store_new(store, "abcdefghij", &obj), 0);
+    CHECK(os_object_mode(obj) == OS_MODE_WRITE);
+    CHECK(strcmp(os_object_id(obj), "abcdefghij") == 0);
+    const char *tree = os_object_tree(obj);
+    snprintf(expect, sizeof expect, "%s/tmp/object-abcdefg-", root);
+    CHECK(strncmp(tree, expect, strlen(expect)) == 0);
+    CHECK(strlen(tree) > 16 && strcmp(tree + strlen(tree) - 15, "-workdir/object") == 0);
+    CHECK(count_entries(tree) == 0);
+
+    write_file(tree, "hello", "world");
+    ino_t before = inode_of(tree, "hello");
+    char workdir[PATH_MAX];
+    snprintf(workdir, sizeof workdir, "%s", tree);
+    *strrchr(workdir, '/') = '\0';
+
+    CHECK_RC(os_store_commit(store, obj, "abcdefghij", &name), 0);
+    CHECK(name != NULL && strlen(name) == 36);
+    CHECK(os_object_mode(obj) == OS_MODE_READ);
+    snprintf(expect, sizeof expect, "%s/objects/%s", root, name ? name : "");
+    CHECK(strcmp(os_object_tree(obj), expect) == 0);
+    CHECK(inode_of(os_object_tree(obj), "hello") == before);
+    CHECK(!exists(workdir));
+
+    snprintf(expect, sizeof expect, "%s/refs/abcdefghij", root);
+    ssize_t n = readlink(expect, link, sizeof link - 1);
+    link[n > 0 ? n : 0] = '\0';
+    snprintf(expect, sizeof expect, "../objects/%s", name ? name : "");
+    CHECK(strcmp(link, expect) == 0);
+    os_free(name);
+
+    /* Committing again under its own id: it is no work tree any more. */
+    CHECK_RC(os_store_commit(store, obj, "abcdefghij", NULL), -EINVAL);
+    os_object_release(obj);
+}
+
+static void test_lookups(os_store_t *store, const char *root)
+{
+    os_object_t *obj = (os_object_t *)1;
+    char *path = NULL;
+    char expect[PATH_MAX];
+
+    CHECK_RC(os_store_contains(store, "abcdefghij"), 1);
+    CHECK_RC(os_store_contains(store, "missing"), 0);
+    CHECK_RC(os_store_get(store, "missing", &obj), -ENOENT);
+    CHECK(obj == NULL);
+    CHECK(strstr(os_last_error(), "missing") != NULL);
+
+    CHECK_RC(os_store_get(store, "abcdefghij", &obj), 0);
+    CHECK(os_object_mode(obj) == OS_MODE_READ);
+    snprintf(expect, sizeof expect, "%s/refs/abcdefghij", root);
+    CHECK(strcmp(os_object_tree(obj), expect) == 0);
+    CHECK(file_has(os_object_tree(obj), "hello", "world"));
+    os_object_release(obj);
+
+    CHECK_RC(os_store_resolve_ref(store, "not-there", &path), 0);
+    snprintf(expect, sizeof expect, "%s/refs/not-there", root);
+    CHECK(path && strcmp(path, expect) == 0);
+    os_free(path);
+}
+
+static void test_snapshots(os_store_t *store)
+{
+    os_object_t *obj = NULL, *snap1 = NULL, *snap2 = NULL;
+
+    CHECK_RC(os_store_new(store, "work", &obj), 0);
+    write_file(os_object_tree(obj), "one", "1");
+    ino_t work_inode = inode_of(os_object_tree(obj), "one");
+    CHECK_RC(os_store_commit(store, obj, "snap1", NULL), 0);
+    CHECK(os_object_mode(obj) == OS_MODE_WRITE);
+    CHECK(inode_of(os_object_tree(obj), "one") == work_inode);
+
+    write_file(os_object_tree(obj), "two", "2");
+    CHECK_RC(os_store_commit(store, obj, "snap2", NULL), 0);
+
+    CHECK_RC(os_store_get(store, "snap1", &snap1), 0);
+    CHECK_RC(os_store_get(store, "snap2", &snap2), 0);
+    CHECK(file_has(os_object_tree(snap1), "one", "1"));
+    CHECK(!file_has(os_object_tree(snap1), "two", "2"));
+    CHECK(file_has(os_object_tree(snap2), "two", "2"));
+    CHECK(inode_of(os_object_tree(snap1), "one") != work_inode);
+    CHECK_RC(os_store_contains(store, "work"), 0);
+    os_object_release(snap1);
+    os_object_release(snap2);
+    os_object_release(obj);
+}
+
+static void test_init_and_export(os_store_t *store)
+{
+    os_object_t *base = NULL, *derived = NULL;
+    char link_path[PATH_MAX], dest[PATH_MAX], target[64] = {0};
+
+    CHECK_RC(os_store_get(store, "abcdefghij", &base), 0);
+    CHECK_RC(os_store_new(store, "derived", &derived), 0);
+    CHECK_RC(os_object_init(derived, derived), -EINVAL);
+    CHECK_RC(os_object_init(derived, NULL), -EINVAL);
+    CHECK_RC(os_object_init(NULL, base), -EINVAL);
+    CHECK_RC(os_object_init(base, derived), -EINVAL); /* READ mode */
+
+    write_file(os_object_tree(derived), "own", "mine");
+    CHECK_RC(os_object_init(derived, base), 0);
+    CHECK(file_has(os_object_tree(derived), "hello", "world"));
+    CHECK(file_has(os_object_tree(derived), "own", "mine"));
+
+    snprintf(link_path, sizeof link_path, "%s/link", os_object_tree(derived));
+    CHECK(symlink("hello", link_path) == 0);
+    snprintf(link_path, sizeof link_path, "%s/hello", os_object_tree(derived));
+    CHECK(chmod(link_path, 04755) == 0);
+
+    snprintf(dest, sizeof dest, "%s/export", scratch);
+    CHECK(mkdir(dest, 0755) == 0);
+    CHECK_RC(os_object_export(derived, dest), 0);
+    CHECK(file_has(dest, "hello", "world"));
+    snprintf(link_path, sizeof link_path, "%s/link", dest);
+    CHECK(readlink(link_path, target, sizeof target - 1) == 5 && strcmp(target, "hello") == 0);
+    struct stat st;
+    snprintf(link_path, sizeof link_path, "%s/hello", dest);
+    CHECK(stat(link_path, &st) == 0 && (st.st_mode & 07777) == 04755);
+
+    snprintf(dest, sizeof dest, "%s/no-such-dir", scratch);
+    CHECK_RC(os_object_export(derived, dest), -ENOENT);
+    CHECK_RC(os_object_export(derived, NULL), -EINVAL);
+    CHECK_RC(os_object_export(NULL, scratch), -EINVAL);
+
+    CHECK_RC(os_object_finalize(derived), 0);
+    CHECK(os_object_mode(derived) == OS_MODE_READ);
+    CHECK_RC(os_object_finalize(derived), 0);
+    CHECK_RC(os_object_finalize(NULL), -EINVAL);
+    os_object_release(derived);
+    os_object_release(base);
+}
+
+static void test_floating(os_store_t *store)
+{
+    os_object_t *obj = NULL, *found = NULL;
+
+    CHECK_RC(os_store_new(store, "floater", &obj), 0);
+    write_file(os_object_tree(obj), "f", "float");
+    CHECK_RC(os_store_contains(store, "floater"), 0); /* WRITE: not yet */
+    CHECK_RC(os_object_finalize(obj), 0);
+    CHECK_RC(os_store_contains(store, "floater"), 1);
+    CHECK_RC(os_store_get(store, "floater", &found), 0);
+    CHECK(found && strcmp(os_object_tree(found), os_object_tree(obj)) == 0);
+    CHECK(os_object_mode(found) == OS_MODE_READ);
+    os_object_release(found);
+
+    /* A floating object wins over a committed one of the same id. */
+    CHECK_RC(os_store_new(store, "abcdefghij", &found), 0);
+    CHECK_RC(os_object_finalize(found), 0);
+    os_object_t *view = NULL;
+    CHECK_RC(os_store_get(store, "abcdefghij", &view), 0);
+    CHECK(view && strcmp(os_object_tree(view), os_object_tree(found)) == 0);
+    os_object_release(view);
+    os_object_release(found);
+
+    os_object_release(obj);
+    CHECK_RC(os_store_contains(store, "floater"), 0);
+}
+
+static void test_tempdir(os_store_t *store, const char *root)
+{
+    char *path = NULL;
+    char expect[PATH_MAX];
+
+    CHECK_RC(os_store_tempdir(store, "pre-", "-suf", &path), 0);
+    snprintf(expect, sizeof expect, "%s/tmp/pre-", root);
+    CHECK(path && strncmp(path, expect, strlen(expect)) == 0);
+    CHECK(path && strcmp(path + strlen(path) - 4, "-suf") == 0);
+    CHECK(path && exists(path));
+    os_free(path);
+    path = NULL;
+    CHECK_RC(os_store_tempdir(store, NULL, NULL, &path), 0);
+    CHECK(path && exists(path));
+    os_free(path);
+    path = NULL;
+    CHECK_RC(os_store_tempdir(store, "a/b", NULL, &path), -EINVAL);
+    CHECK_RC(os_store_tempdir(store, NULL, "../x", &path), -EINVAL);
+    CHECK_RC(os_store_tempdir(store, NULL, NULL, NULL), -EINVAL);
+    CHECK(path == NULL);
+}
+
+static void test_host_tree(os_store_t *store)
+{
+    const char *tree = NULL;
+    char path[PATH_MAX];
+
+    CHECK_RC(os_store_host_tree(store, NULL), -EINVAL);
+    CHECK_RC(os_store_host_tree(store, &tree), 0);
+    CHECK(tree != NULL);
+    if (!tree)
+        return;
+    snprintf(path, sizeof path, "%s/usr/bin", tree);
+    CHECK(exists(path));
+    snprintf(path, sizeof path, "%s/newfile", tree);
+    CHECK(open(path, O_CREAT | O_WRONLY, 0644) < 0 && errno == EROFS);
+    snprintf(path, sizeof path, "%s/usr/osstore-test", tree);
+    CHECK(open(path, O_CREAT | O_WRONLY, 0644) < 0 && errno == EROFS);
+    snprintf(path, sizeof path, "%s/usr", tree);
+    CHECK(mkdir(path, 0755) < 0);
+    const char *again = NULL;
+    CHECK_RC(os_store_host_tree(store, &again), 0);
+    CHECK(again == tree);
+}
+
+static void set_immutable(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    int flags = 0;
+    if (fd < 0)
+        return;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+        flags |= FS_IMMUTABLE_FL;
+        ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    close(fd);
+}
+
+static void test_release_hard_trees(os_store_t *store)
+{
+    os_object_t *obj = NULL;
+    char path[PATH_MAX], workdir[PATH_MAX];
+
+    CHECK_RC(os_store_new(store, "hard", &obj), 0);
+    snprintf(workdir, sizeof workdir, "%s", os_object_tree(obj));
+    *strrchr(workdir, '/') = '\0';
+    snprintf(path, sizeof path, "%s/locked", os_object_tree(obj));
+    CHECK(mkdir(path, 0755) == 0);
+    write_file(path, "frozen", "ice");
+    snprintf(path, sizeof path, "%s/locked/frozen", os_object_tree(obj));
+    set_immutable(path);
+    snprintf(path, sizeof path, "%s/locked", os_object_tree(obj));
+    CHECK(chmod(path, 0) == 0);
+    os_object_release(obj);
+    CHECK(!exists(workdir));
+}
+
+static void test_gc(os_store_t *store, const char *root)
+{
+    os_object_t *obj = NULL, *old = NULL, *live = NULL;
+    char *old_name = NULL, old_path[PATH_MAX];
+
+    CHECK_RC(os_store_new(store, "gc-me", &obj), 0);
+    CHECK_RC(os_store_commit(store, obj, "gc-me", &old_name), 0);
+    os_object_release(obj);
+    snprintf(old_path, sizeof old_path, "%s/objects/%s", root, old_name ? old_name : "");
+    os_free(old_name);
+
+    /* Replace the ref; the old object is now unnamed. */
+    CHECK_RC(os_store_new(store, "gc-me", &obj), 0);
+    CHECK_RC(os_store_commit(store, obj, "gc-me", NULL), 0);
+    os_object_release(obj);
+    CHECK(exists(old_path));
+
+    CHECK_RC(os_store_new(store, "live", &live), 0);
+    CHECK_RC(os_store_get(store, "gc-me", &old), 0);
+    int removed = os_store_gc(store);
+    CHECK(removed >= 1);
+    CHECK(!exists(old_path));
+    CHECK(exists(os_object_tree(live)));
+    CHECK(exists(os_object_tree(old)));
+    CHECK_RC(os_store_contains(store, "gc-me"), 1);
+    CHECK_RC(os_store_gc(NULL), -EINVAL);
+    os_object_release(old);
+    os_object_release(live);
+}
+
+static void test_bad_handles(os_store_t *store)
+{
+    os_object_t *obj = NULL;
+    CHECK(os_object_id(NULL) == NULL);
+    CHECK(os_object_tree(NULL) == NULL);
+    CHECK(os_object_mode(NULL) == OS_MODE_READ);
+    CHECK(strstr(os_last_error(), "NULL") != NULL);
+    os_object_release(NULL);
+    os_store_free(NULL);
+
+    /* A released handle is refused, not dereferenced. */
+    CHECK_RC(os_store_new(store, "released", &obj), 0);
+    os_object_release(obj);
+    CHECK(os_object_tree(obj) == NULL);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    CHECK_RC(os_object_finalize(obj), -EINVAL);
+    /* A store pointer is not an object pointer. */
+    CHECK(os_object_tree((const os_object_t *)store) == NULL);
+    CHECK_RC(os_store_contains((os_store_t *)obj, "x"), -EINVAL);
+}
+
+static void test_foreign_object(os_store_t *store)
+{
+    char other_root[PATH_MAX];
+    os_store_t *other = NULL;
+    os_object_t *obj = NULL;
+
+    snprintf(other_root, sizeof other_root, "%s/other-store", scratch);
+    CHECK_RC(os_store_open(other_root, &other), 0);
+    CHECK_RC(os_store_new(other, "foreign", &obj), 0);
+    CHECK_RC(os_store_commit(store, obj, "foreign", NULL), -EINVAL);
+    os_store_free(other); /* frees obj too */
+}
+
+static void *thread_error(void *arg)
+{
+    (void)arg;
+    return (void *)(os_last_error()[0] == '\0' ? "clean" : "dirty");
+}
+
+static void test_thread_local_error(void)
+{
+    os_store_t *s = NULL;
+    pthread_t t;
+    void *res = NULL;
+    CHECK(os_store_open(NULL, &s) == -EINVAL);
+    CHECK(pthread_create(&t, NULL, thread_error, NULL) == 0);
+    pthread_join(t, &res);
+    CHECK(res && strcmp((const char *)res, "clean") == 0);
+    CHECK(os_last_error()[0] != '\0');
+}
+
+int main(void)
+{
+    char root[PATH_MAX + 8], tmp[PATH_MAX + 8];
+    os_store_t *store = NULL;
+
+    snprintf(scratch, sizeof scratch, "/tmp/osstore-capi-XXXXXX");
+    if (!mkdtemp(scratch)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    snprintf(root, sizeof root, "%s/store", scratch);
+
+    test_library();
+    test_open_errors();
+    test_thread_local_error();
+
+    CHECK_RC(os_store_open(root, &store), 0);
+    CHECK(store && strcmp(os_store_path(store), root) == 0);
+    snprintf(tmp, sizeof tmp, "%s/objects", root);
+    CHECK(exists(tmp));
+    snprintf(tmp, sizeof tmp, "%s/refs", root);
+    CHECK(exists(tmp));
+    snprintf(tmp, sizeof tmp, "%s/tmp", root);
+    CHECK(exists(tmp));
+
+    test_invalid_ids(store);
+    test_commit_by_move(store, root);
+    test_lookups(store, root);
+    test_snapshots(store);
+    test_init_and_export(store);
+    test_floating(store);
+    test_tempdir(store, root);
+    test_release_hard_trees(store);
+    test_gc(store, root);
+    test_bad_handles(store);
+    test_foreign_object(store);
+    if (geteuid() == 0 && in_private_mount_namespace())
+        test_host_tree(store);
+    else
+        printf("SKIP host tree: needs root in a private mount namespace (run via make check)\n");
+
+    /* Leave work for os_store_free to clean up. */
+    os_object_t *left = NULL;
+    CHECK_RC(os_store_new(store, "left-behind", &left), 0);
+    os_store_free(store);
+    CHECK(count_entries(tmp) == 0);
+    CHECK(!mounted_below(root));
+
+    /* Reopening keeps the committed trees. */
+    CHECK_RC(os_store_open(root, &store), 0);
+    CHECK_RC(os_store_contains(store, "abcdefghij"), 1);
+    CHECK_RC(os_store_contains(store, "snap2"), 1);
+    os_store_free(store);
+
+    char cmd[PATH_MAX + 32];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", scratch);
+    return check_done("test_api");
+}
