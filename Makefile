@@ -35,7 +35,7 @@ PC_UNINST    := $(BUILD)/pkgconfig/osstore.pc
 PKG          := PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/pkgconfig pkg-config
 # Tests that mount run in a private mount namespace: nothing they mount can
 # outlive them on this machine.
-PRIVATE_NS   := unshare --mount --propagation private
+PRIVATE_NS   := tests/in-private-ns.sh
 VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
 LOGS         := $(BUILD)/check-logs
 

@@ -131,10 +131,13 @@ fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
 /// Bind then remount read-only, for kernels without the new mount API.
 fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
     use nix::mount::{MsFlags, mount};
+    // The kernel ignores the type of a bind mount; naming one keeps memory
+    // checkers, which expect a string there, quiet.
+    let none = Some("none");
     mount(
         Some(source),
         target,
-        None::<&str>,
+        none,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
@@ -142,7 +145,7 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
     let readonly = mount(
         None::<&str>,
         target,
-        None::<&str>,
+        none,
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
@@ -150,7 +153,7 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
         mount(
             None::<&str>,
             target,
-            None::<&str>,
+            none,
             MsFlags::MS_PRIVATE | MsFlags::MS_REC,
             None::<&str>,
         )

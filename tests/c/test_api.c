@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +20,25 @@
 
 #include "check.h"
 
-static char scratch[PATH_MAX];
+static char scratch[256];
+
+/* snprintf that treats truncation as a broken test set-up. */
+static void fmt(char *out, size_t size, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    int n = vsnprintf(out, size, format, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size) {
+        fprintf(stderr, "path too long: %s\n", format);
+        exit(2);
+    }
+}
 
 static void write_file(const char *dir, const char *name, const char *content)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fmt(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
     if (!f) {
         perror(path);
@@ -37,7 +51,7 @@ static void write_file(const char *dir, const char *name, const char *content)
 static bool file_has(const char *dir, const char *name, const char *content)
 {
     char path[PATH_MAX], buf[256] = {0};
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fmt(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "r");
     if (!f)
         return false;
@@ -50,7 +64,7 @@ static ino_t inode_of(const char *dir, const char *name)
 {
     char path[PATH_MAX];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    fmt(path, sizeof path, "%s/%s", dir, name);
     return lstat(path, &st) == 0 ? st.st_ino : 0;
 }
 
@@ -86,11 +100,17 @@ static bool mounted_below(const char *prefix)
     return found;
 }
 
+/* True when this process runs in another mount namespace than the one
+ * tests/in-private-ns.sh started from (or than PID 1's). */
 static bool in_private_mount_namespace(void)
 {
     struct stat self, init;
-    return stat("/proc/self/ns/mnt", &self) == 0 && stat("/proc/1/ns/mnt", &init) == 0 &&
-           self.st_ino != init.st_ino;
+    const char *outer = getenv("OSSTORE_OUTER_MNTNS");
+    if (stat("/proc/self/ns/mnt", &self) != 0)
+        return false;
+    if (outer && *outer)
+        return strtoull(outer, NULL, 10) != (unsigned long long)self.st_ino;
+    return stat("/proc/1/ns/mnt", &init) == 0 && self.st_ino != init.st_ino;
 }
 
 static void test_library(void)
@@ -117,7 +137,7 @@ static void test_open_errors(void)
     CHECK_RC(os_store_open(path, &store), -ENAMETOOLONG);
 
     write_file(scratch, "plainfile", "x");
-    snprintf(path, sizeof path, "%s/plainfile", scratch);
+    fmt(path, sizeof path, "%s/plainfile", scratch);
     CHECK(os_store_open(path, &store) < 0);
     CHECK(os_last_error()[0] != '\0');
     CHECK_RC(os_store_open_ex(scratch, 0x80, &store), -EINVAL);
@@ -164,7 +184,7 @@ static void test_commit_by_move(os_store_t *store, const char *root)
     CHECK(os_object_mode(obj) == OS_MODE_WRITE);
     CHECK(strcmp(os_object_id(obj), "abcdefghij") == 0);
     const char *tree = os_object_tree(obj);
-    snprintf(expect, sizeof expect, "%s/tmp/object-abcdefg-", root);
+    fmt(expect, sizeof expect, "%s/tmp/object-abcdefg-", root);
     CHECK(strncmp(tree, expect, strlen(expect)) == 0);
     CHECK(strlen(tree) > 16 && strcmp(tree + strlen(tree) - 15, "-workdir/object") == 0);
     CHECK(count_entries(tree) == 0);
@@ -172,21 +192,21 @@ static void test_commit_by_move(os_store_t *store, const char *root)
     write_file(tree, "hello", "world");
     ino_t before = inode_of(tree, "hello");
     char workdir[PATH_MAX];
-    snprintf(workdir, sizeof workdir, "%s", tree);
+    fmt(workdir, sizeof workdir, "%s", tree);
     *strrchr(workdir, '/') = '\0';
 
     CHECK_RC(os_store_commit(store, obj, "abcdefghij", &name), 0);
     CHECK(name != NULL && strlen(name) == 36);
     CHECK(os_object_mode(obj) == OS_MODE_READ);
-    snprintf(expect, sizeof expect, "%s/objects/%s", root, name ? name : "");
+    fmt(expect, sizeof expect, "%s/objects/%s", root, name ? name : "");
     CHECK(strcmp(os_object_tree(obj), expect) == 0);
     CHECK(inode_of(os_object_tree(obj), "hello") == before);
     CHECK(!exists(workdir));
 
-    snprintf(expect, sizeof expect, "%s/refs/abcdefghij", root);
+    fmt(expect, sizeof expect, "%s/refs/abcdefghij", root);
     ssize_t n = readlink(expect, link, sizeof link - 1);
     link[n > 0 ? n : 0] = '\0';
-    snprintf(expect, sizeof expect, "../objects/%s", name ? name : "");
+    fmt(expect, sizeof expect, "../objects/%s", name ? name : "");
     CHECK(strcmp(link, expect) == 0);
     os_free(name);
 
@@ -209,13 +229,13 @@ static void test_lookups(os_store_t *store, const char *root)
 
     CHECK_RC(os_store_get(store, "abcdefghij", &obj), 0);
     CHECK(os_object_mode(obj) == OS_MODE_READ);
-    snprintf(expect, sizeof expect, "%s/refs/abcdefghij", root);
+    fmt(expect, sizeof expect, "%s/refs/abcdefghij", root);
     CHECK(strcmp(os_object_tree(obj), expect) == 0);
     CHECK(file_has(os_object_tree(obj), "hello", "world"));
     os_object_release(obj);
 
     CHECK_RC(os_store_resolve_ref(store, "not-there", &path), 0);
-    snprintf(expect, sizeof expect, "%s/refs/not-there", root);
+    fmt(expect, sizeof expect, "%s/refs/not-there", root);
     CHECK(path && strcmp(path, expect) == 0);
     os_free(path);
 }
@@ -263,22 +283,22 @@ static void test_init_and_export(os_store_t *store)
     CHECK(file_has(os_object_tree(derived), "hello", "world"));
     CHECK(file_has(os_object_tree(derived), "own", "mine"));
 
-    snprintf(link_path, sizeof link_path, "%s/link", os_object_tree(derived));
+    fmt(link_path, sizeof link_path, "%s/link", os_object_tree(derived));
     CHECK(symlink("hello", link_path) == 0);
-    snprintf(link_path, sizeof link_path, "%s/hello", os_object_tree(derived));
+    fmt(link_path, sizeof link_path, "%s/hello", os_object_tree(derived));
     CHECK(chmod(link_path, 04755) == 0);
 
-    snprintf(dest, sizeof dest, "%s/export", scratch);
+    fmt(dest, sizeof dest, "%s/export", scratch);
     CHECK(mkdir(dest, 0755) == 0);
     CHECK_RC(os_object_export(derived, dest), 0);
     CHECK(file_has(dest, "hello", "world"));
-    snprintf(link_path, sizeof link_path, "%s/link", dest);
+    fmt(link_path, sizeof link_path, "%s/link", dest);
     CHECK(readlink(link_path, target, sizeof target - 1) == 5 && strcmp(target, "hello") == 0);
     struct stat st;
-    snprintf(link_path, sizeof link_path, "%s/hello", dest);
+    fmt(link_path, sizeof link_path, "%s/hello", dest);
     CHECK(stat(link_path, &st) == 0 && (st.st_mode & 07777) == 04755);
 
-    snprintf(dest, sizeof dest, "%s/no-such-dir", scratch);
+    fmt(dest, sizeof dest, "%s/no-such-dir", scratch);
     CHECK_RC(os_object_export(derived, dest), -ENOENT);
     CHECK_RC(os_object_export(derived, NULL), -EINVAL);
     CHECK_RC(os_object_export(NULL, scratch), -EINVAL);
@@ -324,7 +344,7 @@ static void test_tempdir(os_store_t *store, const char *root)
     char expect[PATH_MAX];
 
     CHECK_RC(os_store_tempdir(store, "pre-", "-suf", &path), 0);
-    snprintf(expect, sizeof expect, "%s/tmp/pre-", root);
+    fmt(expect, sizeof expect, "%s/tmp/pre-", root);
     CHECK(path && strncmp(path, expect, strlen(expect)) == 0);
     CHECK(path && strcmp(path + strlen(path) - 4, "-suf") == 0);
     CHECK(path && exists(path));
@@ -350,13 +370,13 @@ static void test_host_tree(os_store_t *store)
     CHECK(tree != NULL);
     if (!tree)
         return;
-    snprintf(path, sizeof path, "%s/usr/bin", tree);
+    fmt(path, sizeof path, "%s/usr/bin", tree);
     CHECK(exists(path));
-    snprintf(path, sizeof path, "%s/newfile", tree);
+    fmt(path, sizeof path, "%s/newfile", tree);
     CHECK(open(path, O_CREAT | O_WRONLY, 0644) < 0 && errno == EROFS);
-    snprintf(path, sizeof path, "%s/usr/osstore-test", tree);
+    fmt(path, sizeof path, "%s/usr/osstore-test", tree);
     CHECK(open(path, O_CREAT | O_WRONLY, 0644) < 0 && errno == EROFS);
-    snprintf(path, sizeof path, "%s/usr", tree);
+    fmt(path, sizeof path, "%s/usr", tree);
     CHECK(mkdir(path, 0755) < 0);
     const char *again = NULL;
     CHECK_RC(os_store_host_tree(store, &again), 0);
@@ -382,14 +402,14 @@ static void test_release_hard_trees(os_store_t *store)
     char path[PATH_MAX], workdir[PATH_MAX];
 
     CHECK_RC(os_store_new(store, "hard", &obj), 0);
-    snprintf(workdir, sizeof workdir, "%s", os_object_tree(obj));
+    fmt(workdir, sizeof workdir, "%s", os_object_tree(obj));
     *strrchr(workdir, '/') = '\0';
-    snprintf(path, sizeof path, "%s/locked", os_object_tree(obj));
+    fmt(path, sizeof path, "%s/locked", os_object_tree(obj));
     CHECK(mkdir(path, 0755) == 0);
     write_file(path, "frozen", "ice");
-    snprintf(path, sizeof path, "%s/locked/frozen", os_object_tree(obj));
+    fmt(path, sizeof path, "%s/locked/frozen", os_object_tree(obj));
     set_immutable(path);
-    snprintf(path, sizeof path, "%s/locked", os_object_tree(obj));
+    fmt(path, sizeof path, "%s/locked", os_object_tree(obj));
     CHECK(chmod(path, 0) == 0);
     os_object_release(obj);
     CHECK(!exists(workdir));
@@ -403,7 +423,7 @@ static void test_gc(os_store_t *store, const char *root)
     CHECK_RC(os_store_new(store, "gc-me", &obj), 0);
     CHECK_RC(os_store_commit(store, obj, "gc-me", &old_name), 0);
     os_object_release(obj);
-    snprintf(old_path, sizeof old_path, "%s/objects/%s", root, old_name ? old_name : "");
+    fmt(old_path, sizeof old_path, "%s/objects/%s", root, old_name ? old_name : "");
     os_free(old_name);
 
     /* Replace the ref; the old object is now unnamed. */
@@ -452,7 +472,7 @@ static void test_foreign_object(os_store_t *store)
     os_store_t *other = NULL;
     os_object_t *obj = NULL;
 
-    snprintf(other_root, sizeof other_root, "%s/other-store", scratch);
+    fmt(other_root, sizeof other_root, "%s/other-store", scratch);
     CHECK_RC(os_store_open(other_root, &other), 0);
     CHECK_RC(os_store_new(other, "foreign", &obj), 0);
     CHECK_RC(os_store_commit(store, obj, "foreign", NULL), -EINVAL);
@@ -479,15 +499,15 @@ static void test_thread_local_error(void)
 
 int main(void)
 {
-    char root[PATH_MAX + 8], tmp[PATH_MAX + 8];
+    char root[512], tmp[PATH_MAX];
     os_store_t *store = NULL;
 
-    snprintf(scratch, sizeof scratch, "/tmp/osstore-capi-XXXXXX");
+    fmt(scratch, sizeof scratch, "/tmp/osstore-capi-XXXXXX");
     if (!mkdtemp(scratch)) {
         perror("mkdtemp");
         return 2;
     }
-    snprintf(root, sizeof root, "%s/store", scratch);
+    fmt(root, sizeof root, "%s/store", scratch);
 
     test_library();
     test_open_errors();
@@ -495,11 +515,11 @@ int main(void)
 
     CHECK_RC(os_store_open(root, &store), 0);
     CHECK(store && strcmp(os_store_path(store), root) == 0);
-    snprintf(tmp, sizeof tmp, "%s/objects", root);
+    fmt(tmp, sizeof tmp, "%s/objects", root);
     CHECK(exists(tmp));
-    snprintf(tmp, sizeof tmp, "%s/refs", root);
+    fmt(tmp, sizeof tmp, "%s/refs", root);
     CHECK(exists(tmp));
-    snprintf(tmp, sizeof tmp, "%s/tmp", root);
+    fmt(tmp, sizeof tmp, "%s/tmp", root);
     CHECK(exists(tmp));
 
     test_invalid_ids(store);
@@ -532,7 +552,7 @@ int main(void)
     os_store_free(store);
 
     char cmd[PATH_MAX + 32];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
+    fmt(cmd, sizeof cmd, "rm -rf '%s'", scratch);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", scratch);
     return check_done("test_api");

@@ -44,10 +44,15 @@ int main(void)
         fprintf(stderr, "dlopen: %s\n", dlerror());
         return check_done("test_dlopen");
     }
-    const char *(*version)(void) = (const char *(*)(void))dlsym(lib, "os_version");
-    int (*open_store)(const char *, os_store_t **) = (int (*)(const char *, os_store_t **))dlsym(lib, "os_store_open");
-    void (*free_store)(os_store_t *) = (void (*)(os_store_t *))dlsym(lib, "os_store_free");
-    int (*contains)(os_store_t *, const char *) = (int (*)(os_store_t *, const char *))dlsym(lib, "os_store_contains");
+    const char *(*version)(void);
+    int (*open_store)(const char *, os_store_t **);
+    void (*free_store)(os_store_t *);
+    int (*contains)(os_store_t *, const char *);
+    /* POSIX's way of turning dlsym's object pointer into a function pointer. */
+    *(void **)(&version) = dlsym(lib, "os_version");
+    *(void **)(&open_store) = dlsym(lib, "os_store_open");
+    *(void **)(&free_store) = dlsym(lib, "os_store_free");
+    *(void **)(&contains) = dlsym(lib, "os_store_contains");
     CHECK(version && open_store && free_store && contains);
     /* Internal symbols are not visible. */
     CHECK(dlsym(lib, "rust_begin_unwind") == NULL);
