@@ -40,7 +40,7 @@ VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-l
 LOGS         := $(BUILD)/check-logs
 
 .PHONY: all lib rust-lib header header-check demo check deps install uninstall clean \
-        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen check-summary \
+        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client fuzz-smoke check-summary \
         bench fuzz loadtest
 
 all: lib client
@@ -112,7 +112,7 @@ demo: $(DEMO) header-check
 # --- tests -----------------------------------------------------------------
 check: deps lint lib client
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
-	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install check-client
+	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client fuzz-smoke
 	$(PRIVATE_NS) $(DEMO) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
 	@echo "demo: ok ($(LOGS)/demo.log)"
 	@$(MAKE) --no-print-directory check-summary
@@ -162,6 +162,16 @@ test-dlopen: $(BUILD)/tests/test_dlopen $(SHARED)
 # tree with pkg-config, shared and static.
 test-install: lib client
 	tests/check_install.sh "$(MAKE)" 2>&1 | tee $(LOGS)/install.log; exit $${PIPESTATUS[0]}
+
+test-client:
+	$(MAKE) --no-print-directory check-client 2>&1 | tee $(LOGS)/client.log; exit $${PIPESTATUS[0]}
+
+# Bounded coverage-guided fuzzing; `make fuzz` runs the long version.
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz-client-smoke 2>&1 | tee $(LOGS)/fuzz-client.log; exit $${PIPESTATUS[0]}
+
+fuzz:
+	$(MAKE) --no-print-directory fuzz-client
 
 check-summary:
 	@tests/summarize.sh $(LOGS)

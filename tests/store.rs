@@ -178,7 +178,7 @@ fn release_removes_hard_to_delete_work_dirs() {
     fs::write(locked.join("f"), "").unwrap();
     let status = std::process::Command::new("chattr").arg("+i").arg(locked.join("f")).status();
     assert!(status.map(|s| s.success()).unwrap_or(false), "chattr +i works here");
-    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o0)).unwrap();
     drop(obj);
     assert!(!workdir.exists());
 }

@@ -1,0 +1,21 @@
+//! The tree engines: copying a directory tree with `cp -a` fidelity
+//! ([`copy_tree`]), removing one whatever a build left in it
+//! ([`remove_tree`]), and comparing two ([`compare_trees`]).
+//!
+//! Copy and removal walk the tree in parallel, one directory per job, with
+//! `*at` syscalls relative to open directories (see `pool`); their memory use
+//! depends on the tree's depth and directory sizes, not on its size.
+
+pub mod compare;
+pub mod copy;
+pub mod remove;
+
+mod data;
+mod links;
+mod pool;
+mod sys;
+mod xattr;
+
+pub use compare::{Difference, compare_trees};
+pub use copy::copy_tree;
+pub use remove::remove_tree;

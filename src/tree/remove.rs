@@ -1,0 +1,355 @@
+//! `remove_tree`: removes a directory tree whatever a build left in it,
+//! in parallel by directory (see [`super::pool`]).
+//!
+//! Entries are unlinked relative to their open directory; a directory is
+//! removed once everything below it is (post-order). Obstacles are dealt with
+//! when they show up, so a plain tree costs nothing extra: on `EPERM`/`EACCES`
+//! the immutable and append-only flags of the entry and its directory are
+//! cleared and the directory made `u+rwx`, then the call is retried once.
+//! Mounts are never crossed: a directory on another mount is refused with
+//! `EBUSY` (the kernel already refuses to unlink a mount point itself).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::{FchmodatFlags, Mode, fchmod, fchmodat};
+use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
+
+use super::pool::{self, Node, Walker};
+use super::sys::{
+    FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, read_names, set_inode_flags,
+};
+use crate::error::{Error, Result};
+
+/// Removes `path` and everything below it, whatever a build left there:
+/// directories without write/search permission, files and directories with
+/// the immutable or append-only flag. Mount points are not crossed: a mount
+/// below `path` (or at it) makes the removal fail with `EBUSY` rather than
+/// delete inside another filesystem. A missing `path` is `Ok(())`. Symlinks
+/// are removed, never followed.
+///
+/// The first error stops the removal; what was not removed yet stays.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let Some(name) = path.file_name() else {
+        return Err(Error::invalid(format!(
+            "remove {}: not a removable path",
+            path.display()
+        )));
+    };
+    let name = CString::new(name.as_bytes())
+        .map_err(|_| Error::invalid(format!("remove {}: NUL byte in path", path.display())))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fail =
+        |what: &str, errno: Errno| Error::sys(format_args!("{what} {}", path.display()), errno);
+    let parent_fd = match openat(AT_FDCWD, parent, DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other.map_err(|e| fail("open parent directory of", e))?,
+    };
+    let parent_fd = parent_fd.as_fd();
+    let st = match lstatx(parent_fd, &name) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other.map_err(|e| fail("stat", e))?,
+    };
+    // The parent is not ours: only the entry itself is unlocked.
+    if !st.is_dir() {
+        return retry_unlocked(
+            || unlinkat(parent_fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir),
+            || unlock_entry(parent_fd, &name),
+        )
+        .map_err(|e| fail("remove", e));
+    }
+    if is_other_mount(
+        &fstatx(parent_fd).map_err(|e| fail("stat parent of", e))?,
+        &st,
+    ) {
+        return Err(fail("refusing to remove mount point", Errno::EBUSY));
+    }
+    let root = retry_unlocked(
+        || {
+            openat(
+                parent_fd,
+                name.as_c_str(),
+                DIR_FLAGS | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+        },
+        || {
+            let _ = fchmodat(
+                parent_fd,
+                name.as_c_str(),
+                Mode::S_IRWXU,
+                FchmodatFlags::FollowSymlink,
+            );
+        },
+    )
+    .map_err(|e| fail("open directory", e))?;
+    let remover = Remover {
+        path,
+        root,
+        root_stat: st,
+        privileged: geteuid().is_root(),
+    };
+    pool::run(&remover, (), pool::default_threads())?;
+    let root = remover.root.as_fd();
+    retry_unlocked(
+        || unlinkat(parent_fd, name.as_c_str(), UnlinkatFlags::RemoveDir),
+        || clear_flags(root),
+    )
+    .map_err(|e| fail("remove directory", e))
+}
+
+/// Flags for opening a directory.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
+
+/// One removal in progress, shared by the pool's threads.
+struct Remover<'a> {
+    path: &'a Path,
+    /// The directory being removed; every other one is reached from it.
+    root: OwnedFd,
+    root_stat: Stat,
+    /// Running as root: permission bits never get in the way.
+    privileged: bool,
+}
+
+impl Walker for Remover<'_> {
+    type Data = ();
+    type Scratch = Vec<(CString, Option<Type>)>;
+
+    fn scratch(&self) -> Self::Scratch {
+        Vec::new()
+    }
+
+    fn visit(
+        &self,
+        names: &mut Self::Scratch,
+        node: &Node<()>,
+        children: &mut Vec<(PathBuf, ())>,
+    ) -> Result<()> {
+        let fail = |what: &str, errno: Errno| self.error(what, &node.rel, None, errno);
+        let mut dir = retry_unlocked(
+            || {
+                Dir::openat(
+                    self.root.as_fd(),
+                    node.at_path(),
+                    DIR_FLAGS | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+            },
+            || self.make_accessible(node),
+        )
+        .map_err(|e| fail("open directory", e))?;
+        if !self.privileged {
+            // Search and write permission are needed below; granting them
+            // here, once, spares a failed call per entry.
+            let st = fstatx(dir.as_fd()).map_err(|e| fail("stat", e))?;
+            if st.mode & 0o700 != 0o700 {
+                fchmod(dir.as_fd(), Mode::S_IRWXU).map_err(|e| fail("make writable", e))?;
+            }
+        }
+        read_names(&mut dir, names).map_err(|e| fail("read directory", e))?;
+        let dir = dir.as_fd();
+        for (name, kind) in names.iter() {
+            let fail = |what: &str, errno: Errno| self.error(what, &node.rel, Some(name), errno);
+            let st = match kind {
+                Some(Type::Directory) | None => {
+                    Some(lstatx(dir, name).map_err(|e| fail("stat", e))?)
+                }
+                Some(_) => None,
+            };
+            match st {
+                Some(st) if st.is_dir() => {
+                    if is_other_mount(&self.root_stat, &st) {
+                        return Err(fail("refusing to remove inside mount point", Errno::EBUSY));
+                    }
+                    children.push((node.rel.join(OsStr::from_bytes(name.to_bytes())), ()));
+                }
+                _ => retry_unlocked(
+                    || unlinkat(dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir),
+                    || {
+                        clear_flags(dir);
+                        unlock_entry(dir, name);
+                    },
+                )
+                .map_err(|e| fail("remove", e))?,
+            }
+        }
+        if children.is_empty() {
+            self.leave(names, node)?;
+        }
+        Ok(())
+    }
+
+    fn leave(&self, _: &mut Self::Scratch, node: &Node<()>) -> Result<()> {
+        // The root itself is removed from its parent by `remove_tree`.
+        if node.is_root() {
+            return Ok(());
+        }
+        retry_unlocked(
+            || unlinkat(self.root.as_fd(), &node.rel, UnlinkatFlags::RemoveDir),
+            || self.unlock_for_rmdir(&node.rel),
+        )
+        .map_err(|e| self.error("remove directory", &node.rel, None, e))
+    }
+}
+
+impl Remover<'_> {
+    /// Makes the directory `node` openable (`u+rwx`).
+    fn make_accessible(&self, node: &Node<()>) {
+        let _ = if node.is_root() {
+            fchmod(self.root.as_fd(), Mode::S_IRWXU)
+        } else {
+            fchmodat(
+                self.root.as_fd(),
+                &node.rel,
+                Mode::S_IRWXU,
+                FchmodatFlags::FollowSymlink,
+            )
+        };
+    }
+
+    /// Clears the flags that forbid removing the directory `rel`: its own,
+    /// and its parent's (made `u+rwx` too).
+    fn unlock_for_rmdir(&self, rel: &Path) {
+        let open = |p: &Path| {
+            openat(
+                self.root.as_fd(),
+                p,
+                DIR_FLAGS | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+        };
+        if let Ok(fd) = open(rel) {
+            clear_flags(fd.as_fd());
+        }
+        let parent = match rel.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(fd) = open(parent) {
+            clear_flags(fd.as_fd());
+            let _ = fchmod(fd.as_fd(), Mode::S_IRWXU);
+        }
+    }
+
+    /// The error for `what` failing on `rel/name`.
+    fn error(&self, what: &str, rel: &Path, name: Option<&CStr>, errno: Errno) -> Error {
+        let mut path = self.path.join(rel);
+        if let Some(name) = name {
+            path.push(OsStr::from_bytes(name.to_bytes()));
+        }
+        Error::sys(format_args!("{what} {}", path.display()), errno)
+    }
+}
+
+/// Runs `call`; if it fails with `EPERM` or `EACCES`, runs `unlock` and
+/// `call` once more.
+fn retry_unlocked<T>(
+    mut call: impl FnMut() -> nix::Result<T>,
+    unlock: impl FnOnce(),
+) -> nix::Result<T> {
+    match call() {
+        Err(Errno::EPERM | Errno::EACCES) => {
+            unlock();
+            call()
+        }
+        other => other,
+    }
+}
+
+/// Clears the immutable and append-only flags of the entry `name` of `dir`
+/// if it is a regular file or a directory (the only inodes that have them:
+/// other types cannot even be opened safely for the ioctl), and makes a
+/// directory `u+rwx`.
+fn unlock_entry(dir: BorrowedFd<'_>, name: &CStr) {
+    let Ok(st) = lstatx(dir, name) else { return };
+    if !matches!(st.kind(), libc::S_IFREG | libc::S_IFDIR) {
+        return;
+    }
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    if let Ok(fd) = openat(dir, name, flags, Mode::empty()) {
+        clear_flags(fd.as_fd());
+        if st.is_dir() {
+            let _ = fchmod(fd.as_fd(), Mode::S_IRWXU);
+        }
+    }
+}
+
+/// Clears the immutable and append-only flags of an open inode, and makes it
+/// `u+rwx` if it is a directory. Best effort: the retried call reports what
+/// still fails.
+fn clear_flags(fd: BorrowedFd<'_>) {
+    if let Ok(flags) = inode_flags(fd) {
+        let locked = FS_IMMUTABLE_FL | FS_APPEND_FL;
+        if flags & locked != 0 {
+            let _ = set_inode_flags(fd, flags & !locked);
+        }
+    }
+}
+
+/// True when `st` is on another mount than `base`, or is a mount's root.
+/// The device number is only the fallback for kernels without mount ids
+/// (before 5.8): btrfs subvolumes have their own device numbers on one mount.
+fn is_other_mount(base: &Stat, st: &Stat) -> bool {
+    st.mount_root
+        || match (base.mnt_id, st.mnt_id) {
+            (Some(a), Some(b)) => a != b,
+            _ => st.dev != base.dev,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_remove_missing_is_ok() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        remove_tree(&tmp.path().join("missing")).expect("missing path");
+        remove_tree(&tmp.path().join("missing/below")).expect("missing parent");
+    }
+
+    #[test]
+    fn tree_remove_refuses_pathless() {
+        assert_eq!(
+            remove_tree(Path::new("/")).map_err(|e| e.errno()),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            remove_tree(Path::new("a/..")).map_err(|e| e.errno()),
+            Err(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn tree_remove_plain_tree_and_symlink_not_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let keep = tmp.path().join("keep");
+        std::fs::create_dir(&keep).expect("mkdir");
+        std::fs::write(keep.join("f"), b"x").expect("write");
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir_all(victim.join("a/b/c")).expect("mkdir");
+        std::fs::write(victim.join("a/b/c/f"), b"x").expect("write");
+        std::os::unix::fs::symlink(&keep, victim.join("a/link")).expect("symlink");
+        remove_tree(&victim).expect("remove");
+        assert!(!victim.exists());
+        assert!(keep.join("f").exists(), "symlink was followed");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&keep, &link).expect("symlink");
+        remove_tree(&link).expect("remove link");
+        assert!(keep.join("f").exists());
+    }
+}

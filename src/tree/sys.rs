@@ -1,0 +1,233 @@
+//! Thin wrappers over what nix does not cover: `statx`, extended attributes,
+//! the inode-flag and clone ioctls, and reading a directory's names.
+
+use std::ffi::{CStr, CString};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+
+/// `FS_IMMUTABLE_FL` from `linux/fs.h` (`chattr +i`).
+pub(crate) const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+/// `FS_APPEND_FL` from `linux/fs.h` (`chattr +a`).
+pub(crate) const FS_APPEND_FL: libc::c_int = 0x20;
+
+/// A timestamp as statx reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Time {
+    pub(crate) sec: i64,
+    pub(crate) nsec: u32,
+}
+
+/// What statx reported about an inode (the fields the engines use).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stat {
+    /// Type and permission bits.
+    pub(crate) mode: u32,
+    /// Owner.
+    pub(crate) uid: u32,
+    /// Group.
+    pub(crate) gid: u32,
+    /// Number of hard links.
+    pub(crate) nlink: u32,
+    /// Size in bytes.
+    pub(crate) size: u64,
+    /// Allocated 512-byte blocks.
+    pub(crate) blocks: u64,
+    /// Inode number.
+    pub(crate) ino: u64,
+    /// Device the inode is on.
+    pub(crate) dev: u64,
+    /// Device a device node stands for.
+    pub(crate) rdev: u64,
+    /// Last access.
+    pub(crate) atime: Time,
+    /// Last modification.
+    pub(crate) mtime: Time,
+    /// The mount id, when the kernel reports it.
+    pub(crate) mnt_id: Option<u64>,
+    /// The inode is the root of a mount (when the kernel can tell).
+    pub(crate) mount_root: bool,
+}
+
+impl Stat {
+    /// The `S_IFMT` part of the mode.
+    pub(crate) fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    /// True for a directory.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+
+    /// The key that identifies the inode across the tree.
+    pub(crate) fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+/// `statx(dir, name, flags)` asking for the basic fields plus the mount id.
+/// Use `c""` and `AT_EMPTY_PATH` to stat `dir` itself.
+pub(crate) fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> nix::Result<Stat> {
+    let mut buf = MaybeUninit::<libc::statx>::zeroed();
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_MNT_ID;
+    // SAFETY: `name` is NUL-terminated and `buf` points to writable memory
+    // the size of a `struct statx`.
+    let rc = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+            mask,
+            buf.as_mut_ptr(),
+        )
+    };
+    Errno::result(rc)?;
+    // SAFETY: the struct was zero-initialised (a valid value for it, made of
+    // integers only) and the kernel filled it in on success.
+    let s = unsafe { buf.assume_init() };
+    let time = |t: libc::statx_timestamp| Time {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
+    let root_bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok(Stat {
+        mode: u32::from(s.stx_mode),
+        uid: s.stx_uid,
+        gid: s.stx_gid,
+        nlink: s.stx_nlink,
+        size: s.stx_size,
+        blocks: s.stx_blocks,
+        ino: s.stx_ino,
+        dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+        rdev: libc::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+        atime: time(s.stx_atime),
+        mtime: time(s.stx_mtime),
+        mnt_id: (s.stx_mask & libc::STATX_MNT_ID != 0).then_some(s.stx_mnt_id),
+        mount_root: s.stx_attributes_mask & root_bit != 0 && s.stx_attributes & root_bit != 0,
+    })
+}
+
+/// `statx` of an open descriptor.
+pub(crate) fn fstatx(fd: BorrowedFd<'_>) -> nix::Result<Stat> {
+    statx(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+/// `statx` of `name` in `dir`, not following a symlink.
+pub(crate) fn lstatx(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<Stat> {
+    statx(dir, name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Where to read or write extended attributes: an open descriptor, or a path
+/// for the inodes that are never opened (symlinks, devices, fifos, sockets;
+/// the `l*xattr` calls do not follow a final symlink).
+#[derive(Clone, Copy)]
+pub(crate) enum XattrTarget<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(&'a CStr),
+}
+
+/// `flistxattr`/`llistxattr`. An empty `buf` asks for the size needed.
+pub(crate) fn list_xattrs(t: XattrTarget<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    let ptr = buf.as_mut_ptr().cast::<libc::c_char>();
+    let rc = match t {
+        // SAFETY: `ptr` is valid for `buf.len()` writable bytes.
+        XattrTarget::Fd(fd) => unsafe { libc::flistxattr(fd.as_raw_fd(), ptr, buf.len()) },
+        // SAFETY: `p` is NUL-terminated; `ptr` is valid for `buf.len()` bytes.
+        XattrTarget::Path(p) => unsafe { libc::llistxattr(p.as_ptr(), ptr, buf.len()) },
+    };
+    Errno::result(rc).map(|n| n as usize)
+}
+
+/// `fgetxattr`/`lgetxattr`. An empty `buf` asks for the size needed.
+pub(crate) fn get_xattr(t: XattrTarget<'_>, name: &CStr, buf: &mut [u8]) -> nix::Result<usize> {
+    let ptr = buf.as_mut_ptr().cast::<libc::c_void>();
+    let rc = match t {
+        // SAFETY: `name` is NUL-terminated; `ptr` is valid for `buf.len()` bytes.
+        XattrTarget::Fd(fd) => unsafe {
+            libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), ptr, buf.len())
+        },
+        // SAFETY: `p` and `name` are NUL-terminated; `ptr` is valid for
+        // `buf.len()` bytes.
+        XattrTarget::Path(p) => unsafe {
+            libc::lgetxattr(p.as_ptr(), name.as_ptr(), ptr, buf.len())
+        },
+    };
+    Errno::result(rc).map(|n| n as usize)
+}
+
+/// `fsetxattr`/`lsetxattr` (create or replace).
+pub(crate) fn set_xattr(t: XattrTarget<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
+    let ptr = value.as_ptr().cast::<libc::c_void>();
+    let rc = match t {
+        // SAFETY: `name` is NUL-terminated; `ptr` is valid for `value.len()`
+        // readable bytes.
+        XattrTarget::Fd(fd) => unsafe {
+            libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), ptr, value.len(), 0)
+        },
+        // SAFETY: `p` and `name` are NUL-terminated; `ptr` is valid for
+        // `value.len()` readable bytes.
+        XattrTarget::Path(p) => unsafe {
+            libc::lsetxattr(p.as_ptr(), name.as_ptr(), ptr, value.len(), 0)
+        },
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// The inode flags (`FS_IOC_GETFLAGS`, what `lsattr` shows).
+pub(crate) fn inode_flags(fd: BorrowedFd<'_>) -> nix::Result<libc::c_int> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: the kernel writes one int (despite the ioctl's declared long
+    // size, as chattr(1) relies on) to the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    Errno::result(rc).map(|_| flags)
+}
+
+/// Sets the inode flags (`FS_IOC_SETFLAGS`, what `chattr` does).
+pub(crate) fn set_inode_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> nix::Result<()> {
+    // SAFETY: the kernel reads one int from the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) };
+    Errno::result(rc).map(drop)
+}
+
+/// `FICLONE`: makes `dst` share all of `src`'s extents (a reflink).
+pub(crate) fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: FICLONE takes the source descriptor as its integer argument;
+    // both descriptors are open for the duration of the call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    Errno::result(rc).map(drop)
+}
+
+/// `copy_file_range` between explicit offsets of `src` and `dst`, which it
+/// advances by the number of bytes copied (returned).
+pub(crate) fn copy_file_range(
+    src: BorrowedFd<'_>,
+    src_off: &mut i64,
+    dst: BorrowedFd<'_>,
+    dst_off: &mut i64,
+    len: usize,
+) -> nix::Result<usize> {
+    // SAFETY: both offsets point to valid, writable 64-bit integers and both
+    // descriptors are open for the duration of the call.
+    let rc = unsafe {
+        libc::copy_file_range(src.as_raw_fd(), src_off, dst.as_raw_fd(), dst_off, len, 0)
+    };
+    Errno::result(rc).map(|n| n as usize)
+}
+
+/// Reads all names of `dir` (without `.` and `..`) into `out`, replacing its
+/// contents, with the type the directory entry gives when it gives one.
+pub(crate) fn read_names(dir: &mut Dir, out: &mut Vec<(CString, Option<Type>)>) -> nix::Result<()> {
+    out.clear();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        out.push((name.to_owned(), entry.file_type()));
+    }
+    Ok(())
+}
