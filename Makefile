@@ -40,7 +40,7 @@ VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-l
 LOGS         := $(BUILD)/check-logs
 
 .PHONY: all lib rust-lib header header-check demo check deps install uninstall clean \
-        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client fuzz-smoke check-summary \
+        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-load fuzz-smoke check-summary \
         bench fuzz loadtest
 
 all: lib client
@@ -112,7 +112,7 @@ demo: $(DEMO) header-check
 # --- tests -----------------------------------------------------------------
 check: deps lint lib client
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
-	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client fuzz-smoke
+	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-load fuzz-smoke
 	$(PRIVATE_NS) $(DEMO) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
 	@echo "demo: ok ($(LOGS)/demo.log)"
 	@$(MAKE) --no-print-directory check-summary
@@ -196,3 +196,18 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 	$(CARGO) clean
+
+# --- load test -------------------------------------------------------------
+LOADTEST := $(BUILD)/tests/loadtest
+$(LOADTEST): tests/load/loadtest.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+# 1,000 connections and 1,000,000 requests; make check runs 100,000.
+LOAD_CONNECTIONS ?= 1000
+LOAD_REQUESTS    ?= 1000000
+loadtest: $(LOADTEST)
+	$(PRIVATE_NS) $(LOADTEST) $(LOAD_CONNECTIONS) $(LOAD_REQUESTS)
+
+test-load: $(LOADTEST)
+	$(PRIVATE_NS) $(LOADTEST) 1000 100000 2>&1 | tee $(LOGS)/load.log; exit $${PIPESTATUS[0]}
