@@ -67,7 +67,15 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_ids() {
-        for id in ["a", "abc123", ".hidden", "...", "x..y", "with space", "ünïcode"] {
+        for id in [
+            "a",
+            "abc123",
+            ".hidden",
+            "...",
+            "x..y",
+            "with space",
+            "ünïcode",
+        ] {
             check_id(id).unwrap();
         }
         check_id(&"x".repeat(255)).unwrap();
@@ -79,7 +87,10 @@ mod tests {
             let e = check_id(id).unwrap_err();
             assert_eq!(e.errno(), libc::EINVAL, "{id:?}");
         }
-        assert_eq!(check_id(&"x".repeat(256)).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(
+            check_id(&"x".repeat(256)).unwrap_err().errno(),
+            libc::EINVAL
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ pub fn detached_readonly(source: BorrowedFd<'_>, flags: ViewFlags) -> Result<Own
             libc::SYS_open_tree,
             source.as_raw_fd(),
             empty.as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+            OPEN_TREE_CLONE
+                | OPEN_TREE_CLOEXEC
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint,
         )
     };
     if raw < 0 {
@@ -104,7 +107,11 @@ pub fn attach(mount: BorrowedFd<'_>, target: &Path) -> Result<()> {
         )
     };
     if r < 0 {
-        return Err(Error::path("cannot mount onto", target, std::io::Error::last_os_error()));
+        return Err(Error::path(
+            "cannot mount onto",
+            target,
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -141,7 +148,12 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| Error::sys(format!("cannot bind {} onto {}", source.display(), target.display()), e))?;
+    .map_err(|e| {
+        Error::sys(
+            format!("cannot bind {} onto {}", source.display(), target.display()),
+            e,
+        )
+    })?;
     let readonly = mount(
         None::<&str>,
         target,
@@ -160,7 +172,10 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
     });
     if let Err(e) = readonly {
         let _ = unmount(target);
-        return Err(Error::sys(format!("cannot make {} read-only", target.display()), e));
+        return Err(Error::sys(
+            format!("cannot make {} read-only", target.display()),
+            e,
+        ));
     }
     Ok(())
 }

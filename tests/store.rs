@@ -13,7 +13,14 @@ fn scratch() -> tempfile::TempDir {
 }
 
 fn quick(path: &Path) -> Store {
-    Store::open_with(path, OpenOptions { durable: false, collect_garbage: true }).expect("open")
+    Store::open_with(
+        path,
+        OpenOptions {
+            durable: false,
+            collect_garbage: true,
+        },
+    )
+    .expect("open")
 }
 
 #[test]
@@ -31,7 +38,10 @@ fn open_creates_the_layout_and_keeps_what_is_there() {
     drop(store);
     let store = Store::open(&root).unwrap();
     assert!(store.contains("keep").unwrap());
-    assert_eq!(fs::read_link(root.join("refs/keep")).unwrap(), Path::new("../objects").join(&name));
+    assert_eq!(
+        fs::read_link(root.join("refs/keep")).unwrap(),
+        Path::new("../objects").join(&name)
+    );
     assert_eq!(fs::read(root.join("refs/keep/f")).unwrap(), b"x");
 }
 
@@ -65,7 +75,10 @@ fn commit_with_own_id_moves_and_keeps_inodes() {
     assert!(!workdir.exists());
     assert!(uuid::Uuid::parse_str(&name).is_ok());
     // A second commit of the same (now committed) object under its id is refused.
-    assert_eq!(store.commit(&mut obj, "move").unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(
+        store.commit(&mut obj, "move").unwrap_err().errno(),
+        libc::EINVAL
+    );
 }
 
 #[test]
@@ -98,8 +111,19 @@ fn refs_are_replaced_and_old_objects_kept() {
     fs::write(second.tree().join("new"), "").unwrap();
     let n2 = store.commit(&mut second, "id").unwrap();
     assert_ne!(n1, n2);
-    assert!(dir.path().join("objects").join(&n1).is_dir(), "old object left in place");
-    assert!(store.get("id").unwrap().unwrap().tree().join("new").exists());
+    assert!(
+        dir.path().join("objects").join(&n1).is_dir(),
+        "old object left in place"
+    );
+    assert!(
+        store
+            .get("id")
+            .unwrap()
+            .unwrap()
+            .tree()
+            .join("new")
+            .exists()
+    );
     // Nothing left in tmp/: the work dirs went with the moves, the
     // temporary link with the ref swap.
     let leftovers: Vec<_> = fs::read_dir(dir.path().join("tmp")).unwrap().collect();
@@ -113,10 +137,21 @@ fn lookups_follow_the_spec() {
     assert!(!store.contains("").unwrap());
     assert!(!store.contains("absent").unwrap());
     assert!(store.get("absent").unwrap().is_none());
-    assert_eq!(store.resolve_ref("absent").unwrap(), dir.path().join("refs/absent"));
+    assert_eq!(
+        store.resolve_ref("absent").unwrap(),
+        dir.path().join("refs/absent")
+    );
     for bad in ["", ".", "..", "a/b", "/etc", "../x"] {
-        assert_eq!(store.resolve_ref(bad).unwrap_err().errno(), libc::EINVAL, "{bad:?}");
-        assert_eq!(store.new_object(bad).unwrap_err().errno(), libc::EINVAL, "{bad:?}");
+        assert_eq!(
+            store.resolve_ref(bad).unwrap_err().errno(),
+            libc::EINVAL,
+            "{bad:?}"
+        );
+        assert_eq!(
+            store.new_object(bad).unwrap_err().errno(),
+            libc::EINVAL,
+            "{bad:?}"
+        );
         assert!(store.get(bad).is_err(), "{bad:?}");
     }
     // A dangling ref is not contained.
@@ -134,7 +169,10 @@ fn floating_objects_are_found_first() {
 
     let mut floating = store.new_object("x").unwrap();
     fs::write(floating.tree().join("float"), "").unwrap();
-    assert_eq!(store.lookup_tree("x").unwrap().unwrap(), dir.path().join("refs/x"));
+    assert_eq!(
+        store.lookup_tree("x").unwrap().unwrap(),
+        dir.path().join("refs/x")
+    );
     floating.finalize();
     assert_eq!(floating.mode(), Mode::Read);
     let view = store.get("x").unwrap().unwrap();
@@ -142,7 +180,10 @@ fn floating_objects_are_found_first() {
     assert_eq!(store.lookup_tree("x").unwrap().unwrap(), floating.tree());
     drop(view);
     drop(floating);
-    assert_eq!(store.lookup_tree("x").unwrap().unwrap(), dir.path().join("refs/x"));
+    assert_eq!(
+        store.lookup_tree("x").unwrap().unwrap(),
+        dir.path().join("refs/x")
+    );
 }
 
 #[test]
@@ -157,14 +198,27 @@ fn init_and_export_copy_the_tree() {
     let mut derived = store.new_object("derived").unwrap();
     derived.init(&base).unwrap();
     assert_eq!(fs::read(derived.tree().join("d/f")).unwrap(), b"content");
-    assert_eq!(fs::read_link(derived.tree().join("l")).unwrap(), Path::new("d/f"));
-    assert_eq!(base.init(&derived).unwrap_err().errno(), libc::EINVAL, "READ objects refuse init");
+    assert_eq!(
+        fs::read_link(derived.tree().join("l")).unwrap(),
+        Path::new("d/f")
+    );
+    assert_eq!(
+        base.init(&derived).unwrap_err().errno(),
+        libc::EINVAL,
+        "READ objects refuse init"
+    );
 
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
     derived.export(&out).unwrap();
     assert_eq!(fs::read(out.join("d/f")).unwrap(), b"content");
-    assert_eq!(derived.export(&dir.path().join("missing")).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        derived
+            .export(&dir.path().join("missing"))
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -176,8 +230,14 @@ fn release_removes_hard_to_delete_work_dirs() {
     let locked = obj.tree().join("locked");
     fs::create_dir(&locked).unwrap();
     fs::write(locked.join("f"), "").unwrap();
-    let status = std::process::Command::new("chattr").arg("+i").arg(locked.join("f")).status();
-    assert!(status.map(|s| s.success()).unwrap_or(false), "chattr +i works here");
+    let status = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(locked.join("f"))
+        .status();
+    assert!(
+        status.map(|s| s.success()).unwrap_or(false),
+        "chattr +i works here"
+    );
     fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o0)).unwrap();
     drop(obj);
     assert!(!workdir.exists());
@@ -189,7 +249,10 @@ fn tempdirs_are_named_and_removed() {
     let store = quick(dir.path());
     let t = store.tempdir(b"pre-", b"-suf").unwrap();
     let name = t.path().file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(name.starts_with("pre-") && name.ends_with("-suf") && name.len() == 16, "{name}");
+    assert!(
+        name.starts_with("pre-") && name.ends_with("-suf") && name.len() == 16,
+        "{name}"
+    );
     assert_eq!(t.path().parent().unwrap(), dir.path().join("tmp"));
     let path = t.path().to_path_buf();
     drop(t);
@@ -220,7 +283,10 @@ fn gc_spares_live_work_and_reclaims_the_rest() {
     assert_eq!(report.removed, 3, "dead work dir, stale link, orphan");
     assert!(live.tree().is_dir());
     assert!(dir.path().join("objects").join(&kept_name).is_dir());
-    assert!(dir.path().join("objects").join(&old_name).is_dir(), "held by `old`");
+    assert!(
+        dir.path().join("objects").join(&old_name).is_dir(),
+        "held by `old`"
+    );
     drop(old);
     assert_eq!(store.gc().unwrap().removed, 1);
     assert!(!dir.path().join("objects").join(&old_name).exists());

@@ -105,7 +105,11 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
     // SAFETY: forwarded contract.
-    boundary_ptr(|| Ok(unsafe { handle::borrow(Kind::Object, object) }?.tree.as_ptr()))
+    boundary_ptr(|| {
+        Ok(unsafe { handle::borrow(Kind::Object, object) }?
+            .tree
+            .as_ptr())
+    })
 }
 
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity
@@ -119,10 +123,15 @@ pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_
 ///
 /// Both must be NULL or live handles not being released.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_object_init(object: *mut os_object_t, base: *const os_object_t) -> c_int {
+pub unsafe extern "C" fn os_object_init(
+    object: *mut os_object_t,
+    base: *const os_object_t,
+) -> c_int {
     boundary(|| {
         if std::ptr::eq(object, base) {
-            return Err(Error::invalid("an object cannot be initialised from itself"));
+            return Err(Error::invalid(
+                "an object cannot be initialised from itself",
+            ));
         }
         // SAFETY: forwarded contract.
         let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
@@ -146,7 +155,9 @@ pub unsafe extern "C" fn os_object_init(object: *mut os_object_t, base: *const o
 pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
-        unsafe { handle::borrow_mut(Kind::Object, object) }?.object.finalize();
+        unsafe { handle::borrow_mut(Kind::Object, object) }?
+            .object
+            .finalize();
         Ok(0)
     })
 }
@@ -161,7 +172,10 @@ pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
 ///
 /// `object` NULL or a live handle, `to_directory` NULL or a C string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_object_export(object: *const os_object_t, to_directory: *const c_char) -> c_int {
+pub unsafe extern "C" fn os_object_export(
+    object: *const os_object_t,
+    to_directory: *const c_char,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         let obj = unsafe { handle::borrow(Kind::Object, object) }?;

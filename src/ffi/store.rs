@@ -80,7 +80,11 @@ pub unsafe extern "C" fn os_store_open(path: *const c_char, out: *mut *mut os_st
 ///
 /// As for `os_store_open()`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_open_ex(path: *const c_char, flags: c_uint, out: *mut *mut os_store_t) -> c_int {
+pub unsafe extern "C" fn os_store_open_ex(
+    path: *const c_char,
+    flags: c_uint,
+    out: *mut *mut os_store_t,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
@@ -122,7 +126,9 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
             if store.is_null() {
                 return Ok(());
             }
-            return Err(Error::invalid(format!("{store:p} is not a live store handle")));
+            return Err(Error::invalid(format!(
+                "{store:p} is not a live store handle"
+            )));
         };
         let owned = std::mem::take(&mut *handle.owned());
         // Servers first: they use the store's objects and temp dirs.
@@ -163,7 +169,11 @@ pub unsafe extern "C" fn os_store_path(store: *const os_store_t) -> *const c_cha
 /// `store` a live handle or NULL, `object_id` NULL or a C string, `out` NULL
 /// or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_new(store: *mut os_store_t, object_id: *const c_char, out: *mut *mut os_object_t) -> c_int {
+pub unsafe extern "C" fn os_store_new(
+    store: *mut os_store_t,
+    object_id: *const c_char,
+    out: *mut *mut os_object_t,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
@@ -189,7 +199,11 @@ pub unsafe extern "C" fn os_store_new(store: *mut os_store_t, object_id: *const 
 ///
 /// As for `os_store_new()`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_get(store: *mut os_store_t, object_id: *const c_char, out: *mut *mut os_object_t) -> c_int {
+pub unsafe extern "C" fn os_store_get(
+    store: *mut os_store_t,
+    object_id: *const c_char,
+    out: *mut *mut os_object_t,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
@@ -215,7 +229,10 @@ pub unsafe extern "C" fn os_store_get(store: *mut os_store_t, object_id: *const 
 ///
 /// `store` a live handle or NULL, `object_id` NULL or a C string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_contains(store: *mut os_store_t, object_id: *const c_char) -> c_int {
+pub unsafe extern "C" fn os_store_contains(
+    store: *mut os_store_t,
+    object_id: *const c_char,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
@@ -235,7 +252,11 @@ pub unsafe extern "C" fn os_store_contains(store: *mut os_store_t, object_id: *c
 /// `store` a live handle or NULL, `object_id` NULL or a C string, `path_out`
 /// NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_resolve_ref(store: *mut os_store_t, object_id: *const c_char, path_out: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn os_store_resolve_ref(
+    store: *mut os_store_t,
+    object_id: *const c_char,
+    path_out: *mut *mut c_char,
+) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
@@ -313,9 +334,17 @@ pub unsafe extern "C" fn os_store_tempdir(
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract; NULL means empty.
-        let prefix = if prefix.is_null() { &[][..] } else { unsafe { strings::bytes(prefix, "prefix") }? };
+        let prefix = if prefix.is_null() {
+            &[][..]
+        } else {
+            unsafe { strings::bytes(prefix, "prefix") }?
+        };
         // SAFETY: as above.
-        let suffix = if suffix.is_null() { &[][..] } else { unsafe { strings::bytes(suffix, "suffix") }? };
+        let suffix = if suffix.is_null() {
+            &[][..]
+        } else {
+            unsafe { strings::bytes(suffix, "suffix") }?
+        };
         let dir = handle.store.tempdir(prefix, suffix)?;
         let path = strings::c_path(dir.path())?;
         handle.owned().tempdirs.push(dir);
@@ -334,7 +363,10 @@ pub unsafe extern "C" fn os_store_tempdir(
 ///
 /// `store` a live handle or NULL, `path_out` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_store_host_tree(store: *mut os_store_t, path_out: *mut *const c_char) -> c_int {
+pub unsafe extern "C" fn os_store_host_tree(
+    store: *mut os_store_t,
+    path_out: *mut *const c_char,
+) -> c_int {
     boundary(|| {
         if path_out.is_null() {
             return Err(Error::invalid("path_out is NULL"));

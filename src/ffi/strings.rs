@@ -33,7 +33,11 @@ pub(crate) unsafe fn path<'a>(ptr: *const c_char, what: &str) -> Result<&'a Path
     if b.len() >= libc::PATH_MAX as usize {
         return Err(Error::new(
             libc::ENAMETOOLONG,
-            format!("{what} is {} bytes long, the limit is {}", b.len(), libc::PATH_MAX - 1),
+            format!(
+                "{what} is {} bytes long, the limit is {}",
+                b.len(),
+                libc::PATH_MAX - 1
+            ),
         ));
     }
     Ok(Path::new(OsStr::from_bytes(b)))
