@@ -49,7 +49,7 @@ lib: $(SHARED) $(STATIC) $(PC_UNINST) header-check
 
 # --- system packages -------------------------------------------------------
 # What the tests need beyond the machine's Rust toolchain and gcc.
-DEB_PACKAGES := valgrind pkg-config util-linux attr g++
+DEB_PACKAGES := valgrind pkg-config util-linux attr g++ strace
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -99,7 +99,8 @@ header: rust-lib
 	cp $(GEN_HEADER) include/osstore.h
 
 # --- the C client and the demo ---------------------------------------------
--include examples-c/client.mk
+include examples-c/client.mk
+include fuzz/fuzz.mk
 
 DEMO := $(BUILD)/osstore-demo
 $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
@@ -122,7 +123,7 @@ lint:
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
 test-rust:
-	$(PRIVATE_NS) $(CARGO) test --release --locked 2>&1 | tee $(LOGS)/rust.log; exit $${PIPESTATUS[0]}
+	$(PRIVATE_NS) $(CARGO) test --release --locked -- --nocapture 2>&1 | tee $(LOGS)/rust.log; exit $${PIPESTATUS[0]}
 
 C_TESTS := test_api test_header_cxx
 $(BUILD)/tests/test_api: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINST)
@@ -169,9 +170,11 @@ test-client:
 # Bounded coverage-guided fuzzing; `make fuzz` runs the long version.
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz-client-smoke 2>&1 | tee $(LOGS)/fuzz-client.log; exit $${PIPESTATUS[0]}
+	$(MAKE) --no-print-directory fuzz-rust-smoke 2>&1 | tee $(LOGS)/fuzz-rust.log; exit $${PIPESTATUS[0]}
 
 fuzz:
 	$(MAKE) --no-print-directory fuzz-client
+	$(MAKE) --no-print-directory fuzz-rust
 
 check-summary:
 	@tests/summarize.sh $(LOGS)

@@ -78,7 +78,11 @@ fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let raw = unsafe { libc::open(c.as_ptr(), flags) };
     if raw < 0 {
-        return Err(Error::path("cannot open", path, std::io::Error::last_os_error()));
+        return Err(Error::path(
+            "cannot open",
+            path,
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: `raw` is a descriptor we just opened and own exclusively.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })

@@ -61,10 +61,18 @@ impl Object {
 
     /// Copies the whole of `base`'s tree into this object's tree, with the
     /// fidelity of `cp -a`. The object must be in WRITE mode.
+    ///
+    /// On failure (e.g. `ENOSPC`) what was copied until then stays in this
+    /// object's tree, which is then partial: release the object or empty its
+    /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
         self.require_write("init")?;
-        tree::copy_tree(&base.tree, &self.tree)
-            .map_err(|e| e.context(format!("cannot initialise {:?} from {:?}", self.id, base.id)))
+        tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
+            e.context(format!(
+                "cannot initialise {:?} from {:?}",
+                self.id, base.id
+            ))
+        })
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was
@@ -80,7 +88,8 @@ impl Object {
     }
 
     /// Copies the tree's contents into the existing directory `to`, with the
-    /// fidelity of `cp -a`.
+    /// fidelity of `cp -a`. On failure what was copied until then stays in
+    /// `to`.
     pub fn export(&self, to: &Path) -> Result<()> {
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {

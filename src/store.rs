@@ -76,7 +76,10 @@ impl Store {
         Self::open_with(path, OpenOptions::default())
     }
 
-    /// Opens the store at `path` with `options`.
+    /// Opens the store at `path` with `options`. With `collect_garbage`
+    /// the store is swept as by [`Store::gc`], on a best-effort basis: what
+    /// cannot be removed (a read-only store, entries of another user) stays
+    /// for a later collection and does not make opening fail.
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Store> {
         let root = path.as_ref();
         if root.as_os_str().is_empty() {
@@ -95,15 +98,27 @@ impl Store {
                 host_tree: Mutex::new(None),
             }),
         };
-        for dir in [&store.inner.root, &store.inner.objects, &store.inner.refs, &store.inner.tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::path("cannot create store directory", dir, e))?;
+        for dir in [
+            &store.inner.root,
+            &store.inner.objects,
+            &store.inner.refs,
+            &store.inner.tmp,
+        ] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::path("cannot create store directory", dir, e))?;
             let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
             if !meta.is_dir() {
-                return Err(Error::new(libc::ENOTDIR, format!("{} is not a directory", dir.display())));
+                return Err(Error::new(
+                    libc::ENOTDIR,
+                    format!("{} is not a directory", dir.display()),
+                ));
             }
         }
         if options.collect_garbage {
-            store.gc()?;
+            // Best effort: what cannot be removed now (a read-only store, an
+            // entry of another user) is harmless and left for a later `gc`;
+            // it must not keep anybody from opening the store to read it.
+            let _ = store.gc();
         }
         Ok(store)
     }
@@ -119,16 +134,21 @@ impl Store {
     }
 
     /// A fresh WRITE object for `id`, with an empty tree at
-    /// `tmp/object-<first 7 bytes of id>-<random>-workdir/object`.
+    /// `tmp/object-<first 7 characters of id>-<random>-workdir/object`.
     pub fn new_object(&self, id: &str) -> Result<Object> {
         ids::check_id(id)?;
-        let short = &id.as_bytes()[..id.len().min(7)];
-        let mut prefix = b"object-".to_vec();
-        prefix.extend_from_slice(short);
-        prefix.push(b'-');
-        let workdir = self.create_tempdir(&prefix, b"-workdir")?;
+        // Characters, as the reference's `id[:7]`: a byte count could split
+        // a character and make the tree's path invalid UTF-8, which the
+        // socket protocol cannot carry. For ASCII ids both are 7 bytes.
+        let short: String = id.chars().take(7).collect();
+        let prefix = format!("object-{short}-");
+        let context = || format!("cannot create object {id:?}");
+        let workdir = self
+            .create_tempdir(prefix.as_bytes(), b"-workdir")
+            .map_err(|e| e.context(context()))?;
         let tree = workdir.path().join("object");
-        std::fs::create_dir(&tree).map_err(|e| Error::path("cannot create object tree", &tree, e))?;
+        std::fs::create_dir(&tree)
+            .map_err(|e| Error::path("cannot create object tree", &tree, e).context(context()))?;
         Ok(Object {
             store: self.clone(),
             id: id.to_owned(),
@@ -149,7 +169,18 @@ impl Store {
         if self.floating_tree(id).is_some() {
             return Ok(true);
         }
-        Ok(self.inner.refs.join(id).exists())
+        self.ref_resolves(id)
+    }
+
+    /// Whether `refs/<id>` and its target exist; errors other than a
+    /// missing entry (e.g. `EACCES`) are reported, not taken for "absent".
+    fn ref_resolves(&self, id: &str) -> Result<bool> {
+        let path = self.inner.refs.join(id);
+        match std::fs::metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(false),
+            Err(e) => Err(Error::path("cannot look up", &path, e)),
+        }
     }
 
     /// The floating READ object with `id` if there is one (a view of it),
@@ -164,11 +195,12 @@ impl Store {
         let path = self.inner.refs.join(id);
         // Resolve and lock under the store lock, so that a concurrent
         // collection cannot remove the object in between.
-        let _store_lock = DirLock::shared(&self.inner.tmp)?;
+        let context = || format!("cannot get object {id:?}");
+        let _store_lock = DirLock::shared(&self.inner.tmp).map_err(|e| e.context(context()))?;
         match DirLock::shared_following(&path) {
             Ok(lock) => Ok(Some(self.read_object(id, path, Holding::Committed(lock)))),
             Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(e.context(context())),
         }
     }
 
@@ -179,8 +211,7 @@ impl Store {
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
-        let path = self.inner.refs.join(id);
-        Ok(path.exists().then_some(path))
+        Ok(self.ref_resolves(id)?.then(|| self.inner.refs.join(id)))
     }
 
     /// The path `refs/<id>`, whether or not it exists.
@@ -194,15 +225,28 @@ impl Store {
     /// With the object's own id its tree is moved (`rename(2)`, inodes kept)
     /// to `objects/<uuid>` and the object becomes READ. With another id a
     /// copy is committed and `object` is left as it was (a snapshot). Then
-    /// `refs/<id>` is replaced atomically. On failure nothing changes: the
-    /// tree stays in the object and the ref keeps its old target.
+    /// `refs/<id>` is replaced atomically.
+    ///
+    /// With a durable store (the default) the tree, its new name in
+    /// `objects/` and every directory entry are flushed (`syncfs(2)`) before
+    /// the ref names it, and `refs/` is `fsync`ed after the swap.
+    ///
+    /// On failure nothing changes: the tree stays in the object, no copy is
+    /// left behind and the ref keeps its old target. The one exception is a
+    /// failure of the final `fsync` of `refs/`: the ref has been swapped by
+    /// then, so the commit has happened (`object` is committed as for a
+    /// success) and the error says that it may not survive a power cut
+    /// (the ref then names the old tree or the new one, both complete).
     pub fn commit(&self, object: &mut Object, id: &str) -> Result<String> {
         ids::check_id(id)?;
         if object.id == id {
             return self.move_in(object);
         }
-        let mut copy = self.new_object(id)?;
-        copy.init(object)?;
+        let context = || format!("cannot commit a copy of object {:?} as {id:?}", object.id);
+        let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
+        // On failure `copy` is dropped, which removes its work dir and
+        // whatever was copied so far.
+        copy.init(object).map_err(|e| e.context(context()))?;
         self.move_in(&mut copy)
     }
 
@@ -214,34 +258,80 @@ impl Store {
                 object.id
             )));
         }
+        let context = || format!("cannot commit object {:?}", object.id);
         let name = uuid::Uuid::new_v4().hyphenated().to_string();
         let dest = self.inner.objects.join(&name);
         // Held across rename and ref swap: a collection either sees neither
         // or both.
-        let _store_lock = DirLock::shared(&self.inner.tmp)?;
-        let tree_lock = DirLock::shared(&object.tree)?;
+        let _store_lock = DirLock::shared(&self.inner.tmp).map_err(|e| e.context(context()))?;
+        let tree_lock = DirLock::shared(&object.tree).map_err(|e| e.context(context()))?;
+        // Opened before anything moves, so that once the ref is swapped only
+        // the sync itself can still fail.
+        let refs_dir = self
+            .open_refs_for_sync()
+            .map_err(|e| e.context(context()))?;
         std::fs::rename(&object.tree, &dest)
-            .map_err(|e| Error::path("cannot move tree to", &dest, e).context(format!("commit {:?}", object.id)))?;
-        if let Err(e) = self.make_durable(&tree_lock).and_then(|()| self.swap_ref(&object.id, &name)) {
+            .map_err(|e| Error::path("cannot move tree to", &dest, e).context(context()))?;
+        if let Err(e) = self
+            .make_durable(&tree_lock)
+            .and_then(|()| self.swap_ref(&object.id, &name))
+        {
             // Put the tree back: the object is as it was before the call.
-            let _ = std::fs::rename(&dest, &object.tree);
-            return Err(e.context(format!("commit {:?}", object.id)));
+            let e = match std::fs::rename(&dest, &object.tree) {
+                Ok(()) => e,
+                // The name is in no ref: collection reclaims it once this
+                // process has let go of it.
+                Err(back) => Error::new(
+                    e.errno(),
+                    format!(
+                        "{e}; and the tree could not be moved back from {} ({back})",
+                        dest.display()
+                    ),
+                ),
+            };
+            return Err(e.context(context()));
         }
         object.stop_floating();
         object.mode = Mode::Read;
         object.tree = dest;
         // Dropping the work dir removes it (it is empty now).
         object.holding = Holding::Committed(tree_lock);
+        if let Some(refs) = refs_dir {
+            refs.sync_all().map_err(|e| {
+                Error::path("cannot sync", &self.inner.refs, e).context(format!(
+                    "object {:?} was committed as {name} but may not survive a power cut",
+                    object.id
+                ))
+            })?;
+        }
         Ok(name)
     }
 
+    /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores
+    /// only).
+    fn open_refs_for_sync(&self) -> Result<Option<std::fs::File>> {
+        if !self.inner.options.durable {
+            return Ok(None);
+        }
+        let refs = &self.inner.refs;
+        std::fs::File::open(refs)
+            .map(Some)
+            .map_err(|e| Error::path("cannot open", refs, e))
+    }
+
+    /// Flushes the store's filesystem (durable stores only): the tree's
+    /// contents, its rename into `objects/` and every directory entry, so
+    /// that nothing a ref will name can be lost to a power cut.
     fn make_durable(&self, tree: &DirLock) -> Result<()> {
         if !self.inner.options.durable {
             return Ok(());
         }
         // SAFETY: the descriptor is open for the lifetime of `tree`.
         if unsafe { libc::syncfs(tree.fd().as_raw_fd()) } != 0 {
-            return Err(Error::io("syncfs of the store", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                format_args!("syncfs of the store {}", self.inner.root.display()),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -249,17 +339,17 @@ impl Store {
     /// Points `refs/<id>` at `../objects/<name>`: a link made under a
     /// temporary name in `tmp/`, renamed over the old one.
     fn swap_ref(&self, id: &str, name: &str) -> Result<()> {
-        let link = self.inner.tmp.join(format!(".ref-{}", uuid::Uuid::new_v4().simple()));
+        let link = self
+            .inner
+            .tmp
+            .join(format!(".ref-{}", uuid::Uuid::new_v4().simple()));
         let target = Path::new("../objects").join(name);
-        std::os::unix::fs::symlink(&target, &link).map_err(|e| Error::path("cannot create link", &link, e))?;
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| Error::path("cannot create link", &link, e))?;
         let ref_path = self.inner.refs.join(id);
         if let Err(e) = std::fs::rename(&link, &ref_path) {
             let _ = std::fs::remove_file(&link);
             return Err(Error::path("cannot replace ref", &ref_path, e));
-        }
-        if self.inner.options.durable {
-            let refs = std::fs::File::open(&self.inner.refs).map_err(|e| Error::path("cannot open", &self.inner.refs, e))?;
-            refs.sync_all().map_err(|e| Error::path("cannot sync", &self.inner.refs, e))?;
         }
         Ok(())
     }
@@ -300,46 +390,78 @@ impl Store {
     /// Removes what nobody can use any more: entries of `tmp/` that no live
     /// handle (in any process) holds, and objects that no ref names and no
     /// live handle holds. Mounts left inside abandoned entries are detached.
+    ///
+    /// Creating and committing wait while a collection runs. An entry that
+    /// cannot be removed does not stop the sweep: everything else is
+    /// collected and then the first such error is returned.
     pub fn gc(&self) -> Result<GcReport> {
-        let _sweeping = DirLock::exclusive(&self.inner.tmp)?;
+        let context = || format!("cannot collect garbage in {}", self.inner.root.display());
+        let _sweeping = DirLock::exclusive(&self.inner.tmp).map_err(|e| e.context(context()))?;
         let mut report = GcReport::default();
-        for (path, is_dir) in list_dir(&self.inner.tmp)? {
-            if self.reclaim(&path, is_dir)? {
-                report.removed += 1;
+        // One entry that cannot be removed (another user's, a busy mount)
+        // does not stop the sweep; the first such error is reported at the
+        // end.
+        let mut first_error = None;
+        let mut sweep = |path: &Path, is_dir: bool| match self.reclaim(path, is_dir) {
+            Ok(true) => report.removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        };
+        for (path, is_dir) in list_dir(&self.inner.tmp).map_err(|e| e.context(context()))? {
+            sweep(&path, is_dir);
+        }
+        // Objects only once every ref could be read: a ref that cannot be
+        // read might name any of them.
+        let named = self.names_in_refs().map_err(|e| e.context(context()))?;
+        for (path, is_dir) in list_dir(&self.inner.objects).map_err(|e| e.context(context()))? {
+            let referenced = path
+                .file_name()
+                .is_some_and(|n| named.contains(n.as_bytes()));
+            if !referenced {
+                sweep(&path, is_dir);
             }
         }
-        let named = self.names_in_refs()?;
-        for (path, is_dir) in list_dir(&self.inner.objects)? {
-            let referenced = path.file_name().is_some_and(|n| named.contains(n.as_bytes()));
-            if !referenced && self.reclaim(&path, is_dir)? {
-                report.removed += 1;
-            }
-        }
-        Ok(report)
+        first_error.map_or(Ok(report), Err)
     }
 
-    /// Removes one unowned entry; `false` when somebody holds it.
+    /// Removes one unowned entry; `false` when somebody holds it or it is
+    /// gone already.
     fn reclaim(&self, path: &Path, is_dir: bool) -> Result<bool> {
         if !is_dir {
-            std::fs::remove_file(path).map_err(|e| Error::path("cannot remove", path, e))?;
-            return Ok(true);
+            return match std::fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::path("cannot remove", path, e)),
+            };
         }
-        let Some(_owned) = DirLock::try_exclusive(path)? else {
-            return Ok(false);
+        let _owned = match DirLock::try_exclusive(path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Ok(false),
+            // Owners remove their entries without the store lock, so one
+            // listed a moment ago may be gone.
+            Err(e) if e.errno() == libc::ENOENT => return Ok(false),
+            Err(e) => return Err(e),
         };
         detach_mounts_below(path)?;
         tree::remove_tree(path)?;
         Ok(true)
     }
 
-    /// Object names that some ref points at.
+    /// Object names that some ref points at. Fails if a ref cannot be read.
     fn names_in_refs(&self) -> Result<HashSet<Vec<u8>>> {
         let mut named = HashSet::new();
         for (path, _) in list_dir(&self.inner.refs)? {
-            if let Ok(target) = std::fs::read_link(&path) {
-                if let Some(name) = target.file_name() {
-                    named.insert(name.as_bytes().to_vec());
+            match std::fs::read_link(&path) {
+                Ok(target) => {
+                    if let Some(name) = target.file_name() {
+                        named.insert(name.as_bytes().to_vec());
+                    }
                 }
+                // Not a link (names nothing), or removed since listed.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+                Err(e) => return Err(Error::path("cannot read ref", &path, e)),
             }
         }
         Ok(named)
@@ -347,13 +469,19 @@ impl Store {
 
     fn floating_tree(&self, id: &str) -> Option<PathBuf> {
         let floating = lock_ignoring_poison(&self.inner.floating);
-        floating.get(id).and_then(|v| v.last()).map(|(_, tree)| tree.clone())
+        floating
+            .get(id)
+            .and_then(|v| v.last())
+            .map(|(_, tree)| tree.clone())
     }
 
     pub(crate) fn register_floating(&self, id: &str, tree: &Path) -> u64 {
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let mut floating = lock_ignoring_poison(&self.inner.floating);
-        floating.entry(id.to_owned()).or_default().push((key, tree.to_path_buf()));
+        floating
+            .entry(id.to_owned())
+            .or_default()
+            .push((key, tree.to_path_buf()));
         key
     }
 
@@ -403,7 +531,8 @@ fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
 /// Detaches every mount at or below `dir` (innermost first), found in this
 /// process's mount table.
 fn detach_mounts_below(dir: &Path) -> Result<()> {
-    let table = std::fs::read("/proc/self/mountinfo").map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
+    let table = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
     let mut points: Vec<PathBuf> = table
         .split(|b| *b == b'\n')
         .filter_map(|line| line.split(|b| *b == b' ').nth(4))
@@ -422,8 +551,15 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        if field[i] == b'\\' && i + 3 < field.len() && field[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'));
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push(
+                (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'),
+            );
             i += 4;
         } else {
             out.push(field[i]);

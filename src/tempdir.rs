@@ -31,8 +31,14 @@ impl TempDir {
     /// Creates `<parent>/<prefix><random><suffix>` with mode 0700 and locks
     /// it. `store_lock` is the store-wide lock directory (`tmp/`), held
     /// shared while the new entry is not yet locked.
-    pub fn create_in(parent: &Path, store_lock: &Path, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
-        let _creating = DirLock::shared(store_lock)?;
+    pub fn create_in(
+        parent: &Path,
+        store_lock: &Path,
+        prefix: &[u8],
+        suffix: &[u8],
+    ) -> Result<TempDir> {
+        let _creating = DirLock::shared(store_lock)
+            .map_err(|e| e.context(format!("cannot create a directory in {}", parent.display())))?;
         for _ in 0..ATTEMPTS {
             let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len());
             name.extend_from_slice(prefix);
@@ -41,7 +47,10 @@ impl TempDir {
             let path = parent.join(OsString::from_vec(name));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
-                    let lock = DirLock::shared(&path)?;
+                    let lock = DirLock::shared(&path).inspect_err(|_| {
+                        // Not ours without the lock: leave no stray entry.
+                        let _ = std::fs::remove_dir(&path);
+                    })?;
                     return Ok(TempDir {
                         path,
                         lock: Some(lock),
@@ -95,4 +104,3 @@ pub fn random_name() -> String {
         .map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()] as char)
         .collect()
 }
-

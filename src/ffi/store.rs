@@ -304,8 +304,11 @@ pub unsafe extern "C" fn os_store_commit(
         // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
         obj.check_owner(store)?;
-        let name = handle.store.commit(&mut obj.object, id)?;
+        let committed = handle.store.commit(&mut obj.object, id);
+        // Even a failed commit may have moved the tree (when only the final
+        // fsync of refs/ failed), so the C copy of the path is renewed first.
         obj.refresh()?;
+        let name = committed?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };
         Ok(0)
