@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +51,8 @@ struct Inner {
     root: PathBuf,
     objects: PathBuf,
     refs: PathBuf,
+    /// `refs/`, opened once: look-ups are one `fstatat` relative to it.
+    refs_dir: OwnedFd,
     tmp: PathBuf,
     options: OpenOptions,
     /// Floating objects by id: (registry key, tree), newest last.
@@ -86,24 +89,8 @@ impl Store {
             return Err(Error::invalid("store path is empty"));
         }
         let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
-        let store = Store {
-            inner: Arc::new(Inner {
-                objects: root.join("objects"),
-                refs: root.join("refs"),
-                tmp: root.join("tmp"),
-                root,
-                options,
-                floating: Mutex::new(HashMap::new()),
-                next_key: AtomicU64::new(1),
-                host_tree: Mutex::new(None),
-            }),
-        };
-        for dir in [
-            &store.inner.root,
-            &store.inner.objects,
-            &store.inner.refs,
-            &store.inner.tmp,
-        ] {
+        let (objects, refs, tmp) = (root.join("objects"), root.join("refs"), root.join("tmp"));
+        for dir in [&root, &objects, &refs, &tmp] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::path("cannot create store directory", dir, e))?;
             let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
@@ -114,6 +101,25 @@ impl Store {
                 ));
             }
         }
+        let refs_dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&refs)
+            .map_err(|e| Error::path("cannot open", &refs, e))?
+            .into();
+        let store = Store {
+            inner: Arc::new(Inner {
+                objects,
+                refs,
+                refs_dir,
+                tmp,
+                root,
+                options,
+                floating: Mutex::new(HashMap::new()),
+                next_key: AtomicU64::new(1),
+                host_tree: Mutex::new(None),
+            }),
+        };
         if options.collect_garbage {
             // Best effort: what cannot be removed now (a read-only store, an
             // entry of another user) is harmless and left for a later `gc`;
@@ -174,34 +180,50 @@ impl Store {
 
     /// Whether `refs/<id>` and its target exist; errors other than a
     /// missing entry (e.g. `EACCES`) are reported, not taken for "absent".
+    /// `id` must be valid (checked by the caller).
     fn ref_resolves(&self, id: &str) -> Result<bool> {
-        let path = self.inner.refs.join(id);
-        match std::fs::metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(false),
-            Err(e) => Err(Error::path("cannot look up", &path, e)),
+        // A valid id has at most 255 bytes and no NUL: build the C string
+        // on the stack, since this is the hot path of every look-up.
+        let mut name = [0u8; ids::MAX_NAME_BYTES + 1];
+        name[..id.len()].copy_from_slice(id.as_bytes());
+        // SAFETY: an all-zero `stat` is a valid value for fstatat to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `name` is NUL-terminated, `st` is writable, `refs_dir` open.
+        let r = unsafe {
+            libc::fstatat(
+                self.inner.refs_dir.as_raw_fd(),
+                name.as_ptr().cast(),
+                &mut st,
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
+            _ => Err(Error::path("cannot look up", &self.inner.refs.join(id), e)),
         }
     }
 
     /// The floating READ object with `id` if there is one (a view of it),
     /// else a READ object whose tree is `refs/<id>` when that resolves, else
-    /// `None`. A committed object stays locked against garbage collection
-    /// for as long as the returned handle lives.
+    /// `None`.
+    ///
+    /// The handle pins nothing: its tree is the ref's path, which shows
+    /// whatever the ref names at the time, so an object that a later commit
+    /// unnames may be collected. (A work tree, or a tree committed by move,
+    /// stays locked by the handle that owns it.)
     pub fn get(&self, id: &str) -> Result<Option<Object>> {
         ids::check_id(id)?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(self.read_object(id, tree, Holding::View)));
         }
-        let path = self.inner.refs.join(id);
-        // Resolve and lock under the store lock, so that a concurrent
-        // collection cannot remove the object in between.
-        let context = || format!("cannot get object {id:?}");
-        let _store_lock = DirLock::shared(&self.inner.tmp).map_err(|e| e.context(context()))?;
-        match DirLock::shared_following(&path) {
-            Ok(lock) => Ok(Some(self.read_object(id, path, Holding::Committed(lock)))),
-            Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => Ok(None),
-            Err(e) => Err(e.context(context())),
-        }
+        let found = self
+            .ref_resolves(id)
+            .map_err(|e| e.context(format!("cannot get object {id:?}")))?;
+        Ok(found.then(|| self.read_object(id, self.inner.refs.join(id), Holding::View)))
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
