@@ -489,7 +489,8 @@ impl Store {
         Ok(named)
     }
 
-    fn floating_tree(&self, id: &str) -> Option<PathBuf> {
+    /// The tree of the newest floating object with `id`, if any (no I/O).
+    pub fn floating_tree(&self, id: &str) -> Option<PathBuf> {
         let floating = lock_ignoring_poison(&self.inner.floating);
         floating
             .get(id)

@@ -53,6 +53,18 @@ impl os_store {
     pub(crate) fn disown(&self, obj: *mut os_object_t) {
         self.owned().objects.remove(&(obj as usize));
     }
+
+    /// Records a running server (keyed by its handle's address) with what
+    /// stops and frees it, which `os_store_free()` calls if the server is
+    /// still running then.
+    pub(crate) fn adopt_server(&self, key: usize, stop_and_free: Box<dyn FnOnce() + Send>) {
+        self.owned().servers.insert(key, stop_and_free);
+    }
+
+    /// Forgets a server that is being stopped through its own handle.
+    pub(crate) fn disown_server(&self, key: usize) {
+        self.owned().servers.remove(&key);
+    }
 }
 
 /// Opens the store at `path`, creating it and its `objects/`, `refs/` and

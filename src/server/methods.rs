@@ -1,0 +1,101 @@
+//! The methods: what each validated request does and the reply it gets.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use super::protocol::{Reply, Request};
+use super::readtree_at::{self, Mounts};
+use super::refcache::RefCache;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::tempdir::random_name;
+
+/// Tries at finding a free name for `mkdtemp`.
+const MKDTEMP_ATTEMPTS: usize = 100;
+
+/// The server's state as the methods see it.
+pub struct Methods {
+    store: Store,
+    /// The private temp root, where `mkdtemp` creates directories.
+    tmproot: PathBuf,
+    /// `<store>/sources`.
+    sources: PathBuf,
+    mounts: Mounts,
+    /// `read-tree` answers for committed objects.
+    refs: RefCache,
+}
+
+impl Methods {
+    /// Methods serving `store`, with `tmproot` as the private temp root.
+    pub fn new(store: Store, tmproot: PathBuf) -> Methods {
+        Methods {
+            sources: store.path().join("sources"),
+            refs: RefCache::new(&store),
+            store,
+            tmproot,
+            mounts: Mounts::default(),
+        }
+    }
+
+    /// Carries out `request`; failures become `{"error": ...}` replies.
+    pub fn handle(&mut self, request: Request) -> Reply {
+        self.dispatch(request).unwrap_or_else(|e| Reply::error(&e))
+    }
+
+    fn dispatch(&mut self, request: Request) -> Result<Reply> {
+        match request {
+            Request::ReadTree { object_id } => {
+                Ok(match self.refs.lookup(&self.store, &object_id)? {
+                    Some(tree) => Reply::Path(tree),
+                    None => Reply::NoObject,
+                })
+            }
+            Request::ReadTreeAt {
+                object_id,
+                target,
+                subtree,
+            } => {
+                let Some(tree) = self.store.lookup_tree(&object_id)? else {
+                    return Ok(Reply::NoObject);
+                };
+                let source = readtree_at::open_subtree(&tree, &subtree)?;
+                let target = PathBuf::from(target);
+                self.mounts.attach(&source, &target)?;
+                Ok(Reply::Path(target))
+            }
+            Request::Mkdtemp { prefix, suffix } => Ok(Reply::Path(self.mkdtemp(&prefix, &suffix)?)),
+            Request::Source { name } => Ok(Reply::Path(self.sources.join(name))),
+            Request::OpenTree { object_id, subtree } => {
+                let Some(tree) = self.store.lookup_tree(&object_id)? else {
+                    return Ok(Reply::NoObject);
+                };
+                let source = readtree_at::open_subtree(&tree, &subtree)?;
+                Ok(Reply::Fd(readtree_at::detached_view(&source)?))
+            }
+        }
+    }
+
+    /// A fresh directory `<tmproot>/<prefix><random><suffix>`, mode 0700.
+    fn mkdtemp(&self, prefix: &str, suffix: &str) -> Result<PathBuf> {
+        for _ in 0..MKDTEMP_ATTEMPTS {
+            let path = self
+                .tmproot
+                .join(format!("{prefix}{}{suffix}", random_name()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::path("cannot create directory", &path, e)),
+            }
+        }
+        Err(Error::new(
+            libc::EEXIST,
+            format!("no free temporary name in {}", self.tmproot.display()),
+        ))
+    }
+
+    /// Undoes every mount made by `read-tree-at` (see
+    /// [`Mounts::unmount_all`]).
+    pub fn unmount_all(&mut self) -> Result<()> {
+        self.mounts.unmount_all()
+    }
+}
