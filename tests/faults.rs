@@ -504,7 +504,10 @@ fn store_removed_under_a_live_handle() {
     assert!(e.message().contains(root.to_str().unwrap()), "{e}");
     assert!(!store.contains("a").unwrap());
     assert!(store.lookup_tree("a").unwrap().is_none());
-    assert!(store.get("a").unwrap().is_none(), "a removed store has no objects");
+    assert!(
+        store.get("a").unwrap().is_none(),
+        "a removed store has no objects"
+    );
     drop((work, held, tempdir, committed));
     // Opening it again makes a new, working store.
     drop(store);

@@ -8,6 +8,14 @@
 //! changes them). A directory's metadata is applied once everything below it
 //! is written (post-order), and directories are created `0700` until then so
 //! that even an unprivileged copy can fill them.
+//!
+//! What would change nothing is not done (see [`Plain`]): in a directory
+//! this copy created, below a destination root that passes nothing on
+//! (no set-gid bit, no default ACL, the caller's group), a new inode already
+//! has the caller's owner, so an entry owned by the caller is not `chown`ed;
+//! and a regular file is created with its final permission bits, so it is
+//! not `chmod`ed either when the umask leaves them intact and no xattr was
+//! set. On XFS every `chown` and `chmod` is a transaction of its own.
 
 use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr};
@@ -15,9 +23,10 @@ use std::mem;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use nix::dir::{Dir, Type};
+use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{
@@ -26,7 +35,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{
-    Gid, Uid, UnlinkatFlags, fchown, fchownat, geteuid, linkat, symlinkat, unlinkat,
+    Gid, Uid, UnlinkatFlags, fchown, fchownat, getegid, geteuid, linkat, symlinkat, unlinkat,
 };
 
 use super::data::{DataError, Methods};
@@ -66,7 +75,12 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         fstatx(fd.as_fd()).map_err(|e| Error::sys(format_args!("stat {}", path.display()), e))
     };
     let root_stat = stat_root(&src_root, &src)?;
-    let dst_key = stat_root(&dst_root, &dst)?.inode();
+    let dst_stat = stat_root(&dst_root, &dst)?;
+    let dst_key = dst_stat.inode();
+    let owner = (geteuid().as_raw(), getegid().as_raw());
+    let plain_root = dst_stat.gid == owner.1
+        && dst_stat.mode & libc::S_ISGID == 0
+        && !has_default_acl(dst_root.as_fd());
     let copier = Copier {
         src_path: src,
         dst_path: dst,
@@ -75,10 +89,62 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         dst_key,
         links: Links::new(),
         methods: Methods::new(),
-        privileged: geteuid().is_root(),
+        privileged: owner.0 == 0,
         noatime: AtomicBool::new(true),
+        owner,
+        files: AtomicUsize::new(0),
+        umask: OnceLock::new(),
     };
-    pool::run(&copier, root_stat, pool::default_threads())
+    let root = DirData {
+        st: root_stat,
+        plain: plain_root,
+    };
+    pool::run(&copier, root, pool::default_threads())
+}
+
+/// Whether the directory has a default ACL (which new entries inherit,
+/// instead of the umask applying). Errors count as "has one": the safe side.
+fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
+    !matches!(
+        super::sys::get_xattr(
+            super::sys::XattrTarget::Fd(dir),
+            c"system.posix_acl_default",
+            &mut []
+        ),
+        Err(Errno::ENODATA | Errno::EOPNOTSUPP)
+    )
+}
+
+/// The process's umask, read from `/proc/self/status` (reading it with
+/// `umask(2)` means setting it, which would race with other threads).
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// Regular files copied before the umask is looked up: a small tree never
+/// pays for reading it.
+const UMASK_AFTER_FILES: usize = 32;
+
+/// A directory of the walk: the source's metadata, applied to the copy
+/// post-order, and whether the copy is [`Plain`].
+struct DirData {
+    st: Stat,
+    /// The destination directory was created by this copy below a plain
+    /// root (or is the plain root): an inode created in it gets the
+    /// caller's uid and gid, and the umask (no inherited default ACL).
+    plain: bool,
+}
+
+/// What [`Copier::apply_metadata`] may leave out, because the destination
+/// inode already has it from its creation.
+#[derive(Clone, Copy)]
+struct Plain {
+    /// The inode was created with the caller's uid and gid, as wanted.
+    owner: bool,
+    /// The permission bits the file was created with (before the umask).
+    created_mode: Option<u32>,
 }
 
 /// Flags for opening a directory below the roots.
@@ -101,11 +167,18 @@ struct Copier {
     privileged: bool,
     /// Still trying `O_NOATIME` (the source's atimes stay as they were).
     noatime: AtomicBool,
+    /// The caller's effective uid and gid.
+    owner: (u32, u32),
+    /// Regular files copied so far (up to [`UMASK_AFTER_FILES`]).
+    files: AtomicUsize,
+    /// The umask, once looked up (`None` inside: unknown).
+    umask: OnceLock<Option<u32>>,
 }
 
 /// Per-thread buffers.
 struct Scratch {
     names: Vec<(CString, Option<Type>)>,
+    dirents: Vec<u8>,
     xattr: XattrBufs,
     data: Vec<u8>,
 }
@@ -183,12 +256,13 @@ impl Dest<'_> {
 
 impl Walker for Copier {
     /// The source directory's metadata, applied to its copy post-order.
-    type Data = Stat;
+    type Data = DirData;
     type Scratch = Scratch;
 
     fn scratch(&self) -> Scratch {
         Scratch {
             names: Vec::new(),
+            dirents: Vec::new(),
             xattr: XattrBufs::new(),
             data: Vec::new(),
         }
@@ -197,27 +271,15 @@ impl Walker for Copier {
     fn visit(
         &self,
         scratch: &mut Scratch,
-        node: &Node<Stat>,
-        children: &mut Vec<(PathBuf, Stat)>,
+        node: &Node<DirData>,
+        children: &mut Vec<(PathBuf, DirData)>,
     ) -> Result<()> {
         let fail = |f: Failure| self.error(f, &node.rel, None);
-        let mut src_dir = Dir::openat(
-            self.src_root.as_fd(),
-            node.at_path(),
-            DIR_FLAGS,
-            Mode::empty(),
-        )
-        .map_err(|e| fail(on_src("open directory")(e)))?;
-        let dst_dir = openat(
-            self.dst_root.as_fd(),
-            node.at_path(),
-            DIR_FLAGS,
-            Mode::empty(),
-        )
-        .map_err(|e| fail(on_dst("open directory")(e)))?;
+        let held = self.open_dirs(node).map_err(fail)?;
+        let dirs = self.dir_pair(&held);
         let mut names = mem::take(&mut scratch.names);
-        read_names(&mut src_dir, &mut names).map_err(|e| fail(on_src("read directory")(e)))?;
-        let dirs = (src_dir.as_fd(), dst_dir.as_fd());
+        read_names(dirs.0, &mut names, &mut scratch.dirents)
+            .map_err(|e| fail(on_src("read directory")(e)))?;
         let copied = names.iter().try_for_each(|(name, _)| {
             self.copy_entry(scratch, dirs, node, name, children)
                 .map_err(|f| self.error(f, &node.rel, Some(name)))
@@ -225,28 +287,15 @@ impl Walker for Copier {
         scratch.names = names;
         copied?;
         if children.is_empty() {
-            self.finish_dir(scratch, dirs, &node.data).map_err(fail)?;
+            self.finish_dir(scratch, dirs, node).map_err(fail)?;
         }
         Ok(())
     }
 
-    fn leave(&self, scratch: &mut Scratch, node: &Node<Stat>) -> Result<()> {
+    fn leave(&self, scratch: &mut Scratch, node: &Node<DirData>) -> Result<()> {
         let fail = |f: Failure| self.error(f, &node.rel, None);
-        let src_dir = openat(
-            self.src_root.as_fd(),
-            node.at_path(),
-            DIR_FLAGS,
-            Mode::empty(),
-        )
-        .map_err(|e| fail(on_src("open directory")(e)))?;
-        let dst_dir = openat(
-            self.dst_root.as_fd(),
-            node.at_path(),
-            DIR_FLAGS,
-            Mode::empty(),
-        )
-        .map_err(|e| fail(on_dst("open directory")(e)))?;
-        self.finish_dir(scratch, (src_dir.as_fd(), dst_dir.as_fd()), &node.data)
+        let held = self.open_dirs(node).map_err(fail)?;
+        self.finish_dir(scratch, self.dir_pair(&held), node)
             .map_err(fail)
     }
 }
@@ -255,15 +304,39 @@ impl Walker for Copier {
 type DirPair<'a> = (BorrowedFd<'a>, BorrowedFd<'a>);
 
 impl Copier {
+    /// Opens the source and destination directories of `node`; `None` for
+    /// the root, whose descriptors the copier holds already (the root is
+    /// visited once, so reading its entries from that descriptor is fine).
+    fn open_dirs(
+        &self,
+        node: &Node<DirData>,
+    ) -> std::result::Result<Option<(OwnedFd, OwnedFd)>, Failure> {
+        if node.is_root() {
+            return Ok(None);
+        }
+        let open = |root: &OwnedFd| openat(root.as_fd(), &node.rel, DIR_FLAGS, Mode::empty());
+        let src = open(&self.src_root).map_err(on_src("open directory"))?;
+        let dst = open(&self.dst_root).map_err(on_dst("open directory"))?;
+        Ok(Some((src, dst)))
+    }
+
+    /// The directory pair [`Copier::open_dirs`] gave.
+    fn dir_pair<'a>(&'a self, held: &'a Option<(OwnedFd, OwnedFd)>) -> DirPair<'a> {
+        match held {
+            Some((src, dst)) => (src.as_fd(), dst.as_fd()),
+            None => (self.src_root.as_fd(), self.dst_root.as_fd()),
+        }
+    }
+
     /// Copies the entry `name` of the directory `node`. A subdirectory is
     /// only created, and pushed to `children` to be walked.
     fn copy_entry(
         &self,
         scratch: &mut Scratch,
         dirs: DirPair<'_>,
-        node: &Node<Stat>,
+        node: &Node<DirData>,
         name: &CStr,
-        children: &mut Vec<(PathBuf, Stat)>,
+        children: &mut Vec<(PathBuf, DirData)>,
     ) -> std::result::Result<(), Failure> {
         let st = lstatx(dirs.0, name).map_err(on_src("stat"))?;
         let rel = || node.rel.join(OsStr::from_bytes(name.to_bytes()));
@@ -273,8 +346,9 @@ impl Copier {
                     Errno::EINVAL,
                 ));
             }
-            make_dir(dirs.1, name)?;
-            children.push((rel(), st));
+            let created = make_dir(dirs.1, name)?;
+            let plain = created && node.data.plain;
+            children.push((rel(), DirData { st, plain }));
             return Ok(());
         }
         if st.nlink < 2 {
@@ -308,13 +382,13 @@ impl Copier {
         &self,
         scratch: &mut Scratch,
         dirs: DirPair<'_>,
-        node: &Node<Stat>,
+        node: &Node<DirData>,
         name: &CStr,
         st: &Stat,
     ) -> std::result::Result<(), Failure> {
         let dst_dir = dirs.1;
         match st.kind() {
-            libc::S_IFREG => return self.copy_file(scratch, dirs, name, st),
+            libc::S_IFREG => return self.copy_file(scratch, dirs, node, name, st),
             libc::S_IFLNK => {
                 let target = readlinkat(dirs.0, name).map_err(on_src("read symlink"))?;
                 replacing(dst_dir, name, || {
@@ -334,12 +408,17 @@ impl Copier {
         }
         let src_path = self.full_path(&self.src_path, node, name)?;
         let dst_path = self.full_path(&self.dst_path, node, name)?;
+        let plain = Plain {
+            owner: self.owned_as_created(node, st),
+            created_mode: None,
+        };
         self.apply_metadata(
             scratch,
             XattrTarget::Path(&src_path),
             Dest::At(dst_dir, name),
             XattrTarget::Path(&dst_path),
             st,
+            plain,
         )
     }
 
@@ -348,16 +427,26 @@ impl Copier {
         &self,
         scratch: &mut Scratch,
         dirs: DirPair<'_>,
+        node: &Node<DirData>,
         name: &CStr,
         st: &Stat,
     ) -> std::result::Result<(), Failure> {
         let src = self.open_source(dirs.0, name)?;
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dst = replacing(dirs.1, name, || {
-            openat(dirs.1, name, flags, Mode::from_bits_truncate(0o600))
-        })
-        .map_err(on_dst("create"))?;
+        // Created with its final permission bits when nobody else can get
+        // at it meanwhile: it is the caller's, as it is to be. Otherwise
+        // 0600 until owner and mode are set.
+        let owner = self.owned_as_created(node, st);
+        let mode = st.mode & 0o7777;
+        let created_mode = (owner && mode & 0o7000 == 0).then_some(mode);
+        let create_mode = Mode::from_bits_truncate(created_mode.unwrap_or(0o600) as libc::mode_t);
+        let dst = replacing(dirs.1, name, || openat(dirs.1, name, flags, create_mode))
+            .map_err(on_dst("create"))?;
+        // Only files that really exist count (a hard link is no new file).
+        if self.files.load(Ordering::Relaxed) < UMASK_AFTER_FILES {
+            self.files.fetch_add(1, Ordering::Relaxed);
+        }
         self.methods
             .copy(src.as_fd(), dst.as_fd(), st, &mut scratch.data)
             .map_err(|e| match e {
@@ -371,7 +460,25 @@ impl Copier {
             Dest::Fd(dst),
             XattrTarget::Fd(dst),
             st,
+            Plain {
+                owner,
+                created_mode,
+            },
         )
+    }
+
+    /// True when an inode created in `node`'s copy already has the owner
+    /// `st` asks for (see [`DirData::plain`]).
+    fn owned_as_created(&self, node: &Node<DirData>, st: &Stat) -> bool {
+        node.data.plain && (st.uid, st.gid) == self.owner
+    }
+
+    /// The umask, when it is worth knowing (see [`UMASK_AFTER_FILES`]).
+    fn umask(&self) -> Option<u32> {
+        if self.files.load(Ordering::Relaxed) < UMASK_AFTER_FILES {
+            return None;
+        }
+        *self.umask.get_or_init(read_umask)
     }
 
     /// Opens a source file for reading, without touching its atime when the
@@ -396,18 +503,26 @@ impl Copier {
         &self,
         scratch: &mut Scratch,
         dirs: DirPair<'_>,
-        st: &Stat,
+        node: &Node<DirData>,
     ) -> std::result::Result<(), Failure> {
+        let st = &node.data.st;
+        // The root was not created by this copy: its owner is always set.
+        let plain = Plain {
+            owner: !node.is_root() && self.owned_as_created(node, st),
+            created_mode: None,
+        };
         self.apply_metadata(
             scratch,
             XattrTarget::Fd(dirs.0),
             Dest::Fd(dirs.1),
             XattrTarget::Fd(dirs.1),
             st,
+            plain,
         )
     }
 
-    /// Owner, xattrs, mode, times, in that order (see the module doc).
+    /// Owner, xattrs, mode, times, in that order (see the module doc),
+    /// leaving out what `plain` says the inode has already.
     fn apply_metadata(
         &self,
         scratch: &mut Scratch,
@@ -415,9 +530,15 @@ impl Copier {
         dst: Dest<'_>,
         dst_xattrs: XattrTarget<'_>,
         st: &Stat,
+        plain: Plain,
     ) -> std::result::Result<(), Failure> {
         let mut mode = st.mode & 0o7777;
-        if let Err(e) = dst.chown(st.uid, st.gid) {
+        let chown = if plain.owner {
+            Ok(())
+        } else {
+            dst.chown(st.uid, st.gid)
+        };
+        if let Err(e) = chown {
             if self.privileged || !matches!(e, Errno::EPERM | Errno::EINVAL) {
                 return Err(on_dst("set owner of")(e));
             }
@@ -425,12 +546,17 @@ impl Copier {
             // must not grant set-id rights in the caller's name.
             mode &= !(libc::S_ISUID | libc::S_ISGID);
         }
-        copy_xattrs(src, dst_xattrs, &mut scratch.xattr).map_err(|e| Failure {
+        let xattrs_set = copy_xattrs(src, dst_xattrs, &mut scratch.xattr).map_err(|e| Failure {
             what: Cow::Owned(e.what),
             side: if e.source { Side::Src } else { Side::Dst },
             errno: e.errno,
         })?;
-        if st.kind() != libc::S_IFLNK {
+        // The mode is right already when the file was created with it, the
+        // umask took nothing away and no xattr (an ACL) changed it since.
+        let mode_as_created = plain.created_mode == Some(mode)
+            && !xattrs_set
+            && self.umask().is_some_and(|umask| mode & umask == 0);
+        if st.kind() != libc::S_IFLNK && !mode_as_created {
             dst.chmod(mode).map_err(on_dst("set mode of"))?;
         }
         dst.set_times(st.atime, st.mtime)
@@ -441,7 +567,7 @@ impl Copier {
     fn full_path(
         &self,
         root: &Path,
-        node: &Node<Stat>,
+        node: &Node<DirData>,
         name: &CStr,
     ) -> std::result::Result<CString, Failure> {
         let path = root
@@ -469,11 +595,12 @@ impl Copier {
 }
 
 /// Creates the directory `name` in `dir`, or accepts an existing one (the
-/// copy merges into it, as cp does).
-fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<(), Failure> {
+/// copy merges into it, as cp does). True when it was created.
+fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<bool, Failure> {
     match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-        Err(Errno::EEXIST) if lstatx(dir, name).is_ok_and(|st| st.is_dir()) => Ok(()),
-        other => other.map_err(on_dst("create directory")),
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) if lstatx(dir, name).is_ok_and(|st| st.is_dir()) => Ok(false),
+        Err(e) => Err(on_dst("create directory")(e)),
     }
 }
 
@@ -520,6 +647,47 @@ mod tests {
         std::fs::create_dir_all(&inner).expect("mkdir");
         let err = copy_tree(tmp.path(), &inner).expect_err("must fail");
         assert_eq!(err.errno(), libc::EINVAL);
+    }
+
+    /// The chown/chmod shortcut must not trust a root that passes on its
+    /// group (set-gid) or entries that already exist.
+    #[test]
+    fn tree_copy_owner_and_mode_below_setgid_root() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+        if !geteuid().is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("d")).expect("mkdir");
+        std::fs::create_dir(&dst).expect("mkdir");
+        for i in 0..40 {
+            let f = src.join(format!("d/f{i}"));
+            std::fs::write(&f, b"x").expect("write");
+            let mode = if i % 2 == 0 { 0o640 } else { 0o777 };
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o2775)).expect("chmod");
+        chown(&dst, None, Some(4242)).expect("chown");
+        copy_tree(&src, &dst).expect("copy");
+        for i in 0..40 {
+            let (a, b) = (src.join(format!("d/f{i}")), dst.join(format!("d/f{i}")));
+            let (a, b) = (
+                std::fs::metadata(a).expect("stat"),
+                std::fs::metadata(b).expect("stat"),
+            );
+            assert_eq!(
+                (a.uid(), a.gid(), a.mode()),
+                (b.uid(), b.gid(), b.mode()),
+                "f{i}"
+            );
+        }
+        let (a, b) = (
+            std::fs::metadata(src.join("d")),
+            std::fs::metadata(dst.join("d")),
+        );
+        let (a, b) = (a.expect("stat"), b.expect("stat"));
+        assert_eq!((a.gid(), a.mode()), (b.gid(), b.mode()));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! Each directory counts its unfinished subdirectories; whoever finishes the
 //! last one runs the directory's post-order step, then walks up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Scope};
 
 use crate::error::Result;
@@ -27,15 +27,6 @@ pub(crate) struct Node<T> {
 }
 
 impl<T> Node<T> {
-    /// `rel`, or `.` for the root, for use with the `*at` calls.
-    pub(crate) fn at_path(&self) -> &Path {
-        if self.rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &self.rel
-        }
-    }
-
     /// True for the root of the walk.
     pub(crate) fn is_root(&self) -> bool {
         self.parent.is_none()
@@ -215,13 +206,19 @@ fn complete_ancestors<W: Walker>(
 
 /// How many threads a walk should use: a few, as the work is mostly
 /// syscalls on one filesystem and more threads only add contention.
+///
+/// Looked up once per process: `available_parallelism` reads the cgroup's
+/// CPU quota files each time (some twenty syscalls), which would double
+/// the cost of copying or removing a tiny tree.
 pub(crate) fn default_threads() -> usize {
-    thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::sync::Mutex as StdMutex;
 
     /// A synthetic tree: every directory at depth < 3 has 3 subdirectories.

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::{Dir, Type};
+use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{FchmodatFlags, Mode, fchmod, fchmodat};
@@ -123,41 +123,50 @@ struct Remover<'a> {
 
 impl Walker for Remover<'_> {
     type Data = ();
-    type Scratch = Vec<(CString, Option<Type>)>;
+    /// Names and the `getdents64` buffer.
+    type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
 
     fn scratch(&self) -> Self::Scratch {
-        Vec::new()
+        (Vec::new(), Vec::new())
     }
 
     fn visit(
         &self,
-        names: &mut Self::Scratch,
+        scratch: &mut Self::Scratch,
         node: &Node<()>,
         children: &mut Vec<(PathBuf, ())>,
     ) -> Result<()> {
         let fail = |what: &str, errno: Errno| self.error(what, &node.rel, None, errno);
-        let mut dir = retry_unlocked(
-            || {
-                Dir::openat(
-                    self.root.as_fd(),
-                    node.at_path(),
-                    DIR_FLAGS | OFlag::O_NOFOLLOW,
-                    Mode::empty(),
-                )
-            },
-            || self.make_accessible(node),
-        )
-        .map_err(|e| fail("open directory", e))?;
+        // The root is open already (and visited once, so its entries can be
+        // read from that descriptor).
+        let held;
+        let dir = if node.is_root() {
+            self.root.as_fd()
+        } else {
+            held = retry_unlocked(
+                || {
+                    openat(
+                        self.root.as_fd(),
+                        &node.rel,
+                        DIR_FLAGS | OFlag::O_NOFOLLOW,
+                        Mode::empty(),
+                    )
+                },
+                || self.make_accessible(node),
+            )
+            .map_err(|e| fail("open directory", e))?;
+            held.as_fd()
+        };
         if !self.privileged {
             // Search and write permission are needed below; granting them
             // here, once, spares a failed call per entry.
-            let st = fstatx(dir.as_fd()).map_err(|e| fail("stat", e))?;
+            let st = fstatx(dir).map_err(|e| fail("stat", e))?;
             if st.mode & 0o700 != 0o700 {
-                fchmod(dir.as_fd(), Mode::S_IRWXU).map_err(|e| fail("make writable", e))?;
+                fchmod(dir, Mode::S_IRWXU).map_err(|e| fail("make writable", e))?;
             }
         }
-        read_names(&mut dir, names).map_err(|e| fail("read directory", e))?;
-        let dir = dir.as_fd();
+        let (names, dirents) = scratch;
+        read_names(dir, names, dirents).map_err(|e| fail("read directory", e))?;
         for (name, kind) in names.iter() {
             let fail = |what: &str, errno: Errno| self.error(what, &node.rel, Some(name), errno);
             let st = match kind {
@@ -184,7 +193,7 @@ impl Walker for Remover<'_> {
             }
         }
         if children.is_empty() {
-            self.leave(names, node)?;
+            self.leave(scratch, node)?;
         }
         Ok(())
     }

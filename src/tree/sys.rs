@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::dir::{Dir, Type};
+use nix::dir::Type;
 use nix::errno::Errno;
 
 /// `FS_IMMUTABLE_FL` from `linux/fs.h` (`chattr +i`).
@@ -217,17 +217,67 @@ pub(crate) fn copy_file_range(
     Errno::result(rc).map(|n| n as usize)
 }
 
-/// Reads all names of `dir` (without `.` and `..`) into `out`, replacing its
-/// contents, with the type the directory entry gives when it gives one.
-pub(crate) fn read_names(dir: &mut Dir, out: &mut Vec<(CString, Option<Type>)>) -> nix::Result<()> {
+/// Size of the `getdents64` buffer of [`read_names`].
+const DIRENT_BUF: usize = 32 * 1024;
+
+/// Reads all names of the freshly opened directory `dir` (without `.` and
+/// `..`) into `out`, replacing its contents, with the type the directory
+/// entry gives when it gives one. `buf` is scratch space.
+///
+/// Straight `getdents64` on the descriptor: `fdopendir`/`readdir` would add
+/// an `fstat`, two `fcntl`s and an `lseek` per directory.
+pub(crate) fn read_names(
+    dir: BorrowedFd<'_>,
+    out: &mut Vec<(CString, Option<Type>)>,
+    buf: &mut Vec<u8>,
+) -> nix::Result<()> {
     out.clear();
-    for entry in dir.iter() {
-        let entry = entry?;
-        let name = entry.file_name();
-        if matches!(name.to_bytes(), b"." | b"..") {
-            continue;
-        }
-        out.push((name.to_owned(), entry.file_type()));
+    if buf.len() < DIRENT_BUF {
+        buf.resize(DIRENT_BUF, 0);
     }
-    Ok(())
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes and the
+        // descriptor is open for the duration of the call.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(Errno::result(n)?).map_err(|_| Errno::EIO)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen;
+        // u8 d_type; char d_name[]; }, records back to back.
+        let mut records = &buf[..n.min(buf.len())];
+        while records.len() >= 19 {
+            let reclen = usize::from(u16::from_ne_bytes([records[16], records[17]]));
+            if reclen < 19 || reclen > records.len() {
+                return Err(Errno::EIO);
+            }
+            let d_type = records[18];
+            let name = &records[19..reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            records = &records[reclen..];
+            if matches!(name, b"." | b"..") {
+                continue;
+            }
+            let kind = match d_type {
+                libc::DT_DIR => Some(Type::Directory),
+                libc::DT_REG => Some(Type::File),
+                libc::DT_LNK => Some(Type::Symlink),
+                libc::DT_FIFO => Some(Type::Fifo),
+                libc::DT_CHR => Some(Type::CharacterDevice),
+                libc::DT_BLK => Some(Type::BlockDevice),
+                libc::DT_SOCK => Some(Type::Socket),
+                _ => None,
+            };
+            // A name from the kernel holds no NUL.
+            let name = CString::new(name).map_err(|_| Errno::EIO)?;
+            out.push((name, kind));
+        }
+    }
 }

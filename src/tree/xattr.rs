@@ -37,12 +37,12 @@ impl XattrBufs {
     }
 }
 
-/// Copies every extended attribute of `src` to `dst`.
+/// Copies every extended attribute of `src` to `dst`. True when any was set.
 pub(crate) fn copy_xattrs(
     src: XattrTarget<'_>,
     dst: XattrTarget<'_>,
     bufs: &mut XattrBufs,
-) -> Result<(), XattrError> {
+) -> Result<bool, XattrError> {
     let len = match fill(&mut bufs.names, |b| list_xattrs(src, b)) {
         Ok(n) => n,
         // The source filesystem has no xattrs at all.
@@ -56,8 +56,9 @@ pub(crate) fn copy_xattrs(
         }
     };
     if len == 0 {
-        return Ok(());
+        return Ok(false);
     }
+    let mut set = false;
     let XattrBufs { names, value } = bufs;
     for name in names[..len].split_inclusive(|&b| b == 0) {
         let Ok(name) = CStr::from_bytes_with_nul(name) else {
@@ -76,7 +77,7 @@ pub(crate) fn copy_xattrs(
             }
         };
         match set_xattr(dst, name, &value[..n]) {
-            Ok(()) => {}
+            Ok(()) => set = true,
             Err(Errno::EPERM | Errno::EOPNOTSUPP) if optional(name) => {}
             Err(errno) => {
                 return Err(XattrError {
@@ -87,7 +88,7 @@ pub(crate) fn copy_xattrs(
             }
         }
     }
-    Ok(())
+    Ok(set)
 }
 
 /// Namespaces whose copy is best-effort.
