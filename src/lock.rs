@@ -33,6 +33,14 @@ impl DirLock {
         Ok(DirLock { fd })
     }
 
+    /// Takes a shared lock on the directory `path` resolves to, following
+    /// symlinks (for `refs/<id>`, a link to the object).
+    pub fn shared_following(path: &Path) -> Result<DirLock> {
+        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
+        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
     /// Tries to take an exclusive lock on `path` without waiting; `None`
     /// when somebody else holds a lock on it.
     pub fn try_exclusive(path: &Path) -> Result<Option<DirLock>> {

@@ -236,6 +236,18 @@ impl Store {
         Ok(self.ref_resolves(id)?.then(|| self.inner.refs.join(id)))
     }
 
+    /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against
+    /// garbage collection for as long as the returned lock lives, e.g. while
+    /// it is mounted somewhere: a later commit may unname the object, but
+    /// nobody removes it under the mount. Through a ref, the object pinned
+    /// is the one the ref names now; the lock's descriptor is that tree.
+    pub fn pin_tree(&self, tree: &Path) -> Result<DirLock> {
+        // Under the store lock, so that no collection runs between resolving
+        // the ref and locking what it names.
+        let _store_lock = DirLock::shared(&self.inner.tmp)?;
+        DirLock::shared_following(tree)
+    }
+
     /// The path `refs/<id>`, whether or not it exists.
     pub fn resolve_ref(&self, id: &str) -> Result<PathBuf> {
         ids::check_id(id)?;

@@ -1567,3 +1567,26 @@ fn bench_idle_connection_memory() {
     );
     assert!(per_connection < 16384.0);
 }
+
+#[test]
+fn a_mounted_tree_survives_replacement_and_garbage_collection() {
+    if skip_without_private_mounts("a_mounted_tree_survives_replacement_and_garbage_collection") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    fx.commit("pinned", &[("file", "first")]);
+    let target = fx.dir.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let client = fx.client();
+    client.call_json(&read_tree_at("pinned", &target, "/"))["path"]
+        .as_str()
+        .expect("mounted");
+    // The ref moves on; the mounted object is unnamed but still mounted.
+    fx.commit("pinned", &[("file", "second")]);
+    let removed = fx.store.gc().unwrap().removed;
+    assert_eq!(removed, 0, "nothing may be collected under a mount");
+    assert_eq!(fs::read_to_string(target.join("file")).unwrap(), "first");
+    // Once the server has unmounted it, the old object goes.
+    fx.stop();
+    assert_eq!(fx.store.gc().unwrap().removed, 1);
+}

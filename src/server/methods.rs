@@ -1,5 +1,6 @@
 //! The methods: what each validated request does and the reply it gets.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
@@ -58,9 +59,10 @@ impl Methods {
                 let Some(tree) = self.store.lookup_tree(&object_id)? else {
                     return Ok(Reply::NoObject);
                 };
-                let source = readtree_at::open_subtree(&tree, &subtree)?;
+                let pin = self.store.pin_tree(&tree)?;
+                let source = readtree_at::open_subtree_in(pin.fd().as_fd(), &tree, &subtree)?;
                 let target = PathBuf::from(target);
-                self.mounts.attach(&source, &target)?;
+                self.mounts.attach(&source, &target, pin)?;
                 Ok(Reply::Path(target))
             }
             Request::Mkdtemp { prefix, suffix } => Ok(Reply::Path(self.mkdtemp(&prefix, &suffix)?)),

@@ -11,11 +11,12 @@
 //! target: the mount is never visible writable.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lock::DirLock;
 use crate::mount::{self, ViewFlags};
 
 /// Opens `subtree` (leading slashes ignored; empty or `/` is the tree
@@ -24,6 +25,12 @@ use crate::mount::{self, ViewFlags};
 pub fn open_subtree(tree: &Path, subtree: &str) -> Result<OwnedFd> {
     let root = open_path_fd(tree, libc::O_DIRECTORY)
         .map_err(|e| Error::path("cannot open tree", tree, e))?;
+    open_subtree_in(root.as_fd(), tree, subtree)
+}
+
+/// Like [`open_subtree`], inside the tree open at `root` (`tree` is its
+/// path, for messages).
+pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Result<OwnedFd> {
     let relative = subtree.trim_start_matches('/');
     let relative = if relative.is_empty() { "." } else { relative };
     let c_relative =
@@ -71,13 +78,15 @@ pub struct Mounts {
 struct Attached {
     root: OwnedFd,
     target: PathBuf,
+    /// Keeps the mounted object from garbage collection until unmounted.
+    _pin: DirLock,
 }
 
 impl Mounts {
     /// Mounts `source` (from [`open_subtree`]) read-only at `target` (an
     /// existing directory for a directory, an existing file for a file) and
     /// records the mount.
-    pub fn attach(&mut self, source: &OwnedFd, target: &Path) -> Result<()> {
+    pub fn attach(&mut self, source: &OwnedFd, target: &Path, pin: DirLock) -> Result<()> {
         let root = match detached_view(source) {
             Ok(view) => {
                 mount::attach(view.as_fd(), target)?;
@@ -96,6 +105,7 @@ impl Mounts {
         self.attached.push(Attached {
             root,
             target: target.to_path_buf(),
+            _pin: pin,
         });
         Ok(())
     }
