@@ -101,6 +101,7 @@ header: rust-lib
 # --- the C client and the demo ---------------------------------------------
 include examples-c/client.mk
 include fuzz/fuzz.mk
+include bench/bench.mk
 
 DEMO := $(BUILD)/osstore-demo
 $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
@@ -111,7 +112,7 @@ demo: $(DEMO) header-check
 	$(PRIVATE_NS) $(DEMO)
 
 # --- tests -----------------------------------------------------------------
-check: deps lint lib client
+check: deps lint lib client $(DEMO)
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
 	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-load fuzz-smoke
 	$(PRIVATE_NS) $(DEMO) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }

@@ -1,0 +1,52 @@
+# bench/bench.mk: `make bench`, included by the top-level Makefile (which
+# sets BUILD, CC, CFLAGS, SHARED, PC_UNINST, PKG, PRIVATE_NS, CARGO).
+#
+#   make bench                 release library, bench/bench.c linked against
+#                              libosstore.so via pkg-config, the fidelity
+#                              checker (bench/compare), then every row; writes
+#                              bench/results.md (about 3 minutes)
+#   make bench BENCH_QUICK=1   each row briefly (smoke test, under a minute);
+#                              writes $(BUILD)/bench/results-quick.md instead
+#
+# Runs as root in a private mount namespace: it mounts a tmpfs and loop
+# ext4/XFS images, which vanish with it. Installs xfsprogs (mkfs.xfs) and
+# pkg-config when missing; without mkfs.xfs the XFS rows say they skip.
+
+BENCH_MK_DIR  := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+BENCH_BUILD   := $(BUILD)/bench
+BENCH_BIN     := $(BENCH_BUILD)/osstore-bench
+BENCH_COMPARE := $(CARGO_TARGET_DIR)/release/osstore-bench-compare
+BENCH_RESULTS := $(if $(filter-out 0,$(BENCH_QUICK)),$(BENCH_BUILD)/results-quick.md,$(BENCH_MK_DIR)/results.md)
+BENCH_FLAGS   := $(if $(filter-out 0,$(BENCH_QUICK)),--quick)
+
+.PHONY: bench bench-deps bench-compare
+
+bench: bench-deps $(BENCH_BIN) bench-compare
+	$(PRIVATE_NS) $(BENCH_BIN) $(BENCH_FLAGS) --compare $(BENCH_COMPARE) \
+	  --results $(BENCH_RESULTS) --notes $(BENCH_MK_DIR)/notes.md
+
+bench-deps:
+	@missing=""; for p in xfsprogs pkg-config; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	      || echo "bench: could not install$$missing (XFS rows will be skipped without mkfs.xfs)"; \
+	  else echo "bench: missing$$missing (not root: not installing)"; fi; \
+	fi
+
+# The program is compiled against the header generated with the library it
+# links ($(GEN_HEADER), first on the include path), so a committed
+# include/osstore.h that lags behind cannot break it; otherwise it is built
+# the way users build: pkg-config --cflags --libs osstore.
+# The fidelity checker: a tiny separate Cargo package, so the main crate's
+# manifest stays as it is.
+bench-compare:
+	cd $(BENCH_MK_DIR)/compare && $(CARGO) build --release --locked
+
+$(BENCH_BIN): $(BENCH_MK_DIR)/bench.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -Iexamples-c -I$(dir $(GEN_HEADER)) -o $@ $(BENCH_MK_DIR)/bench.c examples-c/osstore_client.c \
+	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR) -lm
