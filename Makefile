@@ -105,7 +105,7 @@ include bench/bench.mk
 
 DEMO := $(BUILD)/osstore-demo
 $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
-	$(CC) $(CFLAGS) -D_GNU_SOURCE -Iexamples-c -o $@ examples-c/demo.c examples-c/osstore_client.c \
+	$(CC) $(CFLAGS) -Iexamples-c -o $@ examples-c/demo.c examples-c/osstore_client.c \
 	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
 
 demo: $(DEMO) header-check

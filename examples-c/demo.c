@@ -143,7 +143,7 @@ static int build(os_store_t *store, char last_id[17])
         if (cached < 0)
             die("contains");
         if (cached) {
-            printf("  %-9s %s  cached      %7.2f ms\n", st->name, id, now_ms() - t0);
+            printf("  %-9s %s  cached      %7.1f us\n", st->name, id, (now_ms() - t0) * 1e3);
         } else {
             os_object_t *obj = NULL;
             if (os_store_new(store, id, &obj) != 0)

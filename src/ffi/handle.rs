@@ -6,8 +6,8 @@
 //! released handle or a pointer of another kind gets `-EINVAL` rather than
 //! undefined behaviour.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -29,9 +29,9 @@ impl Kind {
     }
 }
 
-static LIVE: Mutex<BTreeMap<usize, Kind>> = Mutex::new(BTreeMap::new());
+static LIVE: LazyLock<Mutex<HashMap<usize, Kind>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn live() -> std::sync::MutexGuard<'static, BTreeMap<usize, Kind>> {
+fn live() -> std::sync::MutexGuard<'static, HashMap<usize, Kind>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
