@@ -1,14 +1,8 @@
 //! Support for the fuzz targets: the server's request decoding, dispatch
-//! and subtree resolution compiled from the server's own source files, the
-//! invariants the targets check, and a small fixture (a tree with hostile
-//! symlinks next to a directory it must never reach, and a store).
-//!
-//! The server keeps `protocol`, `methods`, `readtree_at` and `refcache`
-//! private to `osstore::server`, so they are compiled here from the same
-//! files, side by side at this crate's root (their `super::` is this root),
-//! with the crate-level modules they use (`crate::error`, ...) re-exported
-//! from `osstore`. What is fuzzed is exactly the server's code; a new
-//! module that `methods` uses needs one more line here.
+//! and subtree resolution (re-exported from `osstore::server`, where they
+//! are public for this purpose only), the invariants the targets check, and
+//! a small fixture (a tree with hostile symlinks next to a directory it must
+//! never reach, and a store).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,50 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// `crate::error` as the server's modules see it.
-pub mod error {
-    pub use osstore::error::*;
-}
-/// `crate::ids` as the server's modules see it.
-pub mod ids {
-    pub use osstore::ids::*;
-}
-/// `crate::mount` as the server's modules see it.
-pub mod mount {
-    pub use osstore::mount::*;
-}
-/// `crate::store` as the server's modules see it.
-pub mod store {
-    pub use osstore::store::*;
-}
-/// `crate::tempdir` as the server's modules see it.
-pub mod tempdir {
-    pub use osstore::tempdir::*;
-}
-
-/// The server's request decoding and reply encoding.
-#[allow(dead_code, missing_docs)]
-#[rustfmt::skip] // not ours to format
-#[path = "../../src/server/protocol.rs"]
-pub mod protocol;
-
-/// The server's subtree resolution (`openat2` with `RESOLVE_IN_ROOT`).
-#[allow(dead_code, missing_docs)]
-#[rustfmt::skip] // not ours to format
-#[path = "../../src/server/readtree_at.rs"]
-pub mod readtree_at;
-
-/// The server's cache of `read-tree` answers, used by `methods`.
-#[allow(dead_code, missing_docs)]
-#[rustfmt::skip] // not ours to format
-#[path = "../../src/server/refcache.rs"]
-pub mod refcache;
-
-/// The server's dispatch of decoded requests.
-#[allow(dead_code, missing_docs)]
-#[rustfmt::skip] // not ours to format
-#[path = "../../src/server/methods.rs"]
-pub mod methods;
+pub use osstore::server::{methods, protocol, readtree_at};
 
 /// Longest id, name, prefix or suffix (one path component).
 pub const MAX_NAME: usize = 255;

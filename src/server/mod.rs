@@ -47,9 +47,14 @@
 //! directory.
 
 mod event_loop;
-mod methods;
-mod protocol;
-mod readtree_at;
+// Public (and hidden from the docs) only for the fuzz targets in fuzz/,
+// which drive the decoding and dispatch directly.
+#[doc(hidden)]
+pub mod methods;
+#[doc(hidden)]
+pub mod protocol;
+#[doc(hidden)]
+pub mod readtree_at;
 mod refcache;
 mod socket;
 mod transport;
