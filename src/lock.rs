@@ -14,8 +14,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -63,62 +62,6 @@ impl DirLock {
     /// The descriptor of the locked directory.
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
-    }
-}
-
-/// The store-wide lock on `tmp/` as this process's creators take it: one
-/// descriptor opened with the store, locked shared by the first holder and
-/// unlocked by the last. (An `flock` belongs to the open file description,
-/// so threads sharing a descriptor cannot each hold their own; the count
-/// does that book-keeping, and spares every creation an `open` and `close`.)
-#[derive(Debug)]
-pub struct StoreLock {
-    fd: OwnedFd,
-    path: PathBuf,
-    holders: Mutex<usize>,
-}
-
-/// A shared hold on a [`StoreLock`]; released when dropped.
-#[derive(Debug)]
-pub struct StoreLockGuard<'a> {
-    lock: &'a StoreLock,
-}
-
-impl StoreLock {
-    /// Opens the lock directory `path` (the store's `tmp/`).
-    pub fn open(path: &Path) -> Result<StoreLock> {
-        Ok(StoreLock {
-            fd: open_dir(path)?,
-            path: path.to_path_buf(),
-            holders: Mutex::new(0),
-        })
-    }
-
-    fn holders(&self) -> MutexGuard<'_, usize> {
-        self.holders.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Holds the lock shared, waiting while a collector holds it exclusively.
-    pub fn shared(&self) -> Result<StoreLockGuard<'_>> {
-        let mut holders = self.holders();
-        if *holders == 0 {
-            flock(&self.fd, libc::LOCK_SH)
-                .map_err(|e| Error::path("cannot lock", &self.path, e))?;
-        }
-        *holders += 1;
-        Ok(StoreLockGuard { lock: self })
-    }
-}
-
-impl Drop for StoreLockGuard<'_> {
-    fn drop(&mut self) {
-        let mut holders = self.lock.holders();
-        *holders -= 1;
-        if *holders == 0 {
-            // Unlocking an open descriptor cannot fail in a way that leaves
-            // the lock held; closing the store releases it in any case.
-            let _ = flock(&self.lock.fd, libc::LOCK_UN);
-        }
     }
 }
 

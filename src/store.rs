@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::hosttree::HostTree;
 use crate::ids;
-use crate::lock::{DirLock, StoreLock};
+use crate::lock::DirLock;
 use crate::mount;
 use crate::object::{Holding, Mode, Object};
 use crate::tempdir::TempDir;
@@ -54,8 +54,6 @@ struct Inner {
     /// `refs/`, opened once: look-ups are one `fstatat` relative to it.
     refs_dir: OwnedFd,
     tmp: PathBuf,
-    /// The store-wide lock on `tmp/` (see [`crate::lock`]).
-    store_lock: StoreLock,
     options: OpenOptions,
     /// Floating objects by id: (registry key, tree), newest last.
     floating: Mutex<HashMap<String, Vec<(u64, PathBuf)>>>,
@@ -114,7 +112,6 @@ impl Store {
                 objects,
                 refs,
                 refs_dir,
-                store_lock: StoreLock::open(&tmp)?,
                 tmp,
                 root,
                 options,
@@ -247,7 +244,7 @@ impl Store {
     pub fn pin_tree(&self, tree: &Path) -> Result<DirLock> {
         // Under the store lock, so that no collection runs between resolving
         // the ref and locking what it names.
-        let _store_lock = self.inner.store_lock.shared()?;
+        let _store_lock = DirLock::shared(&self.inner.tmp)?;
         DirLock::shared_following(tree)
     }
 
@@ -300,11 +297,7 @@ impl Store {
         let dest = self.inner.objects.join(&name);
         // Held across rename and ref swap: a collection either sees neither
         // or both.
-        let _store_lock = self
-            .inner
-            .store_lock
-            .shared()
-            .map_err(|e| e.context(context()))?;
+        let _store_lock = DirLock::shared(&self.inner.tmp).map_err(|e| e.context(context()))?;
         let tree_lock = DirLock::shared(&object.tree).map_err(|e| e.context(context()))?;
         // Opened before anything moves, so that once the ref is swapped only
         // the sync itself can still fail.
@@ -408,11 +401,11 @@ impl Store {
     pub fn tempdir_in(&self, parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
         ids::check_affix("prefix", prefix)?;
         ids::check_affix("suffix", suffix)?;
-        TempDir::create_in(parent, &self.inner.store_lock, prefix, suffix)
+        TempDir::create_in(parent, &self.inner.tmp, prefix, suffix)
     }
 
     fn create_tempdir(&self, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
-        TempDir::create_in(&self.inner.tmp, &self.inner.store_lock, prefix, suffix)
+        TempDir::create_in(&self.inner.tmp, &self.inner.tmp, prefix, suffix)
     }
 
     /// The host tree (created on first use), valid until the store is dropped.

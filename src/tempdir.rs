@@ -11,7 +11,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::lock::{DirLock, StoreLock};
+use crate::lock::DirLock;
 use crate::tree;
 
 /// Characters of the random part of a name, as `mkdtemp` implementations use.
@@ -29,16 +29,15 @@ pub struct TempDir {
 
 impl TempDir {
     /// Creates `<parent>/<prefix><random><suffix>` with mode 0700 and locks
-    /// it. `store_lock` is the store-wide lock, held shared while the new
-    /// entry is not yet locked.
+    /// it. `store_lock` is the store-wide lock directory (`tmp/`), held
+    /// shared while the new entry is not yet locked.
     pub fn create_in(
         parent: &Path,
-        store_lock: &StoreLock,
+        store_lock: &Path,
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<TempDir> {
-        let _creating = store_lock
-            .shared()
+        let _creating = DirLock::shared(store_lock)
             .map_err(|e| e.context(format!("cannot create a directory in {}", parent.display())))?;
         for _ in 0..ATTEMPTS {
             let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len());
