@@ -40,7 +40,7 @@ VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-l
 LOGS         := $(BUILD)/check-logs
 
 .PHONY: all lib rust-lib header header-check demo check deps install uninstall clean \
-        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-load fuzz-smoke check-summary \
+        lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-client-server test-load fuzz-smoke check-summary \
         bench fuzz loadtest
 
 all: lib client
@@ -111,12 +111,20 @@ $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client
 demo: $(DEMO) header-check
 	$(PRIVATE_NS) $(DEMO)
 
+# The demo again, built with AddressSanitizer/UBSan (leak detection on), for
+# make check.
+SANITIZE := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+DEMO_ASAN := $(BUILD)/osstore-demo-asan
+$(DEMO_ASAN): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
+	$(CC) $(CFLAGS) $(SANITIZE) -Iexamples-c -o $@ examples-c/demo.c examples-c/osstore_client.c \
+	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
 # --- tests -----------------------------------------------------------------
-check: deps lint lib client $(DEMO)
+check: deps lint lib client $(DEMO) $(DEMO_ASAN)
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
-	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-load fuzz-smoke
-	$(PRIVATE_NS) $(DEMO) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
-	@echo "demo: ok ($(LOGS)/demo.log)"
+	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-client-server test-load fuzz-smoke
+	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(DEMO_ASAN) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
+	@echo "demo (under ASan/UBSan): ok ($(LOGS)/demo.log)"
 	@$(MAKE) --no-print-directory check-summary
 
 lint:
@@ -133,7 +141,7 @@ $(BUILD)/tests/test_api: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINS
 
 $(BUILD)/tests/test_api_asan: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINST)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE -o $@ $< \
+	$(CC) $(CFLAGS) $(SANITIZE) -D_GNU_SOURCE -o $@ $< \
 	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
 
 # The header must compile as C99 and as C++, pedantically.
@@ -213,5 +221,21 @@ LOAD_REQUESTS    ?= 1000000
 loadtest: $(LOADTEST)
 	$(PRIVATE_NS) $(LOADTEST) $(LOAD_CONNECTIONS) $(LOAD_REQUESTS)
 
-test-load: $(LOADTEST)
+# make check runs it plain (memory figures) and with AddressSanitizer/UBSan.
+LOADTEST_ASAN := $(BUILD)/tests/loadtest-asan
+$(LOADTEST_ASAN): tests/load/loadtest.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+test-load: $(LOADTEST) $(LOADTEST_ASAN)
 	$(PRIVATE_NS) $(LOADTEST) 1000 100000 2>&1 | tee $(LOGS)/load.log; exit $${PIPESTATUS[0]}
+	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(LOADTEST_ASAN) 1000 100000 2>&1 | tee $(LOGS)/load-asan.log; exit $${PIPESTATUS[0]}
+
+# --- the C client against this library's server -----------------------------
+SERVE_STORE := $(BUILD)/tests/serve_store
+$(SERVE_STORE): tests/c/serve_store.c $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+
+test-client-server: $(SERVE_STORE) $(BUILD)/osstore-client
+	$(PRIVATE_NS) tests/c/client_server_test.sh $(SERVE_STORE) $(BUILD)/osstore-client 2>&1 | tee $(LOGS)/client-server.log; exit $${PIPESTATUS[0]}

@@ -291,10 +291,17 @@ int main(int argc, char **argv)
     CHECK(fds_connected == fds_idle + conns);
     CHECK(fds_after == fds_connected);
     CHECK(fds_closed == fds_idle);
-    /* Flat memory: serving a million requests grows nothing per request
-     * (allow 1 MiB of allocator noise). */
+#ifdef __SANITIZE_ADDRESS__
+    /* AddressSanitizer keeps freed memory in quarantine, so the server's RSS
+     * grows with every request by design: memory is checked in the plain
+     * build, descriptors and replies in both. */
+    printf("SKIP memory checks: built with AddressSanitizer\n");
+#else
+    /* Flat memory: serving requests grows nothing per request (allow 1 MiB
+     * of allocator noise). */
     CHECK(rss_mid > 0 && rss_after - rss_mid < 1024);
     CHECK((rss_connected - rss_idle) * 1024 / conns <= 16 * 1024);
+#endif
 
     close(quit[1]);
     int status = 0;
