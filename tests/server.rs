@@ -237,58 +237,6 @@ fn errno_of(result: std::io::Result<()>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Whether a process this one descends from is in another mount namespace
-/// (for when `/proc/1/ns/mnt` cannot be read, e.g. in a container).
-fn ancestor_in_other_mount_ns() -> bool {
-    let ns = |pid: &str| {
-        fs::metadata(format!("/proc/{pid}/ns/mnt"))
-            .map(|m| m.ino())
-            .ok()
-    };
-    let Some(own) = ns("self") else {
-        return false;
-    };
-    let mut pid = "self".to_owned();
-    for _ in 0..64 {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // The parent pid is the second field after the command's ")".
-        let Some(ppid) = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-        else {
-            return false;
-        };
-        if ppid == "0" {
-            return false;
-        }
-        pid = ppid.to_owned();
-        if ns(&pid).is_some_and(|other| other != own) {
-            return true;
-        }
-    }
-    false
-}
-
-/// Prints a SKIP line and returns true unless this test may mount: as root
-/// in a private mount namespace.
-fn skip_without_private_mounts(test: &str) -> bool {
-    match common::mount_tests_unavailable() {
-        None => false,
-        Some(_) if is_root() && ancestor_in_other_mount_ns() => false,
-        Some(why) => {
-            println!("SKIP: {test}: {why}");
-            true
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The four methods
 
@@ -1003,7 +951,7 @@ fn an_existing_socket_path_is_refused_and_kept() {
 
 #[test]
 fn stop_removes_socket_private_dir_and_temp_root() {
-    if !is_root() {
+    if !common::is_root() {
         println!("SKIP stop_removes_socket_private_dir_and_temp_root: /run/osbuild needs root");
         return;
     }
@@ -1077,7 +1025,7 @@ fn read_tree_at(id: &str, target: &Path, subtree: &str) -> Value {
 
 #[test]
 fn read_tree_at_mounts_read_only_and_stop_unmounts() {
-    if skip_without_private_mounts("read_tree_at_mounts_read_only_and_stop_unmounts") {
+    if common::skip_without_private_mounts("read_tree_at_mounts_read_only_and_stop_unmounts") {
         return;
     }
     let mut fx = Fixture::new();
@@ -1261,7 +1209,7 @@ fn attach(fd: &OwnedFd, target: &Path) -> std::io::Result<()> {
 
 #[test]
 fn open_tree_passes_a_detached_read_only_mount() {
-    if skip_without_private_mounts("open_tree_passes_a_detached_read_only_mount") {
+    if common::skip_without_private_mounts("open_tree_passes_a_detached_read_only_mount") {
         return;
     }
     let mut fx = Fixture::new();
@@ -1570,7 +1518,9 @@ fn bench_idle_connection_memory() {
 
 #[test]
 fn a_mounted_tree_survives_replacement_and_garbage_collection() {
-    if skip_without_private_mounts("a_mounted_tree_survives_replacement_and_garbage_collection") {
+    if common::skip_without_private_mounts(
+        "a_mounted_tree_survives_replacement_and_garbage_collection",
+    ) {
         return;
     }
     let mut fx = Fixture::new();

@@ -4,8 +4,11 @@
 //! also need a private mount namespace:
 //! `unshare --mount --propagation private cargo test --test tree`.
 
+mod common;
 #[path = "common/tree_fixture.rs"]
 mod tree_fixture;
+
+use common::{is_root, skip_without_private_mounts};
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};

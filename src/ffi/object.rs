@@ -104,11 +104,10 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
-    // SAFETY: forwarded contract.
     boundary_ptr(|| {
-        Ok(unsafe { handle::borrow(Kind::Object, object) }?
-            .tree
-            .as_ptr())
+        // SAFETY: forwarded contract.
+        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
+        Ok(obj.tree.as_ptr())
     })
 }
 

@@ -218,11 +218,10 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
 /// `server` must be NULL or a handle not being stopped.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *const c_char {
-    // SAFETY: forwarded contract.
     boundary_ptr(|| {
-        Ok(unsafe { handle::borrow(Kind::Server, server) }?
-            .socket_path
-            .as_ptr())
+        // SAFETY: forwarded contract.
+        let handle = unsafe { handle::borrow(Kind::Server, server) }?;
+        Ok(handle.socket_path.as_ptr())
     })
 }
 

@@ -348,18 +348,10 @@ pub unsafe extern "C" fn os_store_tempdir(
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract; NULL means empty.
-        let prefix = if prefix.is_null() {
-            &[][..]
-        } else {
-            unsafe { strings::bytes(prefix, "prefix") }?
-        };
-        // SAFETY: as above.
-        let suffix = if suffix.is_null() {
-            &[][..]
-        } else {
-            unsafe { strings::bytes(suffix, "suffix") }?
-        };
+        // SAFETY: forwarded contract.
+        let prefix = unsafe { strings::bytes_or_empty(prefix, "prefix") }?;
+        // SAFETY: forwarded contract.
+        let suffix = unsafe { strings::bytes_or_empty(suffix, "suffix") }?;
         let dir = handle.store.tempdir(prefix, suffix)?;
         let path = strings::c_path(dir.path())?;
         handle.owned().tempdirs.push(dir);

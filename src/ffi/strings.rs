@@ -19,6 +19,19 @@ pub(crate) unsafe fn bytes<'a>(ptr: *const c_char, what: &str) -> Result<&'a [u8
     Ok(unsafe { CStr::from_ptr(ptr) }.to_bytes())
 }
 
+/// Like [`bytes`], with NULL meaning the empty string.
+///
+/// # Safety
+///
+/// As for [`bytes`].
+pub(crate) unsafe fn bytes_or_empty<'a>(ptr: *const c_char, what: &str) -> Result<&'a [u8]> {
+    if ptr.is_null() {
+        return Ok(&[]);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { bytes(ptr, what) }
+}
+
 /// A path argument: not NULL, not empty, at most `PATH_MAX` bytes.
 ///
 /// # Safety
