@@ -39,31 +39,15 @@ impl TempDir {
     ) -> Result<TempDir> {
         let _creating = DirLock::shared(store_lock)
             .map_err(|e| e.context(format!("cannot create a directory in {}", parent.display())))?;
-        for _ in 0..ATTEMPTS {
-            let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len());
-            name.extend_from_slice(prefix);
-            name.extend_from_slice(random_name().as_bytes());
-            name.extend_from_slice(suffix);
-            let path = parent.join(OsString::from_vec(name));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => {
-                    let lock = DirLock::shared(&path).inspect_err(|_| {
-                        // Not ours without the lock: leave no stray entry.
-                        let _ = std::fs::remove_dir(&path);
-                    })?;
-                    return Ok(TempDir {
-                        path,
-                        lock: Some(lock),
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::path("cannot create directory", &path, e)),
-            }
-        }
-        Err(Error::new(
-            libc::EEXIST,
-            format!("no free temporary name in {}", parent.display()),
-        ))
+        let path = create_unique_dir(parent, prefix, suffix)?;
+        let lock = DirLock::shared(&path).inspect_err(|_| {
+            // Not ours without the lock: leave no stray entry.
+            let _ = std::fs::remove_dir(&path);
+        })?;
+        Ok(TempDir {
+            path,
+            lock: Some(lock),
+        })
     }
 
     /// The directory's path.
@@ -99,6 +83,27 @@ impl Drop for TempDir {
         // the next garbage collection, since the lock is released.
         let _ = self.remove_now();
     }
+}
+
+/// Creates a fresh directory `<parent>/<prefix><random><suffix>` with mode
+/// 0700, as `mkdtemp(3)` does, and returns its path.
+pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
+    for _ in 0..ATTEMPTS {
+        let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len());
+        name.extend_from_slice(prefix);
+        name.extend_from_slice(random_name().as_bytes());
+        name.extend_from_slice(suffix);
+        let path = parent.join(OsString::from_vec(name));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::path("cannot create directory", &path, e)),
+        }
+    }
+    Err(Error::new(
+        libc::EEXIST,
+        format!("no free temporary name in {}", parent.display()),
+    ))
 }
 
 /// Eight random characters from [`NAME_CHARS`].

@@ -10,7 +10,7 @@ mod reliability;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use osstore::{Object, OpenOptions, Store};
 use reliability::{
@@ -21,17 +21,6 @@ use reliability::{
 const STORE_VAR: &str = "OSSTORE_CONCURRENCY_STORE";
 const STOP_VAR: &str = "OSSTORE_CONCURRENCY_STOP";
 const SEED_VAR: &str = "OSSTORE_CONCURRENCY_SEED";
-
-fn quick(path: &Path) -> Store {
-    Store::open_with(
-        path,
-        OpenOptions {
-            durable: false,
-            collect_garbage: true,
-        },
-    )
-    .expect("open")
-}
 
 /// Everything a process can hold in a store, to check it survives sweeps.
 struct Live {
@@ -119,7 +108,7 @@ impl Live {
 #[test]
 fn collection_in_another_process_spares_live_work() {
     let dir = tempfile::tempdir().unwrap();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut rng = Rng::new(1);
     let mut live = Live::new();
     live.create(&store, "mine", &mut rng);
@@ -159,7 +148,7 @@ fn sweep_once() {
 #[test]
 fn leftovers_of_a_killed_process_are_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut rng = Rng::new(2);
     let mut live = Live::new();
     live.create(&store, "mine", &mut rng);
@@ -230,7 +219,7 @@ fn hold_until_killed() {
         return;
     };
     reliability::die_with_parent();
-    let store = quick(&root);
+    let store = common::quick(&root);
     let mut live = Live::new();
     live.create(&store, "theirs", &mut Rng::new(3));
     let named: BTreeSet<PathBuf> = check_refs(&root)
@@ -254,7 +243,7 @@ fn gc_hammering_never_removes_live_work() {
     let rounds = env_u64("OSSTORE_CONCURRENCY_ROUNDS", 100);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let store = quick(&root);
+    let store = common::quick(&root);
     let stop = dir.path().join("stop-gc");
     let mut child = helper("gc_hammer")
         .env(STORE_VAR, &root)
@@ -315,7 +304,7 @@ fn gc_hammer() {
         return;
     };
     reliability::die_with_parent();
-    let store = quick(&root);
+    let store = common::quick(&root);
     store.gc().unwrap();
     let mut runs = 1u64;
     announce_ready();
@@ -339,7 +328,7 @@ fn concurrent_writers_of_the_same_ids_leave_complete_refs() {
     let commits = env_u64("OSSTORE_CONCURRENCY_COMMITS", 30);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    drop(quick(&root));
+    drop(common::quick(&root));
     let go = dir.path().join("go");
     let mut children = Vec::new();
     for w in 0..writers {
@@ -412,7 +401,7 @@ fn concurrent_writers_of_the_same_ids_leave_complete_refs() {
         let id = id.lines().next().unwrap().trim_start_matches("id ");
         check_tree(&tree, id).unwrap();
     }
-    quick(&root).gc().unwrap();
+    common::quick(&root).gc().unwrap();
     let mut named: Vec<String> = refs.values().cloned().collect();
     named.sort();
     assert_eq!(names(&root.join("objects")), named);

@@ -6,28 +6,17 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use osstore::{Mode, OpenOptions, Store};
+use osstore::{Mode, Store};
 
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("scratch dir")
-}
-
-fn quick(path: &Path) -> Store {
-    Store::open_with(
-        path,
-        OpenOptions {
-            durable: false,
-            collect_garbage: true,
-        },
-    )
-    .expect("open")
 }
 
 #[test]
 fn open_creates_the_layout_and_keeps_what_is_there() {
     let dir = scratch();
     let root = dir.path().join("s");
-    let store = quick(&root);
+    let store = common::quick(&root);
     for sub in ["objects", "refs", "tmp"] {
         assert!(root.join(sub).is_dir(), "{sub}");
     }
@@ -48,7 +37,7 @@ fn open_creates_the_layout_and_keeps_what_is_there() {
 #[test]
 fn work_dirs_are_named_after_the_id() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let obj = store.new_object("0123456789abcdef").unwrap();
     let tree = obj.tree().to_str().unwrap().to_owned();
     let tmp = dir.path().join("tmp/object-0123456-");
@@ -63,7 +52,7 @@ fn work_dirs_are_named_after_the_id() {
 #[test]
 fn commit_with_own_id_moves_and_keeps_inodes() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut obj = store.new_object("move").unwrap();
     fs::write(obj.tree().join("f"), "data").unwrap();
     let inode = fs::metadata(obj.tree().join("f")).unwrap().ino();
@@ -84,7 +73,7 @@ fn commit_with_own_id_moves_and_keeps_inodes() {
 #[test]
 fn commit_with_other_id_is_a_snapshot() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut obj = store.new_object("work").unwrap();
     fs::write(obj.tree().join("a"), "1").unwrap();
     let inode = fs::metadata(obj.tree().join("a")).unwrap().ino();
@@ -104,7 +93,7 @@ fn commit_with_other_id_is_a_snapshot() {
 #[test]
 fn refs_are_replaced_and_old_objects_kept() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut first = store.new_object("id").unwrap();
     let n1 = store.commit(&mut first, "id").unwrap();
     let mut second = store.new_object("id").unwrap();
@@ -133,7 +122,7 @@ fn refs_are_replaced_and_old_objects_kept() {
 #[test]
 fn lookups_follow_the_spec() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     assert!(!store.contains("").unwrap());
     assert!(!store.contains("absent").unwrap());
     assert!(store.get("absent").unwrap().is_none());
@@ -163,7 +152,7 @@ fn lookups_follow_the_spec() {
 #[test]
 fn floating_objects_are_found_first() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut committed = store.new_object("x").unwrap();
     store.commit(&mut committed, "x").unwrap();
 
@@ -189,7 +178,7 @@ fn floating_objects_are_found_first() {
 #[test]
 fn init_and_export_copy_the_tree() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let mut base = store.new_object("base").unwrap();
     fs::create_dir(base.tree().join("d")).unwrap();
     fs::write(base.tree().join("d/f"), "content").unwrap();
@@ -224,7 +213,7 @@ fn init_and_export_copy_the_tree() {
 #[test]
 fn release_removes_hard_to_delete_work_dirs() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let obj = store.new_object("hard").unwrap();
     let workdir = obj.tree().parent().unwrap().to_path_buf();
     let locked = obj.tree().join("locked");
@@ -246,7 +235,7 @@ fn release_removes_hard_to_delete_work_dirs() {
 #[test]
 fn tempdirs_are_named_and_removed() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let t = store.tempdir(b"pre-", b"-suf").unwrap();
     let name = t.path().file_name().unwrap().to_str().unwrap().to_owned();
     assert!(
@@ -264,7 +253,7 @@ fn tempdirs_are_named_and_removed() {
 #[test]
 fn gc_spares_live_work_and_reclaims_the_rest() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let live = store.new_object("live").unwrap();
     // Leftovers of a "dead" owner: a dir nobody locks, a stray link.
     fs::create_dir_all(dir.path().join("tmp/object-dead-xxxxxxxx-workdir/object")).unwrap();
@@ -295,7 +284,7 @@ fn gc_spares_live_work_and_reclaims_the_rest() {
 #[test]
 fn gc_in_another_process_spares_this_ones_work() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let live = store.new_object("live").unwrap();
     let tmpdir = store.tempdir(b"mine-", b"").unwrap();
     // A second process opens the store (which sweeps) and runs gc.
@@ -335,7 +324,7 @@ fn durable_commit_works() {
 #[test]
 fn threads_share_a_store() {
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let handles: Vec<_> = (0..4)
         .map(|t| {
             let store = store.clone();
@@ -368,7 +357,7 @@ fn host_tree_is_read_only_and_cleaned_up() {
         return;
     }
     let dir = scratch();
-    let store = quick(dir.path());
+    let store = common::quick(dir.path());
     let tree = store.host_tree().unwrap();
     assert_eq!(store.host_tree().unwrap(), tree, "made once");
     assert!(tree.join("usr/bin").is_dir());

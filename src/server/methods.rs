@@ -1,18 +1,14 @@
 //! The methods: what each validated request does and the reply it gets.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use super::protocol::{Reply, Request};
 use super::readtree_at::{self, Mounts};
 use super::refcache::RefCache;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
-use crate::tempdir::random_name;
-
-/// Tries at finding a free name for `mkdtemp`.
-const MKDTEMP_ATTEMPTS: usize = 100;
+use crate::tempdir::create_unique_dir;
 
 /// The server's state as the methods see it.
 pub struct Methods {
@@ -79,20 +75,7 @@ impl Methods {
 
     /// A fresh directory `<tmproot>/<prefix><random><suffix>`, mode 0700.
     fn mkdtemp(&self, prefix: &str, suffix: &str) -> Result<PathBuf> {
-        for _ in 0..MKDTEMP_ATTEMPTS {
-            let path = self
-                .tmproot
-                .join(format!("{prefix}{}{suffix}", random_name()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(path),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::path("cannot create directory", &path, e)),
-            }
-        }
-        Err(Error::new(
-            libc::EEXIST,
-            format!("no free temporary name in {}", self.tmproot.display()),
-        ))
+        create_unique_dir(&self.tmproot, prefix.as_bytes(), suffix.as_bytes())
     }
 
     /// Undoes every mount made by `read-tree-at` (see

@@ -10,7 +10,7 @@ use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::{FchmodatFlags, Mode};
 
 use crate::error::{Error, Result};
-use crate::tempdir::random_name;
+use crate::tempdir::create_unique_dir;
 
 /// Parent of the private directories of servers started without a socket
 /// path.
@@ -18,9 +18,6 @@ pub const DEFAULT_SOCKET_PARENT: &str = "/run/osbuild";
 
 /// Name of the socket inside a default private directory.
 pub const DEFAULT_SOCKET_NAME: &str = "store";
-
-/// Tries at finding a free name for a private directory.
-const DIR_ATTEMPTS: usize = 100;
 
 /// The socket file (and the private directory holding it, when the server
 /// chose the path), removed by [`SocketFile::remove`] or on drop.
@@ -148,16 +145,5 @@ fn private_dir() -> Result<PathBuf> {
         .mode(0o755)
         .create(parent)
         .map_err(|e| Error::path("cannot create", parent, e))?;
-    for _ in 0..DIR_ATTEMPTS {
-        let dir = parent.join(format!("store-{}", random_name()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::path("cannot create directory", &dir, e)),
-        }
-    }
-    Err(Error::new(
-        libc::EEXIST,
-        format!("no free directory name in {}", parent.display()),
-    ))
+    create_unique_dir(parent, b"store-", b"")
 }

@@ -3,6 +3,21 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use osstore::{OpenOptions, Store};
+
+/// Opens a store without durability (tests need no power-cut safety).
+pub fn quick(path: &Path) -> Store {
+    Store::open_with(
+        path,
+        OpenOptions {
+            durable: false,
+            collect_garbage: true,
+        },
+    )
+    .expect("open")
+}
 
 /// True when running as root.
 pub fn is_root() -> bool {
