@@ -18,8 +18,6 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
-const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
-const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 
 /// `struct mount_attr` of <linux/mount.h>.
 #[repr(C)]
@@ -30,13 +28,6 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Extra restrictions for a read-only view.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ViewFlags {
-    /// Also ignore set-id bits and device nodes in the view.
-    pub nosuid_nodev: bool,
-}
-
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(format!("path {} contains a NUL byte", path.display())))
@@ -45,7 +36,7 @@ fn cstring(path: &Path) -> Result<CString> {
 /// Clones the mount tree at `source` (a descriptor of a file or directory,
 /// e.g. from `openat2(O_PATH)`) into a detached, recursively read-only and
 /// private mount, returned as a descriptor that `move_mount` can attach.
-pub fn detached_readonly(source: BorrowedFd<'_>, flags: ViewFlags) -> Result<OwnedFd> {
+pub fn detached_readonly(source: BorrowedFd<'_>) -> Result<OwnedFd> {
     let empty = c"";
     // SAFETY: plain syscall; `empty` is a valid C string, `source` an open descriptor.
     let raw = unsafe {
@@ -64,12 +55,8 @@ pub fn detached_readonly(source: BorrowedFd<'_>, flags: ViewFlags) -> Result<Own
     }
     // SAFETY: open_tree returned a new descriptor that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
-    let mut attr_set = MOUNT_ATTR_RDONLY;
-    if flags.nosuid_nodev {
-        attr_set |= MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    }
     let attr = MountAttr {
-        attr_set,
+        attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,
@@ -120,7 +107,7 @@ pub fn attach(mount: BorrowedFd<'_>, target: &Path) -> Result<()> {
 /// recursive private bind mount.
 pub fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
     let src = open_path(source).map_err(|e| Error::path("cannot open", source, e))?;
-    match detached_readonly(src.as_fd(), ViewFlags::default()) {
+    match detached_readonly(src.as_fd()) {
         Ok(tree) => attach(tree.as_fd(), target),
         Err(e) if e.errno() == libc::ENOSYS => bind_readonly_classic(source, target),
         Err(e) => Err(e.context(format!("cannot bind {}", source.display()))),

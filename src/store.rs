@@ -396,14 +396,6 @@ impl Store {
         self.create_tempdir(prefix, suffix)
     }
 
-    /// A temp dir inside another directory of the store's `tmp/` (e.g. the
-    /// server's private root).
-    pub fn tempdir_in(&self, parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
-        ids::check_affix("prefix", prefix)?;
-        ids::check_affix("suffix", suffix)?;
-        TempDir::create_in(parent, &self.inner.tmp, prefix, suffix)
-    }
-
     fn create_tempdir(&self, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
         TempDir::create_in(&self.inner.tmp, &self.inner.tmp, prefix, suffix)
     }

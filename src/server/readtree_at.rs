@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
-use crate::mount::{self, ViewFlags};
+use crate::mount;
 
 /// Opens `subtree` (leading slashes ignored; empty or `/` is the tree
 /// itself) inside `tree`, resolved with the tree as its root. The result is
@@ -63,7 +63,7 @@ pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Resu
 /// A detached, recursively read-only and private mount of `source` (from
 /// [`open_subtree`]), for a client to attach where it likes.
 pub fn detached_view(source: &OwnedFd) -> Result<OwnedFd> {
-    mount::detached_readonly(source.as_fd(), ViewFlags::default())
+    mount::detached_readonly(source.as_fd())
 }
 
 /// The mounts the server attached, oldest first.
