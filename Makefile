@@ -108,7 +108,7 @@ $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client
 	$(CC) $(CFLAGS) -Iexamples-c -o $@ examples-c/demo.c examples-c/osstore_client.c \
 	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
 
-demo: $(DEMO) header-check
+demo: deps $(DEMO) header-check
 	$(PRIVATE_NS) $(DEMO)
 
 # The demo again, built with AddressSanitizer/UBSan (leak detection on), for

@@ -57,6 +57,11 @@ if [ -x "$dest/use-static" ]; then
   ldd "$dest/use-static" | grep -q libosstore && bad "static build links libosstore.so" || ok
 fi
 
+# The README's example compiles against the installed tree as it stands.
+sed -n '/^## Using it from C/,/^## /p' README.md | sed -n '/^```c$/,/^```$/p' | sed '1d;$d' > "$dest/readme.c"
+[ -s "$dest/readme.c" ] && ok || bad "no C example found in README.md"
+cc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -o "$dest/readme" "$dest/readme.c" $libs && ok || bad "the README's example does not compile"
+
 $make --no-print-directory uninstall DESTDIR="$dest" PREFIX=$prefix LIBDIR=$prefix/lib64 >/dev/null || bad "make uninstall"
 left=$(find "$root" -type f -o -type l)
 [ -z "$left" ] && ok || bad "uninstall left: $left"
