@@ -12,6 +12,7 @@ pub mod ids;
 pub mod lock;
 pub mod mount;
 pub mod object;
+mod refcache;
 pub mod server;
 pub mod store;
 pub mod tempdir;

@@ -16,6 +16,7 @@ use crate::ids;
 use crate::lock::DirLock;
 use crate::mount;
 use crate::object::{Holding, Mode, Object};
+use crate::refcache::RefCache;
 use crate::tempdir::TempDir;
 use crate::tree;
 
@@ -53,6 +54,8 @@ struct Inner {
     refs: PathBuf,
     /// `refs/`, opened once: look-ups are one `fstatat` relative to it.
     refs_dir: OwnedFd,
+    /// Answers of `refs/<id>` look-ups, kept exact with inotify.
+    ref_cache: Mutex<RefCache>,
     tmp: PathBuf,
     options: OpenOptions,
     /// Floating objects by id: (registry key, tree), newest last.
@@ -107,11 +110,13 @@ impl Store {
             .open(&refs)
             .map_err(|e| Error::path("cannot open", &refs, e))?
             .into();
+        let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
         let store = Store {
             inner: Arc::new(Inner {
                 objects,
                 refs,
                 refs_dir,
+                ref_cache,
                 tmp,
                 root,
                 options,
@@ -178,10 +183,16 @@ impl Store {
         self.ref_resolves(id)
     }
 
-    /// Whether `refs/<id>` and its target exist; errors other than a
-    /// missing entry (e.g. `EACCES`) are reported, not taken for "absent".
-    /// `id` must be valid (checked by the caller).
+    /// Whether `refs/<id>` and its target exist (`id` valid), answered from
+    /// the ref cache when nothing changed since the last look-up.
     fn ref_resolves(&self, id: &str) -> Result<bool> {
+        lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
+    }
+
+    /// Whether `refs/<id>` and its target exist, asked of the filesystem;
+    /// errors other than a missing entry (e.g. `EACCES`) are reported, not
+    /// taken for "absent". `id` must be valid (checked by the caller).
+    fn stat_ref(&self, id: &str) -> Result<bool> {
         // A valid id has at most 255 bytes and no NUL: build the C string
         // on the stack, since this is the hot path of every look-up.
         let mut name = [0u8; ids::MAX_NAME_BYTES + 1];

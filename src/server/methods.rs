@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use super::protocol::{Reply, Request};
 use super::readtree_at::{self, Mounts};
-use super::refcache::RefCache;
 use crate::error::Result;
 use crate::store::Store;
 use crate::tempdir::create_unique_dir;
@@ -18,8 +17,6 @@ pub struct Methods {
     /// `<store>/sources`.
     sources: PathBuf,
     mounts: Mounts,
-    /// `read-tree` answers for committed objects.
-    refs: RefCache,
 }
 
 impl Methods {
@@ -27,7 +24,6 @@ impl Methods {
     pub fn new(store: Store, tmproot: PathBuf) -> Methods {
         Methods {
             sources: store.path().join("sources"),
-            refs: RefCache::new(&store),
             store,
             tmproot,
             mounts: Mounts::default(),
@@ -41,12 +37,10 @@ impl Methods {
 
     fn dispatch(&mut self, request: Request) -> Result<Reply> {
         match request {
-            Request::ReadTree { object_id } => {
-                Ok(match self.refs.lookup(&self.store, &object_id)? {
-                    Some(tree) => Reply::Path(tree),
-                    None => Reply::NoObject,
-                })
-            }
+            Request::ReadTree { object_id } => Ok(match self.store.lookup_tree(&object_id)? {
+                Some(tree) => Reply::Path(tree),
+                None => Reply::NoObject,
+            }),
             Request::ReadTreeAt {
                 object_id,
                 target,

@@ -27,9 +27,10 @@
 //! to `epoll_wait` (a bounded number of times in a row): in a ping-pong
 //! with a client on the same core the request is there already.
 //!
-//! `read-tree` answers for committed objects are cached and kept exact with
-//! inotify (`refcache.rs`), which saves the `stat` of `refs/<id>` that
-//! otherwise costs as much as the rest of a request.
+//! `read-tree` answers for committed objects come from the store's ref
+//! cache (kept exact with inotify, see `src/refcache.rs`), which saves the
+//! `stat` of `refs/<id>` that otherwise costs as much as the rest of a
+//! request.
 //!
 //! # Limits
 //!
@@ -55,7 +56,6 @@ pub mod methods;
 pub mod protocol;
 #[doc(hidden)]
 pub mod readtree_at;
-mod refcache;
 mod socket;
 mod transport;
 
