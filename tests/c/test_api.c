@@ -479,6 +479,65 @@ static void test_foreign_object(os_store_t *store)
     os_store_free(other); /* frees obj too */
 }
 
+static mode_t mode_of(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+}
+
+static void test_server(os_store_t *store)
+{
+    os_server_t *server = (os_server_t *)1;
+    char sock[PATH_MAX], longpath[200];
+
+    fmt(sock, sizeof sock, "%s/srv.sock", scratch);
+    CHECK_RC(os_server_start(NULL, sock, &server), -EINVAL);
+    CHECK(server == NULL);
+    CHECK_RC(os_server_start(store, sock, NULL), -EINVAL);
+    memset(longpath, 'x', sizeof longpath - 1);
+    longpath[0] = '/';
+    longpath[sizeof longpath - 1] = '\0';
+    CHECK_RC(os_server_start(store, longpath, &server), -ENAMETOOLONG);
+    CHECK(os_server_socket_path(NULL) == NULL);
+    os_server_stop(NULL);
+
+    CHECK_RC(os_server_start(store, sock, &server), 0);
+    CHECK(server && strcmp(os_server_socket_path(server), sock) == 0);
+    CHECK(mode_of(sock) == 0600);
+    os_server_t *second = NULL;
+    CHECK_RC(os_server_start(store, sock, &second), -EADDRINUSE);
+    os_server_stop(server);
+    CHECK(!exists(sock));
+    CHECK(os_server_socket_path(server) == NULL); /* stopped: not live */
+
+    /* The extended form: mode and uid list; bad sizes are refused. */
+    unsigned int uids[] = {0};
+    os_server_options_t options = {.struct_size = sizeof options, .socket_mode = 0640, .allowed_uids = uids,
+                                   .allowed_uids_len = 1};
+    CHECK_RC(os_server_start_ex(store, sock, &options, &server), 0);
+    CHECK(mode_of(sock) == 0640);
+    os_server_stop(server);
+    options.struct_size = 1;
+    CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
+    options.struct_size = sizeof options;
+    options.allowed_uids = NULL;
+    CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
+
+    /* The default socket: "store" in a private directory under /run/osbuild. */
+    CHECK_RC(os_server_start(store, NULL, &server), 0);
+    const char *path = os_server_socket_path(server);
+    char dir[PATH_MAX];
+    fmt(dir, sizeof dir, "%s", path ? path : "");
+    CHECK(strncmp(dir, "/run/osbuild/", 13) == 0 && strcmp(dir + strlen(dir) - 6, "/store") == 0);
+    *strrchr(dir, '/') = '\0';
+    CHECK(mode_of(dir) == 0700);
+    os_server_stop(server);
+    CHECK(!exists(dir));
+
+    /* Left running: os_store_free stops it (checked in main). */
+    CHECK_RC(os_server_start(store, sock, &server), 0);
+}
+
 static void *thread_error(void *arg)
 {
     (void)arg;
@@ -538,12 +597,17 @@ int main(void)
     else
         printf("SKIP host tree: needs root in a private mount namespace (run via make check)\n");
 
+    test_server(store);
+    char sock[PATH_MAX];
+    fmt(sock, sizeof sock, "%s/srv.sock", scratch);
+
     /* Leave work for os_store_free to clean up. */
     os_object_t *left = NULL;
     CHECK_RC(os_store_new(store, "left-behind", &left), 0);
     os_store_free(store);
     CHECK(count_entries(tmp) == 0);
     CHECK(!mounted_below(root));
+    CHECK(!exists(sock)); /* the server left running was stopped */
 
     /* Reopening keeps the committed trees. */
     CHECK_RC(os_store_open(root, &store), 0);
