@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -169,18 +170,22 @@ static int build(os_store_t *store, char last_id[17])
     return built;
 }
 
+static int files_seen;
+
+static int count_regular(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (type == FTW_F && S_ISREG(st->st_mode))
+        files_seen++;
+    return 0;
+}
+
+/* The number of regular files below `dir`, or -1. */
 static int count_files(const char *dir)
 {
-    char cmd[PATH_MAX + 64];
-    snprintf(cmd, sizeof cmd, "find '%s' -type f | wc -l", dir);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
-    return n;
+    files_seen = 0;
+    return nftw(dir, count_regular, 16, FTW_PHYS) == 0 ? files_seen : -1;
 }
 
 /* ---- serving trees to a build stage ------------------------------------- */

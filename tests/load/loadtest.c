@@ -13,6 +13,7 @@
  * Prints the figures and a last line "loadtest: N passed, M failed". */
 #include <osstore.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -91,11 +92,11 @@ static void run_server(int ready_fd, int quit_fd, rlim_t fds)
     _exit(0);
 }
 
-static long proc_value(pid_t pid, const char *key)
+/* The number after "<key>" in a /proc file of "Key:   value kB" lines. */
+static long proc_field(const char *path, const char *key)
 {
-    char path[64], line[256];
+    char line[256];
     long value = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
     while (f && fgets(line, sizeof line, f))
         if (strncmp(line, key, strlen(key)) == 0)
@@ -105,31 +106,25 @@ static long proc_value(pid_t pid, const char *key)
     return value;
 }
 
-/* A field of /proc/meminfo in KiB. */
-static long meminfo(const char *key)
+static long proc_value(pid_t pid, const char *key)
 {
-    char line[256];
-    long value = -1;
-    FILE *f = fopen("/proc/meminfo", "r");
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, strlen(key)) == 0)
-            value = strtol(line + strlen(key), NULL, 10);
-    if (f)
-        fclose(f);
-    return value;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    return proc_field(path, key);
 }
 
 static int fd_count(pid_t pid)
 {
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "ls /proc/%d/fd | wc -l", (int)pid);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
     return n;
 }
 
@@ -195,7 +190,7 @@ int main(int argc, char **argv)
 
     int fds_idle = fd_count(server);
     long rss_idle = proc_value(server, "VmRSS:");
-    long slab_idle = meminfo("Slab:");
+    long slab_idle = proc_field("/proc/meminfo", "Slab:");
 
     int *sock = calloc((size_t)conns, sizeof *sock);
     int *which = calloc((size_t)conns, sizeof *which);
@@ -212,7 +207,7 @@ int main(int argc, char **argv)
     }
     int fds_connected = fd_count(server);
     long rss_connected = proc_value(server, "VmRSS:");
-    long slab_connected = meminfo("Slab:");
+    long slab_connected = proc_field("/proc/meminfo", "Slab:");
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     long sent = 0, answered = 0, wrong = 0, errors = 0;
