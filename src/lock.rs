@@ -7,16 +7,30 @@
 //! locks belong to an open file description and are dropped by the kernel
 //! when a process dies, which is exactly the ownership we want.
 //!
-//! Creation and collection are serialised by a store-wide lock on the `tmp/`
-//! directory: creators hold it shared between `mkdir` and taking their own
-//! lock, and the collector holds it exclusively while it sweeps.
+//! Creating and committing take no store-wide lock, so a collector never
+//! makes a build wait:
+//! - A creator locks its new directory right after `mkdir`. A collector may
+//!   take the entry in between (nobody holds it yet) and remove it, so the
+//!   creator checks, once locked, that the directory is still linked, and
+//!   tries another name if not ([`DirLock::is_unlinked`]).
+//! - A commit locks the tree before it leaves the (locked) work dir and
+//!   holds it until its ref names it, and makes a replacement ref inside the
+//!   work dir. A collector that holds an unnamed object reads the refs again
+//!   before removing it, so a commit that ended meanwhile is seen.
+//!
+//! The collector holds a store-wide lock on `tmp/` exclusively while it
+//! sweeps: sweeps do not overlap, and pinning the object a ref names (which
+//! resolves the ref, then locks) holds it shared.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+
+const DIR_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 /// A held `flock` on a directory; released when dropped.
 #[derive(Debug)]
@@ -31,6 +45,22 @@ impl DirLock {
         let fd = open_dir(path)?;
         flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
         Ok(DirLock { fd })
+    }
+
+    /// Opens the directory `name` in `dir` (not following a final symlink)
+    /// and takes a shared lock on it; `path` names it in errors.
+    pub fn shared_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<DirLock> {
+        let fd = open_at(dir, name, DIR_FLAGS, path)?;
+        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
+    /// Whether the locked directory has been removed (a collector took it
+    /// before the lock was granted).
+    pub fn is_unlinked(&self, path: &Path) -> Result<bool> {
+        let st = nix::sys::stat::fstat(&self.fd)
+            .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
+        Ok(st.st_nlink == 0)
     }
 
     /// Takes a shared lock on the directory `path` resolves to, following
@@ -66,17 +96,18 @@ impl DirLock {
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    open_with(
-        path,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-    )
+    open_with(path, DIR_FLAGS)
 }
 
 fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(format!("path {} contains NUL", path.display())))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    let raw = unsafe { libc::open(c.as_ptr(), flags) };
+    open_at(nix::fcntl::AT_FDCWD, &c, flags, path)
+}
+
+fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, path: &Path) -> Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let raw = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
     if raw < 0 {
         return Err(Error::path(
             "cannot open",

@@ -22,7 +22,7 @@ pub enum Mode {
 pub(crate) enum Holding {
     /// A work dir in `tmp/` holding the tree at `<workdir>/object`; removed
     /// with the handle.
-    Work(#[expect(dead_code, reason = "held for its Drop, which removes the work dir")] TempDir),
+    Work(TempDir),
     /// A lock on a committed tree in `objects/`, so that garbage collection
     /// leaves it alone while the handle lives.
     Committed(#[expect(dead_code, reason = "held for the lock, released on drop")] DirLock),

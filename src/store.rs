@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nix::errno::Errno;
+use nix::fcntl::renameat;
+use nix::sys::stat::{Mode as FileMode, mkdirat};
+use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
+
 use crate::error::{Error, Result};
 use crate::hosttree::HostTree;
 use crate::ids;
@@ -47,13 +52,22 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Name of an object's tree inside its work dir.
+const TREE_NAME: &std::ffi::CStr = c"object";
+/// Name of the link that replaces a ref, made inside the work dir.
+const NEW_REF_NAME: &std::ffi::CStr = c"ref";
+
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
     objects: PathBuf,
     refs: PathBuf,
-    /// `refs/`, opened once: look-ups are one `fstatat` relative to it.
+    // `objects/`, `refs/` and `tmp/`, opened once: creating, moving and
+    // looking up entries are `*at` calls relative to them, with no walk of
+    // the store's path.
+    objects_dir: OwnedFd,
     refs_dir: OwnedFd,
+    tmp_dir: Arc<OwnedFd>,
     /// Answers of `refs/<id>` look-ups, kept exact with inotify.
     ref_cache: Mutex<RefCache>,
     tmp: PathBuf,
@@ -104,18 +118,16 @@ impl Store {
                 ));
             }
         }
-        let refs_dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(&refs)
-            .map_err(|e| Error::path("cannot open", &refs, e))?
-            .into();
+        let (objects_dir, refs_dir) = (open_dir_path(&objects)?, open_dir_path(&refs)?);
+        let tmp_dir = Arc::new(open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
         let store = Store {
             inner: Arc::new(Inner {
                 objects,
                 refs,
+                objects_dir,
                 refs_dir,
+                tmp_dir,
                 ref_cache,
                 tmp,
                 root,
@@ -157,9 +169,14 @@ impl Store {
         let workdir = self
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
-        let tree = workdir.path().join("object");
-        std::fs::create_dir(&tree)
-            .map_err(|e| Error::path("cannot create object tree", &tree, e).context(context()))?;
+        let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
+        mkdirat(workdir.fd(), TREE_NAME, FileMode::from_bits_truncate(0o777)).map_err(|e| {
+            Error::sys(
+                format_args!("cannot create object tree {}", tree.display()),
+                e,
+            )
+            .context(context())
+        })?;
         Ok(Object {
             store: self.clone(),
             id: id.to_owned(),
@@ -296,33 +313,49 @@ impl Store {
     }
 
     fn move_in(&self, object: &mut Object) -> Result<String> {
-        if !matches!(object.holding, Holding::Work(_)) {
+        let Holding::Work(workdir) = &object.holding else {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} under its own id: its tree is not a work tree \
                  (it was committed already or is a view); commit it under another id to copy it",
                 object.id
             )));
-        }
+        };
         let context = || format!("cannot commit object {:?}", object.id);
         let name = uuid::Uuid::new_v4().hyphenated().to_string();
         let dest = self.inner.objects.join(&name);
-        // Held across rename and ref swap: a collection either sees neither
-        // or both.
-        let _store_lock = DirLock::shared(&self.inner.tmp).map_err(|e| e.context(context()))?;
-        let tree_lock = DirLock::shared(&object.tree).map_err(|e| e.context(context()))?;
+        // Locked before it moves and held by the committed object: no
+        // collection takes the tree while it is in `objects/` without a ref,
+        // nor while this handle lives. (No store-wide lock is needed: the
+        // work dir is locked by its owner until the tree has left it, and a
+        // collection reads the refs again once it holds an object; see
+        // `gc`.)
+        let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, &object.tree)
+            .map_err(|e| e.context(context()))?;
         // Opened before anything moves, so that once the ref is swapped only
         // the sync itself can still fail.
         let refs_dir = self
             .open_refs_for_sync()
             .map_err(|e| e.context(context()))?;
-        std::fs::rename(&object.tree, &dest)
-            .map_err(|e| Error::path("cannot move tree to", &dest, e).context(context()))?;
+        renameat(
+            workdir.fd(),
+            TREE_NAME,
+            &self.inner.objects_dir,
+            name.as_str(),
+        )
+        .map_err(|e| {
+            Error::sys(format_args!("cannot move tree to {}", dest.display()), e).context(context())
+        })?;
         if let Err(e) = self
             .make_durable(&tree_lock)
-            .and_then(|()| self.swap_ref(&object.id, &name))
+            .and_then(|()| self.swap_ref(&object.id, &name, workdir))
         {
             // Put the tree back: the object is as it was before the call.
-            let e = match std::fs::rename(&dest, &object.tree) {
+            let e = match renameat(
+                &self.inner.objects_dir,
+                name.as_str(),
+                workdir.fd(),
+                TREE_NAME,
+            ) {
                 Ok(()) => e,
                 // The name is in no ref: collection reclaims it once this
                 // process has let go of it.
@@ -381,20 +414,37 @@ impl Store {
         Ok(())
     }
 
-    /// Points `refs/<id>` at `../objects/<name>`: a link made under a
-    /// temporary name in `tmp/`, renamed over the old one.
-    fn swap_ref(&self, id: &str, name: &str) -> Result<()> {
-        let link = self
-            .inner
-            .tmp
-            .join(format!(".ref-{}", uuid::Uuid::new_v4().simple()));
-        let target = Path::new("../objects").join(name);
-        std::os::unix::fs::symlink(&target, &link)
-            .map_err(|e| Error::path("cannot create link", &link, e))?;
-        let ref_path = self.inner.refs.join(id);
-        if let Err(e) = std::fs::rename(&link, &ref_path) {
-            let _ = std::fs::remove_file(&link);
-            return Err(Error::path("cannot replace ref", &ref_path, e));
+    /// Points `refs/<id>` at `../objects/<name>`. A new ref is created in
+    /// place (`symlinkat` is atomic: readers see no ref, then the complete
+    /// one); an existing one is replaced by a link made under a temporary
+    /// name in the committing object's work dir and renamed over it. (The
+    /// work dir is locked by its owner, so no collection removes the link
+    /// before the rename, and none needs to wait.)
+    fn swap_ref(&self, id: &str, name: &str, workdir: &TempDir) -> Result<()> {
+        let target = format!("../objects/{name}");
+        let ref_path = || self.inner.refs.join(id);
+        match symlinkat(target.as_str(), &self.inner.refs_dir, id) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format_args!("cannot create ref {}", ref_path().display()),
+                    e,
+                ));
+            }
+        }
+        symlinkat(target.as_str(), workdir.fd(), NEW_REF_NAME).map_err(|e| {
+            let path = workdir
+                .path()
+                .join(OsStr::from_bytes(NEW_REF_NAME.to_bytes()));
+            Error::sys(format_args!("cannot create link {}", path.display()), e)
+        })?;
+        if let Err(e) = renameat(workdir.fd(), NEW_REF_NAME, &self.inner.refs_dir, id) {
+            let _ = unlinkat(workdir.fd(), NEW_REF_NAME, UnlinkatFlags::NoRemoveDir);
+            return Err(Error::sys(
+                format_args!("cannot replace ref {}", ref_path().display()),
+                e,
+            ));
         }
         Ok(())
     }
@@ -408,7 +458,7 @@ impl Store {
     }
 
     fn create_tempdir(&self, prefix: &[u8], suffix: &[u8]) -> Result<TempDir> {
-        TempDir::create_in(&self.inner.tmp, &self.inner.tmp, prefix, suffix)
+        TempDir::create_in(&self.inner.tmp_dir, &self.inner.tmp, prefix, suffix)
     }
 
     /// The host tree (created on first use), valid until the store is dropped.
@@ -428,9 +478,11 @@ impl Store {
     /// handle (in any process) holds, and objects that no ref names and no
     /// live handle holds. Mounts left inside abandoned entries are detached.
     ///
-    /// Creating and committing wait while a collection runs. An entry that
-    /// cannot be removed does not stop the sweep: everything else is
-    /// collected and then the first such error is returned.
+    /// Creating objects and temp dirs and committing go on while a
+    /// collection runs; replacing a ref and pinning a tree wait for it (see
+    /// [`crate::lock`]). An entry that cannot be removed does not stop the
+    /// sweep: everything else is collected and then the first such error is
+    /// returned.
     pub fn gc(&self) -> Result<GcReport> {
         let context = || format!("cannot collect garbage in {}", self.inner.root.display());
         let _sweeping = DirLock::exclusive(&self.inner.tmp).map_err(|e| e.context(context()))?;
@@ -439,7 +491,7 @@ impl Store {
         // does not stop the sweep; the first such error is reported at the
         // end.
         let mut first_error = None;
-        let mut sweep = |path: &Path, is_dir: bool| match self.reclaim(path, is_dir) {
+        let mut note = |result: Result<bool>| match result {
             Ok(true) => report.removed += 1,
             Ok(false) => {}
             Err(e) => {
@@ -447,43 +499,50 @@ impl Store {
             }
         };
         for (path, is_dir) in list_dir(&self.inner.tmp).map_err(|e| e.context(context()))? {
-            sweep(&path, is_dir);
+            note(reclaim(&path, is_dir));
         }
         // Objects only once every ref could be read: a ref that cannot be
         // read might name any of them.
         let named = self.names_in_refs().map_err(|e| e.context(context()))?;
-        for (path, is_dir) in list_dir(&self.inner.objects).map_err(|e| e.context(context()))? {
-            let referenced = path
-                .file_name()
-                .is_some_and(|n| named.contains(n.as_bytes()));
-            if !referenced {
-                sweep(&path, is_dir);
+        let unnamed: Vec<(PathBuf, bool)> = list_dir(&self.inner.objects)
+            .map_err(|e| e.context(context()))?
+            .into_iter()
+            .filter(|(path, _)| {
+                path.file_name()
+                    .is_none_or(|n| !named.contains(n.as_bytes()))
+            })
+            .collect();
+        for batch in unnamed.chunks(OBJECT_BATCH) {
+            let mut locked = Vec::new();
+            for (path, is_dir) in batch {
+                if !is_dir {
+                    note(remove_file_if_present(path));
+                    continue;
+                }
+                match lock_unowned(path) {
+                    Ok(Some(lock)) => locked.push((path, lock)),
+                    Ok(None) => {}
+                    Err(e) => note(Err(e)),
+                }
+            }
+            if locked.is_empty() {
+                continue;
+            }
+            // Read the refs again now that these objects are locked: a
+            // commit holds its tree from before it enters `objects/` until
+            // its ref names it, so one that ended after the first reading
+            // shows its ref now, and none can still be under way.
+            let named = self.names_in_refs().map_err(|e| e.context(context()))?;
+            for (path, _lock) in locked {
+                let referenced = path
+                    .file_name()
+                    .is_some_and(|n| named.contains(n.as_bytes()));
+                if !referenced {
+                    note(remove_locked(path).map(|()| true));
+                }
             }
         }
         first_error.map_or(Ok(report), Err)
-    }
-
-    /// Removes one unowned entry; `false` when somebody holds it or it is
-    /// gone already.
-    fn reclaim(&self, path: &Path, is_dir: bool) -> Result<bool> {
-        if !is_dir {
-            return match std::fs::remove_file(path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::path("cannot remove", path, e)),
-            };
-        }
-        let _owned = match DirLock::try_exclusive(path) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => return Ok(false),
-            // Owners remove their entries without the store lock, so one
-            // listed a moment ago may be gone.
-            Err(e) if e.errno() == libc::ENOENT => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        detach_mounts_below(path)?;
-        tree::remove_tree(path)?;
-        Ok(true)
     }
 
     /// Object names that some ref points at. Fails if a ref cannot be read.
@@ -551,6 +610,59 @@ impl Drop for Inner {
         // owned by their handles, which hold a `Store` and so are gone.
         lock_ignoring_poison(&self.host_tree).take();
     }
+}
+
+/// How many unnamed objects a collection locks before it reads the refs
+/// again (bounded: each lock is a descriptor).
+const OBJECT_BATCH: usize = 256;
+
+/// Removes one unowned entry of `tmp/`; `false` when somebody holds it or it
+/// is gone already.
+fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
+    if !is_dir {
+        return remove_file_if_present(path);
+    }
+    match lock_unowned(path)? {
+        Some(_owned) => remove_locked(path).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// An exclusive lock on the directory `path` if nobody holds it; `None`
+/// when somebody does or it is gone already.
+fn lock_unowned(path: &Path) -> Result<Option<DirLock>> {
+    match DirLock::try_exclusive(path) {
+        // Owners remove their entries without the store lock, so one listed
+        // a moment ago may be gone.
+        Err(e) if e.errno() == libc::ENOENT => Ok(None),
+        other => other,
+    }
+}
+
+/// Removes the directory `path`, which the caller holds locked, with the
+/// mounts left inside it.
+fn remove_locked(path: &Path) -> Result<()> {
+    detach_mounts_below(path)?;
+    tree::remove_tree(path)
+}
+
+/// Removes a file that is not a directory; `false` when it is gone already.
+fn remove_file_if_present(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::path("cannot remove", path, e)),
+    }
+}
+
+/// A directory of the store opened for `*at` calls (`O_PATH`).
+fn open_dir_path(dir: &Path) -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::path("cannot open", dir, e))
 }
 
 /// Entries of a directory with whether each is a directory (not following

@@ -5,10 +5,15 @@
 //! `<prefix><random><suffix>`, locked by its owner (see [`crate::lock`]) and
 //! removed, whatever a build left in it, when the owner drops it.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::stat::{Mode, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
@@ -22,6 +27,9 @@ const ATTEMPTS: usize = 100;
 /// A directory that its owner removes on drop.
 #[derive(Debug)]
 pub struct TempDir {
+    /// The directory it is in (the store's `tmp/`), and its name there.
+    parent: Arc<OwnedFd>,
+    name: CString,
     path: PathBuf,
     // Held until the directory is removed, so a collector never takes it.
     lock: Option<DirLock>,
@@ -29,30 +37,72 @@ pub struct TempDir {
 
 impl TempDir {
     /// Creates `<parent>/<prefix><random><suffix>` with mode 0700 and locks
-    /// it. `store_lock` is the store-wide lock directory (`tmp/`), held
-    /// shared while the new entry is not yet locked.
+    /// it; `parent` is open as `parent_fd`. Prefix and suffix contain no
+    /// `/` or NUL (checked by the caller).
+    ///
+    /// A collector may remove the new directory before it is locked (see
+    /// [`crate::lock`]); another name is tried then.
     pub fn create_in(
+        parent_fd: &Arc<OwnedFd>,
         parent: &Path,
-        store_lock: &Path,
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<TempDir> {
-        let _creating = DirLock::shared(store_lock)
-            .map_err(|e| e.context(format!("cannot create a directory in {}", parent.display())))?;
-        let path = create_unique_dir(parent, prefix, suffix)?;
-        let lock = DirLock::shared(&path).inspect_err(|_| {
-            // Not ours without the lock: leave no stray entry.
-            let _ = std::fs::remove_dir(&path);
-        })?;
-        Ok(TempDir {
-            path,
-            lock: Some(lock),
-        })
+        for _ in 0..ATTEMPTS {
+            let name = unique_name(prefix, suffix)?;
+            let path = parent.join(OsStr::from_bytes(name.to_bytes()));
+            match mkdirat(
+                parent_fd.as_fd(),
+                name.as_c_str(),
+                Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => continue,
+                Err(e) => {
+                    return Err(Error::sys(
+                        format_args!("cannot create directory {}", path.display()),
+                        e,
+                    ));
+                }
+            }
+            let lock = match DirLock::shared_at(parent_fd.as_fd(), &name, &path) {
+                Ok(lock) => lock,
+                // Removed by a collector before it could be opened.
+                Err(e) if e.errno() == libc::ENOENT => continue,
+                Err(e) => {
+                    // Not ours without the lock: leave no stray entry.
+                    let _ = unlinkat(parent_fd.as_fd(), name.as_c_str(), UnlinkatFlags::RemoveDir);
+                    return Err(e);
+                }
+            };
+            if lock.is_unlinked(&path)? {
+                continue;
+            }
+            return Ok(TempDir {
+                parent: Arc::clone(parent_fd),
+                name,
+                path,
+                lock: Some(lock),
+            });
+        }
+        Err(Error::new(
+            libc::EEXIST,
+            format!("no free temporary name in {}", parent.display()),
+        ))
     }
 
     /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory's locked descriptor, for `*at` calls inside it.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.lock
+            .as_ref()
+            .expect("a live TempDir holds its lock")
+            .fd()
+            .as_fd()
     }
 
     /// Removes the directory and everything in it now, reporting failure.
@@ -66,7 +116,11 @@ impl TempDir {
         }
         // An empty directory (a work dir whose tree was committed) goes with
         // one rmdir; anything else takes the full removal.
-        let result = match std::fs::remove_dir(&self.path) {
+        let result = match unlinkat(
+            self.parent.as_fd(),
+            self.name.as_c_str(),
+            UnlinkatFlags::RemoveDir,
+        ) {
             Ok(()) => Ok(()),
             Err(_) => tree::remove_tree(&self.path),
         };
@@ -89,15 +143,17 @@ impl Drop for TempDir {
 /// 0700, as `mkdtemp(3)` does, and returns its path.
 pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
     for _ in 0..ATTEMPTS {
-        let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len());
-        name.extend_from_slice(prefix);
-        name.extend_from_slice(random_name().as_bytes());
-        name.extend_from_slice(suffix);
-        let path = parent.join(OsString::from_vec(name));
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+        let name = unique_name(prefix, suffix)?;
+        let path = parent.join(OsStr::from_bytes(name.to_bytes()));
+        match mkdirat(nix::fcntl::AT_FDCWD, &path, Mode::from_bits_truncate(0o700)) {
             Ok(()) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::path("cannot create directory", &path, e)),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => {
+                return Err(Error::sys(
+                    format_args!("cannot create directory {}", path.display()),
+                    e,
+                ));
+            }
         }
     }
     Err(Error::new(
@@ -106,11 +162,16 @@ pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<
     ))
 }
 
-/// Eight random characters from [`NAME_CHARS`].
-pub fn random_name() -> String {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..RANDOM_LEN]
-        .iter()
-        .map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()] as char)
-        .collect()
+/// `<prefix><8 random characters from NAME_CHARS><suffix>`.
+fn unique_name(prefix: &[u8], suffix: &[u8]) -> Result<CString> {
+    let random = uuid::Uuid::new_v4().into_bytes();
+    let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len() + 1);
+    name.extend_from_slice(prefix);
+    name.extend(
+        random[..RANDOM_LEN]
+            .iter()
+            .map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()]),
+    );
+    name.extend_from_slice(suffix);
+    CString::new(name).map_err(|_| Error::invalid("a directory name prefix or suffix contains NUL"))
 }

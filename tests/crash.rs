@@ -188,23 +188,27 @@ fn find_commit(lines: &[String], store: &Path, id: &str, name: &str) -> CommitTr
             .position(|l| pred(l))
             .map(|i| i + from)
     };
+    // -y prints each descriptor's path: the tree moves into objects/ by
+    // rename(at) and the ref is made by symlinkat (new) or rename(at) (a
+    // replacement) in refs/.
     let object = format!("{store}/objects/{name}");
-    let moved = find(
-        &|l: &str| l.contains(" rename") && l.contains(&format!("\"{object}\"")),
-        0,
-    )
-    .unwrap_or_else(|| panic!("no rename to {object} in {lines:#?}"));
-    // -y prints each descriptor's path: the tree's, now in objects/.
+    let into = |dir: &str, entry: &str| {
+        let (dir, entry) = (dir.to_owned(), entry.to_owned());
+        move |l: &str| {
+            (l.contains(" rename") || l.contains(" symlinkat("))
+                && (l.contains(&format!("\"{dir}/{entry}\""))
+                    || l.contains(&format!("<{dir}>, \"{entry}\"")))
+        }
+    };
+    let moved = find(&into(&format!("{store}/objects"), name), 0)
+        .unwrap_or_else(|| panic!("no rename to {object} in {lines:#?}"));
+    // The tree's descriptor: the tree, now in objects/.
     let synced = find(
         &|l: &str| l.contains(" syncfs(") && l.contains(&format!("<{object}>")),
         moved,
     );
-    let reference = format!("\"{store}/refs/{id}\"");
-    let swapped = find(
-        &|l: &str| l.contains(" rename") && l.contains(&reference),
-        moved,
-    )
-    .unwrap_or_else(|| panic!("no rename to {reference} in {lines:#?}"));
+    let swapped = find(&into(&format!("{store}/refs"), id), moved)
+        .unwrap_or_else(|| panic!("no new link at {store}/refs/{id} in {lines:#?}"));
     let refs_synced = find(
         &|l: &str| l.contains(" fsync(") && l.contains(&format!("<{store}/refs>")),
         swapped,
@@ -235,14 +239,14 @@ fn durable_commits_flush_before_the_ref_names_the_tree() {
                 "-qq",
                 "-y",
                 "-e",
-                "trace=rename,renameat,renameat2,syncfs,fsync,fdatasync,sync",
+                "trace=rename,renameat,renameat2,symlinkat,syncfs,fsync,fdatasync,sync",
                 "-o",
             ])
             .arg(&log)
             .arg(exe)
             .args([
                 "--exact",
-                "commit_twice",
+                "commit_three_times",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -307,16 +311,17 @@ fn durable_commits_flush_before_the_ref_names_the_tree() {
                 );
             }
         }
-        assert_eq!(commits, 2, "the helper commits twice: {stdout}");
+        assert_eq!(commits, 3, "the helper commits three times: {stdout}");
     }
 }
 
 /// The helper of `durable_commits_flush_before_the_ref_names_the_tree`: a
-/// commit under the object's own id (a move) and one under another id (a
-/// copy), each reported on stdout as `COMMITTED <id> <name>`.
+/// commit under the object's own id (a move), one under another id (a
+/// copy) and one replacing the first ref, each reported on stdout as
+/// `COMMITTED <id> <name>`.
 #[test]
 #[ignore = "helper process of durable_commits_flush_before_the_ref_names_the_tree"]
-fn commit_twice() {
+fn commit_three_times() {
     let Some(root) = env_path(STORE_VAR) else {
         return;
     };
@@ -339,6 +344,10 @@ fn commit_twice() {
         "COMMITTED snap {}",
         store.commit(&mut work, "snap").unwrap()
     );
+    // A replacement: the ref exists, so the new link is renamed over it.
+    let mut again = store.new_object("own").unwrap();
+    fill_tree(again.tree(), "own", &mut rng, 4096).unwrap();
+    println!("COMMITTED own {}", store.commit(&mut again, "own").unwrap());
 }
 
 /// Prints the time a commit takes with and without durability on the
