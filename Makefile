@@ -39,7 +39,7 @@ PRIVATE_NS   := tests/in-private-ns.sh
 VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
 LOGS         := $(BUILD)/check-logs
 
-.PHONY: all lib rust-lib header header-check demo check deps install uninstall clean \
+.PHONY: FORCE all lib rust-lib header header-check demo check deps install uninstall clean \
         lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-client-server test-load fuzz-smoke check-summary \
         bench fuzz loadtest
 
@@ -60,10 +60,16 @@ deps:
 	fi
 
 # --- the library -----------------------------------------------------------
-rust-lib:
+rust-lib: $(RUST_ARCHIVE)
+
+# cargo decides what to rebuild, so its recipe always runs; as a real recipe
+# of the archive (not an empty rule on a phony target) it makes make read
+# the archive's time again afterwards, so what is linked from it is relinked
+# exactly when cargo changed it.
+$(RUST_ARCHIVE) $(GEN_HEADER) &: FORCE
 	$(CARGO) build --release --lib --locked
 
-$(RUST_ARCHIVE) $(GEN_HEADER): rust-lib
+FORCE:
 
 # The shared library is linked from the static archive so that the version
 # script tags every exported symbol with OSSTORE_0.1 and hides the rest

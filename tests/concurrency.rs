@@ -317,6 +317,44 @@ fn gc_hammer() {
     println!("GC-RUNS {runs}");
 }
 
+/// Building takes no lock that a collection holds: new objects, commits
+/// (a new ref, a replaced ref, a copy) and temp dirs all complete while a
+/// collector holds the store-wide lock, as it does for a whole sweep.
+#[test]
+fn building_never_waits_for_a_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = common::quick(&root);
+    let mut first = store.new_object("a").unwrap();
+    store.commit(&mut first, "a").unwrap();
+    let sweeping = osstore::lock::DirLock::exclusive(&root.join("tmp")).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let builder = store.clone();
+    std::thread::spawn(move || {
+        let mut replacing = builder.new_object("a").unwrap();
+        fs::write(replacing.tree().join("f"), "a2").unwrap();
+        builder.commit(&mut replacing, "a").unwrap();
+        let mut new = builder.new_object("b").unwrap();
+        builder.commit(&mut new, "b").unwrap();
+        builder.commit(&mut replacing, "c").unwrap();
+        let tempdir = builder.tempdir(b"t-", b"").unwrap();
+        done.send(tempdir.path().is_dir()).unwrap();
+    });
+    // A deadlock detector, not a time limit: the work takes milliseconds.
+    let answer = finished.recv_timeout(std::time::Duration::from_secs(120));
+    assert_eq!(
+        answer,
+        Ok(true),
+        "the builder waited for the collector's lock (or failed)"
+    );
+    drop(sweeping);
+    for id in ["a", "b", "c"] {
+        assert!(store.contains(id).unwrap(), "{id}");
+    }
+    assert_eq!(fs::read(root.join("refs/a/f")).unwrap(), b"a2");
+    assert_eq!(fs::read(root.join("refs/c/f")).unwrap(), b"a2");
+}
+
 const SHARED_IDS: [&str; 3] = ["one", "two", "three"];
 
 #[test]

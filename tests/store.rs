@@ -113,8 +113,8 @@ fn refs_are_replaced_and_old_objects_kept() {
             .join("new")
             .exists()
     );
-    // Nothing left in tmp/: the work dirs went with the moves, the
-    // temporary link with the ref swap.
+    // Nothing left in tmp/: the work dirs went with the moves (the
+    // replacing link is made in the work dir and renamed over the ref).
     let leftovers: Vec<_> = fs::read_dir(dir.path().join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
