@@ -96,6 +96,16 @@ impl RefCache {
         let Some(inotify) = &self.inotify else {
             return false;
         };
+        // Asking how many bytes are queued is cheaper for the kernel than a
+        // read that finds nothing (no wait-queue set-up), and nothing queued
+        // is by far the common case.
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to `queued`; `inotify` is open.
+        if unsafe { libc::ioctl(inotify.as_raw_fd(), libc::FIONREAD, &mut queued) } == 0
+            && queued == 0
+        {
+            return true;
+        }
         loop {
             let buf = &mut self.events;
             // SAFETY: `buf` is writable for its length; `inotify` is open.

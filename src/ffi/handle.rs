@@ -7,6 +7,7 @@
 //! undefined behaviour.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{LazyLock, Mutex};
 
 use crate::error::{Error, Result};
@@ -29,10 +30,43 @@ impl Kind {
     }
 }
 
-static LIVE: LazyLock<Mutex<HashMap<usize, Kind>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Live handles by address.
+type Registry = HashMap<usize, Kind, BuildHasherDefault<AddressHasher>>;
 
-fn live() -> std::sync::MutexGuard<'static, HashMap<usize, Kind>> {
+static LIVE: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
+
+fn live() -> std::sync::MutexGuard<'static, Registry> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hashes a handle's address with one multiplication: the keys are
+/// addresses the allocator chose, not input anybody controls, so a keyed
+/// (and slower) hash buys nothing here. Every handle operation hashes once.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        self.write_u64(address as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; folding the high half down spreads addresses
+        // (aligned, so their low bits are zero) over the low bits that pick
+        // the bucket.
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 /// Turns `value` into a handle for C.
