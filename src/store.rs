@@ -479,8 +479,8 @@ impl Store {
     /// live handle holds. Mounts left inside abandoned entries are detached.
     ///
     /// Creating objects and temp dirs and committing go on while a
-    /// collection runs; replacing a ref and pinning a tree wait for it (see
-    /// [`crate::lock`]). An entry that cannot be removed does not stop the
+    /// collection runs; only pinning a tree (for a read-only mount) waits
+    /// for it (see [`crate::lock`]). An entry that cannot be removed does not stop the
     /// sweep: everything else is collected and then the first such error is
     /// returned.
     pub fn gc(&self) -> Result<GcReport> {
