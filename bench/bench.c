@@ -162,13 +162,15 @@ static double median(const double *v, int n)
     return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/* A line of /proc/self/status ("VmRSS", "VmHWM") in KiB. */
-static long proc_status_kib(const char *key)
+/* The value in KiB of the line "key: ... kB" of a /proc file such as
+ * /proc/self/status ("VmRSS", "VmHWM") or /proc/meminfo ("Slab"); -1 if
+ * absent. */
+static long proc_kib(const char *file, const char *key)
 {
     char line[256];
     long v = -1;
     size_t klen = strlen(key);
-    FILE *f = fopen("/proc/self/status", "r");
+    FILE *f = fopen(file, "r");
     if (!f)
         return -1;
     while (fgets(line, sizeof line, f))
@@ -178,19 +180,14 @@ static long proc_status_kib(const char *key)
     return v;
 }
 
+static long proc_status_kib(const char *key)
+{
+    return proc_kib("/proc/self/status", key);
+}
+
 static long meminfo_kib(const char *key)
 {
-    char line[256];
-    long v = -1;
-    size_t klen = strlen(key);
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':')
-            v = strtol(line + klen + 1, NULL, 10);
-    fclose(f);
-    return v;
+    return proc_kib("/proc/meminfo", key);
 }
 
 /* Runs the fidelity check; returns 1 when the trees are identical. */

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
@@ -31,8 +32,10 @@ pub struct TempDir {
     parent: Arc<OwnedFd>,
     name: CString,
     path: PathBuf,
-    // Held until the directory is removed, so a collector never takes it.
-    lock: Option<DirLock>,
+    // Held until the directory is removed (the field is dropped after
+    // `Drop::drop` has removed it), so a collector never takes it.
+    lock: DirLock,
+    removed: bool,
 }
 
 impl TempDir {
@@ -49,45 +52,35 @@ impl TempDir {
         suffix: &[u8],
     ) -> Result<TempDir> {
         for _ in 0..ATTEMPTS {
-            let name = unique_name(prefix, suffix)?;
-            let path = parent.join(OsStr::from_bytes(name.to_bytes()));
-            match mkdirat(
-                parent_fd.as_fd(),
-                name.as_c_str(),
-                Mode::from_bits_truncate(0o700),
-            ) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => continue,
-                Err(e) => {
-                    return Err(Error::sys(
-                        format_args!("cannot create directory {}", path.display()),
-                        e,
-                    ));
+            let (name, path) = make_unique_dir(parent_fd.as_fd(), parent, prefix, suffix)?;
+            let locked = DirLock::shared_at(parent_fd.as_fd(), &name, &path)
+                .and_then(|lock| Ok((lock.is_unlinked(&path)?, lock)));
+            match locked {
+                Ok((false, lock)) => {
+                    return Ok(TempDir {
+                        parent: Arc::clone(parent_fd),
+                        name,
+                        path,
+                        lock,
+                        removed: false,
+                    });
                 }
-            }
-            let lock = match DirLock::shared_at(parent_fd.as_fd(), &name, &path) {
-                Ok(lock) => lock,
-                // Removed by a collector before it could be opened.
+                // Removed by a collector before it was locked.
+                Ok((true, _)) => continue,
                 Err(e) if e.errno() == libc::ENOENT => continue,
                 Err(e) => {
                     // Not ours without the lock: leave no stray entry.
                     let _ = unlinkat(parent_fd.as_fd(), name.as_c_str(), UnlinkatFlags::RemoveDir);
                     return Err(e);
                 }
-            };
-            if lock.is_unlinked(&path)? {
-                continue;
             }
-            return Ok(TempDir {
-                parent: Arc::clone(parent_fd),
-                name,
-                path,
-                lock: Some(lock),
-            });
         }
         Err(Error::new(
-            libc::EEXIST,
-            format!("no free temporary name in {}", parent.display()),
+            libc::EAGAIN,
+            format!(
+                "every new directory in {} was collected before it could be locked",
+                parent.display()
+            ),
         ))
     }
 
@@ -98,11 +91,7 @@ impl TempDir {
 
     /// The directory's locked descriptor, for `*at` calls inside it.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.lock
-            .as_ref()
-            .expect("a live TempDir holds its lock")
-            .fd()
-            .as_fd()
+        self.lock.fd().as_fd()
     }
 
     /// Removes the directory and everything in it now, reporting failure.
@@ -111,23 +100,20 @@ impl TempDir {
     }
 
     fn remove_now(&mut self) -> Result<()> {
-        if self.lock.is_none() {
+        if std::mem::replace(&mut self.removed, true) {
             return Ok(());
         }
         // An empty directory (a work dir whose tree was committed) goes with
-        // one rmdir; anything else takes the full removal.
-        let result = match unlinkat(
+        // one rmdir; anything else takes the full removal. What cannot be
+        // removed is left to a later collection once the lock is released.
+        match unlinkat(
             self.parent.as_fd(),
             self.name.as_c_str(),
             UnlinkatFlags::RemoveDir,
         ) {
             Ok(()) => Ok(()),
             Err(_) => tree::remove_tree(&self.path),
-        };
-        // Unlock only once the directory is gone (or could not be removed,
-        // in which case the collector may try again later).
-        self.lock = None;
-        result
+        }
     }
 }
 
@@ -142,11 +128,29 @@ impl Drop for TempDir {
 /// Creates a fresh directory `<parent>/<prefix><random><suffix>` with mode
 /// 0700, as `mkdtemp(3)` does, and returns its path.
 pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
+    let dir = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format_args!("cannot open {}", parent.display()), e))?;
+    make_unique_dir(dir.as_fd(), parent, prefix, suffix).map(|(_, path)| path)
+}
+
+/// Makes `<prefix><random><suffix>` (mode 0700) in the directory open as
+/// `dir`, whose path is `parent`, trying new names while one exists.
+/// Returns the name and the path.
+fn make_unique_dir(
+    dir: BorrowedFd<'_>,
+    parent: &Path,
+    prefix: &[u8],
+    suffix: &[u8],
+) -> Result<(CString, PathBuf)> {
     for _ in 0..ATTEMPTS {
         let name = unique_name(prefix, suffix)?;
         let path = parent.join(OsStr::from_bytes(name.to_bytes()));
-        match mkdirat(nix::fcntl::AT_FDCWD, &path, Mode::from_bits_truncate(0o700)) {
-            Ok(()) => return Ok(path),
+        match mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) => return Ok((name, path)),
             Err(Errno::EEXIST) => continue,
             Err(e) => {
                 return Err(Error::sys(

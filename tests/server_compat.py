@@ -11,13 +11,12 @@ i.e. json.dumps(json.loads(reply)). The store must hold committed objects
 Exits 0 when every check passes.
 """
 
-import array
 import json
 import os
 import socket
 import sys
 
-MAX_FDS = 253
+from seqpacket_io import recv_packet
 
 
 class Client:
@@ -31,19 +30,7 @@ class Client:
         self.sock.sendmsg([json.dumps(payload).encode()])
 
     def recv(self):
-        size = 4096
-        while True:
-            _, _, flags, _ = self.sock.recvmsg(size, 0, socket.MSG_PEEK)
-            if not flags & socket.MSG_TRUNC:
-                break
-            size *= 2
-        data, ancdata, _, _ = self.sock.recvmsg(size, socket.CMSG_SPACE(MAX_FDS * 4))
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-                for fd in fds:
-                    os.close(fd)
+        data = recv_packet(self.sock)
         reply = json.loads(data)
         expected = json.dumps(reply).encode()
         if data != expected:

@@ -30,8 +30,11 @@ impl Kind {
     }
 }
 
+/// Hashing for maps and sets keyed by handle addresses.
+pub(crate) type ByAddress = BuildHasherDefault<AddressHasher>;
+
 /// Live handles by address.
-type Registry = HashMap<usize, Kind, BuildHasherDefault<AddressHasher>>;
+type Registry = HashMap<usize, Kind, ByAddress>;
 
 static LIVE: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
 
@@ -41,9 +44,9 @@ fn live() -> std::sync::MutexGuard<'static, Registry> {
 
 /// Hashes a handle's address with one multiplication: the keys are
 /// addresses the allocator chose, not input anybody controls, so a keyed
-/// (and slower) hash buys nothing here. Every handle operation hashes once.
+/// (and slower) hash buys nothing here, and every handle operation hashes.
 #[derive(Default)]
-struct AddressHasher(u64);
+pub(crate) struct AddressHasher(u64);
 
 impl Hasher for AddressHasher {
     fn finish(&self) -> u64 {

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
-use super::handle::{self, Kind};
+use super::handle::{self, ByAddress, Kind};
 use super::object::{self, os_object_t};
 use super::strings;
 use super::{boundary, boundary_ptr, boundary_void};
@@ -30,7 +30,8 @@ pub struct os_store {
 /// What a store handle owns and frees with it.
 #[derive(Default)]
 struct Owned {
-    objects: HashSet<usize>,
+    /// Object handles by address (one insert and one removal per `get`).
+    objects: HashSet<usize, ByAddress>,
     tempdirs: Vec<TempDir>,
     /// Running servers by handle address, with what frees each one.
     servers: HashMap<usize, Box<dyn FnOnce() + Send>>,

@@ -97,8 +97,12 @@ impl Mounts {
                 // Kernels before 5.12: bind, then remount read-only.
                 let proc_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
                 mount::bind_readonly(&proc_path, target)?;
-                // The new mount is the topmost at `target`.
-                open_path_fd(target, 0).map_err(|e| Error::path("cannot open", target, e))?
+                // The new mount is the topmost at `target`; without a
+                // descriptor of it, it could not be tracked, so it goes.
+                open_path_fd(target, 0).map_err(|e| {
+                    let _ = mount::unmount(target);
+                    Error::path("cannot open", target, e)
+                })?
             }
             Err(e) => return Err(e),
         };

@@ -27,27 +27,12 @@ import array
 import json
 import os
 import socket
+import sys
 import tempfile
 
-MAX_FDS = 253
-
-
-def recv_packet(conn):
-    """One whole packet (the size is peeked first), closing passed fds."""
-    size = 4096
-    while True:
-        data, _, flags, _ = conn.recvmsg(size, 0, socket.MSG_PEEK)
-        if not flags & socket.MSG_TRUNC:
-            break
-        size *= 2
-    data, ancdata, _, _ = conn.recvmsg(size, socket.CMSG_SPACE(MAX_FDS * 4))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-            for fd in fds:
-                os.close(fd)
-    return data
+# The shared packet receiver lives one directory up, in tests/.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from seqpacket_io import recv_packet  # noqa: E402
 
 
 def send_json(conn, payload, fds=()):
