@@ -5,7 +5,7 @@ use std::ffi::{CString, c_char, c_int};
 use super::handle::{self, Token};
 use super::store::{os_store, os_store_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
+use super::{Failed, boundary};
 use crate::error::{Error, Result};
 use crate::object::{Mode, Object};
 
@@ -17,6 +17,12 @@ pub enum os_mode {
     OS_MODE_READ = 0,
     /// Being built: the tree is the caller's to write.
     OS_MODE_WRITE = 1,
+}
+
+impl Failed for os_mode {
+    fn failed(_: c_int) -> Self {
+        os_mode::OS_MODE_READ
+    }
 }
 
 /// An object handle (opaque), owned by the store that gave it out.
@@ -76,7 +82,7 @@ pub(crate) fn publish(
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_char {
-    boundary_ptr(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
 }
 
 /// The object's mode. An invalid handle gives `OS_MODE_READ` with
@@ -87,16 +93,14 @@ pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_ch
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t {
-    let mut mode = os_mode::OS_MODE_READ;
-    boundary_void(|| {
+    boundary(|| {
         handle::with_object_ref(object, |obj| {
-            if obj.object.mode() == Mode::Write {
-                mode = os_mode::OS_MODE_WRITE;
-            }
-            Ok(())
+            Ok(match obj.object.mode() {
+                Mode::Write => os_mode::OS_MODE_WRITE,
+                Mode::Read => os_mode::OS_MODE_READ,
+            })
         })
-    });
-    mode
+    })
 }
 
 /// The path of the object's tree: a directory the caller reads (and, in
@@ -109,7 +113,7 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
-    boundary_ptr(|| handle::with_object_ref(object, |obj| Ok(obj.tree.as_ptr())))
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.tree.as_ptr())))
 }
 
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity
@@ -190,7 +194,7 @@ pub unsafe extern "C" fn os_object_export(
 /// `object` must not be used after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_release(object: *mut os_object_t) {
-    boundary_void(|| {
+    boundary(|| {
         let token = handle::token_of(object);
         let Some(obj) = handle::take_object(token)? else {
             return Ok(());

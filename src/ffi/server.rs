@@ -8,10 +8,10 @@
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
+use super::boundary;
 use super::handle::{self, Token};
 use super::store::os_store_t;
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
 
@@ -214,7 +214,7 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
 /// `server` must be NULL or a handle not being stopped.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *const c_char {
-    boundary_ptr(|| handle::with_server(server, |handle| Ok(handle.socket_path.as_ptr())))
+    boundary(|| handle::with_server(server, |handle| Ok(handle.socket_path.as_ptr())))
 }
 
 /// Stops the server and frees the handle: stops accepting, closes every
@@ -231,7 +231,7 @@ pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *c
 /// not be freed during it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_stop(server: *mut os_server_t) {
-    boundary_void(|| {
+    boundary(|| {
         let token = handle::token_of(server);
         let Some(handle) = handle::take_server(token)? else {
             return Ok(());

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
+use super::boundary;
 use super::handle::{self, Token};
 use super::object::{self, os_object_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::Error;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn os_store_open_ex(
 /// `store` must not be used (nor its objects) after or during this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
-    boundary_void(|| {
+    boundary(|| {
         let Some(handle) = handle::take_store(handle::token_of(store))? else {
             return Ok(());
         };
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
 /// `store` must be NULL or a handle not being freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_path(store: *const os_store_t) -> *const c_char {
-    boundary_ptr(|| handle::with_store(store, |handle| Ok(handle.path.as_ptr())))
+    boundary(|| handle::with_store(store, |handle| Ok(handle.path.as_ptr())))
 }
 
 /// Creates a WRITE object for `object_id` with an empty tree in a fresh work

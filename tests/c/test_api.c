@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -705,6 +706,38 @@ static void test_server(os_store_t *store)
     CHECK_RC(os_server_start(store, sock, &server), 0);
 }
 
+/* os_last_error() follows errno's rule: failures set it, successes leave it
+ * alone, so the message read beside a later successful call is still the
+ * earlier failure's, in valid memory (valgrind checks the reads). */
+static void test_last_error_rule(os_store_t *store)
+{
+    char before[256], line[300];
+    CHECK_RC(os_store_contains(store, "bad/id"), -EINVAL);
+    const char *message = os_last_error();
+    fmt(before, sizeof before, "%s", message);
+    CHECK(before[0] != '\0');
+    fprintf(stderr, "last-error rule: %d: %s\n", os_store_contains(store, "x"), os_last_error());
+    snprintf(line, sizeof line, "%d: %s", os_store_contains(store, "x"), os_last_error());
+    CHECK(strncmp(line, "0: ", 3) == 0 && strcmp(line + 3, before) == 0);
+    CHECK(strcmp(message, before) == 0); /* the old pointer is still valid */
+
+    /* A pointer-returning function that fails sets the message. */
+    CHECK(os_object_id(NULL) == NULL);
+    CHECK(strcmp(os_last_error(), before) != 0 && strstr(os_last_error(), "NULL") != NULL);
+    CHECK(os_store_path((const os_store_t *)(uintptr_t)0x10) == NULL);
+    CHECK(strstr(os_last_error(), "not a live store handle") != NULL);
+    /* A void function that fails sets it too; a success does not clear it. */
+    os_object_release((os_object_t *)(uintptr_t)0x20);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    CHECK(os_store_path(store) != NULL);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    /* Fetched before a failing call (as right-to-left argument evaluation
+     * does), the pointer stays readable. */
+    message = os_last_error();
+    CHECK_RC(os_store_contains(store, NULL), -EINVAL);
+    CHECK(strstr(message, "not a live object handle") != NULL);
+}
+
 static void *thread_error(void *arg)
 {
     (void)arg;
@@ -758,6 +791,7 @@ int main(void)
     test_release_hard_trees(store);
     test_gc(store, root);
     test_bad_handles(store);
+    test_last_error_rule(store);
     test_stale_handles(store);
     test_foreign_object(store);
     test_fork();
