@@ -143,8 +143,13 @@ static void test_open_errors(void)
 
     write_file(scratch, "plainfile", "x");
     fmt(path, sizeof path, "%s/plainfile", scratch);
-    CHECK(os_store_open(path, &store) < 0);
-    CHECK(os_last_error()[0] != '\0');
+    CHECK_RC(os_store_open(path, &store), -ENOTDIR);
+    CHECK(strstr(os_last_error(), "not a directory") != NULL);
+    /* Messages speak C: strerror text, not Rust's "(os error N)". */
+    fmt(path, sizeof path, "%s/plainfile/below", scratch);
+    CHECK_RC(os_store_open(path, &store), -ENOTDIR);
+    CHECK(strstr(os_last_error(), "Not a directory") != NULL);
+    CHECK(strstr(os_last_error(), "os error") == NULL);
     CHECK_RC(os_store_open_ex(scratch, 0x80, &store), -EINVAL);
 
     CHECK(os_store_path(NULL) == NULL);
@@ -685,6 +690,11 @@ static void test_server(os_store_t *store)
     CHECK_RC(os_server_start_ex(store, sock, &options, &server), 0);
     CHECK(mode_of(sock) == 0640);
     os_server_stop(server);
+    /* Octal as C writes it. */
+    options.socket_mode = 01777;
+    CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
+    CHECK(strstr(os_last_error(), "01777") != NULL && strstr(os_last_error(), "0o") == NULL);
+    options.socket_mode = 0640;
     options.struct_size = 1;
     CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
     options.struct_size = sizeof options;
