@@ -17,10 +17,10 @@ thread_local! {
     static LAST_ERROR: RefCell<Messages> = RefCell::default();
 }
 
-/// Records `e` as this thread's last error and returns its (positive)
-/// errno. The message before it is kept one failure longer, so that a
-/// pointer read just before a failing call (`fprintf(..., os_f(), os_last_error())`
-/// with the arguments evaluated right to left) still points to valid memory.
+/// Records `e` as this thread's last error and returns its (positive) errno.
+/// The message before it is kept one failure longer, so that a pointer read
+/// just before a failing call (`fprintf(..., os_f(), os_last_error())` with the
+/// arguments evaluated right to left) still points to valid memory.
 pub(crate) fn fail(e: &Error) -> libc::c_int {
     let message = CString::new(e.message().replace('\0', "\\0")).unwrap_or_default();
     // `try_with`: a failure while the thread exits is not recorded.
@@ -31,10 +31,13 @@ pub(crate) fn fail(e: &Error) -> libc::c_int {
     e.errno().max(1)
 }
 
-/// The library's version, e.g. `"0.1.0"`, the same as the
-/// `OSSTORE_VERSION_*` macros of the header the program was compiled with
-/// unless it runs with another build of the library. The string is static.
-/// Thread-safe.
+/// The version of the library the program runs with, e.g. "0.1.0". The
+/// OSSTORE_VERSION_* macros give the version of the header it was compiled
+/// with.
+///
+/// Returns a static string.
+///
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub extern "C" fn os_version() -> *const c_char {
     static VERSION: &CStr =
@@ -45,13 +48,16 @@ pub extern "C" fn os_version() -> *const c_char {
     boundary(|| Ok(VERSION.as_ptr()))
 }
 
-/// The message of this thread's last failure, with the rule of errno: a
-/// function that fails sets it, a function that succeeds leaves it alone,
-/// and `""` until the first failure on this thread. Read it only after a
-/// function reported a failure. Never NULL. Each thread has its own; the
-/// string belongs to the library and stays valid until the next failure on
+/// The message of this thread's last failure. The rule is errno's: a
+/// function that fails sets it, a function that succeeds leaves it alone.
+/// Read it right after a function reported a failure.
+///
+/// Returns a string that belongs to the library, never NULL: "" until the
+/// first failure on this thread. It stays valid until the next failure on
 /// this thread (it is even kept one failure longer, so that a pointer
 /// fetched just before a failing call does not dangle).
+///
+/// Threads: any; each thread has its own message.
 #[unsafe(no_mangle)]
 pub extern "C" fn os_last_error() -> *const c_char {
     boundary(|| {
@@ -61,13 +67,11 @@ pub extern "C" fn os_last_error() -> *const c_char {
     })
 }
 
-/// Frees a string the library handed out through a `char **` out-parameter.
-/// `ptr` may be NULL.
+/// Frees a string the library handed out through a `char **`
+/// out-parameter. `ptr` may be NULL. Any other pointer, or freeing a string
+/// twice, is undefined behaviour, as with free().
 ///
-/// # Safety
-///
-/// `ptr` must be NULL or a string returned by this library that was not
-/// freed yet.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_free(ptr: *mut c_void) {
     boundary(|| {

@@ -1,14 +1,21 @@
-//! The C interface: a thin `extern "C"` layer over the core.
+//! The C interface: a thin `extern "C"` layer over the core, from which
+//! cbindgen generates `include/osstore.h` (see `build.rs`).
 //!
-//! Conventions, as in `shared/spec/c-api.md`: functions return `0` (or a
-//! documented non-negative value) or a negative errno; `os_last_error()`
-//! holds this thread's message for the last failure. Every exported function
-//! runs inside [`boundary`], which turns a panic into `-EIO` so that no
-//! unwinding crosses into C. Handles are boxes handed to C as raw pointers
-//! and recorded in a registry ([`handle`]), so a NULL, released or foreign
-//! pointer is refused with `-EINVAL` instead of being dereferenced.
+//! Conventions (`docs/c-api.md`): functions return `0` (or a documented
+//! non-negative value) or a negative errno, and a failure sets this
+//! thread's `os_last_error()`; every exported function runs inside
+//! [`boundary`], so no panic unwinds into C. Handles are tokens looked up in
+//! a table ([`handle`]), never addresses: a NULL, released, forged or
+//! inherited (after `fork()`) handle is refused instead of dereferenced.
+//!
+//! The doc comments of exported items become the header's documentation:
+//! they are written for C programmers (C names, `Returns ...`,
+//! `Threads: ...`, no rustdoc links or sections), and
+//! `tests/check_header.py` holds them to that. The caller's side of each
+//! function's contract is in those comments, hence no `# Safety` sections.
 
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
+#![allow(clippy::missing_safety_doc)] // see above: the contract is in C words
 
 pub mod error;
 pub mod handle;

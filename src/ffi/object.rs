@@ -9,7 +9,7 @@ use super::{Failed, boundary};
 use crate::error::{Error, Result};
 use crate::object::{Mode, Object};
 
-/// An object's mode.
+/// An object's mode, as os_object_mode() reports it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum os_mode {
@@ -25,7 +25,8 @@ impl Failed for os_mode {
     }
 }
 
-/// An object handle (opaque), owned by the store that gave it out.
+/// An object handle (opaque). It belongs to the store handle that gave it
+/// out: os_object_release() or os_store_free() ends it.
 pub struct os_object {
     pub(crate) object: Object,
     /// The store handle that gave it out.
@@ -34,10 +35,11 @@ pub struct os_object {
     tree: CString,
 }
 
-/// The handle type of the C API.
+/// An object: one tree of a store, being built (OS_MODE_WRITE) or
+/// finished (OS_MODE_READ). One thread at a time may use an object handle.
 pub type os_object_t = os_object;
 
-/// The mode type of the C API.
+/// The mode of an object.
 pub type os_mode_t = os_mode;
 
 impl os_object {
@@ -74,23 +76,26 @@ pub(crate) fn publish(
     Ok(ptr)
 }
 
-/// The object's id, valid as long as the handle; NULL if `object` is not a
-/// live handle.
+/// The object's id.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until the
+/// handle is released, or NULL (with os_last_error() set) when `object` is
+/// NULL, not a live object handle, or inherited through fork().
 ///
-/// `object` must be NULL or a handle not being released.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_char {
     boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
 }
 
-/// The object's mode. An invalid handle gives `OS_MODE_READ` with
-/// `os_last_error()` set.
+/// The object's mode.
 ///
-/// # Safety
+/// Returns OS_MODE_WRITE for an object being built and OS_MODE_READ for a
+/// finalized or committed one. Returns OS_MODE_READ too, with
+/// os_last_error() set, when `object` is NULL, not a live object handle, or
+/// inherited through fork().
 ///
-/// `object` must be NULL or a handle not being released.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t {
     boundary(|| {
@@ -104,28 +109,31 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 }
 
 /// The path of the object's tree: a directory the caller reads (and, in
-/// WRITE mode, writes) directly. Valid until the next call that changes the
-/// object (`os_store_commit()` moves it);
-/// NULL if `object` is not a live handle.
+/// OS_MODE_WRITE, writes) directly.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until the next
+/// call that changes the object (os_store_commit() moves the tree), or NULL
+/// (with os_last_error() set) when `object` is NULL, not a live object
+/// handle, or inherited through fork().
 ///
-/// `object` must be NULL or a handle not being released.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
     boundary(|| handle::with_object_ref(object, |obj| Ok(obj.tree.as_ptr())))
 }
 
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity
-/// of `cp -a` (hard links, special files, owners, modes, timestamps,
-/// xattrs; reflinks where possible). `object` must be in WRITE mode.
+/// of `cp -a` (hard links, special files, owners, modes, timestamps, extended
+/// attributes; reflinks where the filesystem has them). `object` must be in
+/// OS_MODE_WRITE; `base` is only read.
 ///
-/// Returns 0, `-EINVAL` (NULL, READ mode, `base == object`), or an I/O
-/// error such as `-ENOSPC`; on failure the tree may hold a partial copy.
+/// Returns 0; -EINVAL for an object in OS_MODE_READ or `base == object`;
+/// -EINVAL when `object` is NULL or not a live object handle, -ECHILD when it
+/// was inherited through fork() (for either handle); or the errno of the copy,
+/// such as -ENOSPC. After a failure the tree may hold a partial copy.
 ///
-/// # Safety
-///
-/// Both must be NULL or live handles not being released.
+/// Threads: one thread at a time per object; several threads may use the same
+/// `base` at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_init(
     object: *mut os_object_t,
@@ -145,15 +153,15 @@ pub unsafe extern "C" fn os_object_init(
     })
 }
 
-/// Puts the object into READ mode; its tree stays where it is. An object
+/// Puts the object into OS_MODE_READ; its tree stays where it is. An object
 /// finalized but never committed is "floating": the store's look-ups
-/// (`os_store_get()`,
-/// `os_store_contains()`, the server)
-/// find it. Finalizing a READ object does nothing.
+/// (os_store_get(), os_store_contains(), the server) find it until it is
+/// released. Finalizing an object in OS_MODE_READ does nothing.
 ///
-/// # Safety
+/// Returns 0, or -EINVAL when `object` is NULL or not a live object handle,
+/// -ECHILD when it was inherited through fork().
 ///
-/// `object` must be NULL or a live handle.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
     boundary(|| {
@@ -165,14 +173,14 @@ pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
 }
 
 /// Copies the object's tree into the existing directory `to_directory`
-/// with the fidelity of `os_object_init()`.
+/// with the fidelity of os_object_init().
 ///
-/// Returns 0, `-EINVAL`, `-ENOENT`/`-ENOTDIR` (no such directory), or an
-/// I/O error.
+/// Returns 0; -EINVAL when `object` is NULL or not a live object handle,
+/// -ECHILD when it was inherited through fork(); -EINVAL for a NULL or empty
+/// `to_directory`; -ENOENT or -ENOTDIR when it is not an existing directory; or
+/// the errno of the copy.
 ///
-/// # Safety
-///
-/// `object` NULL or a live handle, `to_directory` NULL or a C string.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_export(
     object: *const os_object_t,
@@ -186,12 +194,14 @@ pub unsafe extern "C" fn os_object_export(
     })
 }
 
-/// Releases an object handle now: a work dir (of a WRITE or floating
-/// object) is removed, a committed tree stays. `object` may be NULL.
+/// Releases an object handle now: the work dir of an object that was never
+/// committed is removed, a committed tree stays. The handle is invalid
+/// afterwards (any later use is refused with -EINVAL). `object` may be NULL.
+/// In a child after fork(), releasing an inherited handle only forgets it and
+/// changes nothing on disk. A value that is not a live object handle is
+/// refused (os_last_error() says why).
 ///
-/// # Safety
-///
-/// `object` must not be used after this call.
+/// Threads: not while another thread uses the object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_release(object: *mut os_object_t) {
     boundary(|| {

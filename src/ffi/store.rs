@@ -12,14 +12,14 @@ use crate::error::Error;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
 
-/// Flag for `os_store_open_ex()`: do not make commits durable (no `syncfs`
-/// or `fsync`); a power cut may then leave refs to trees with empty files.
-/// For throw-away stores, e.g. in CI.
+/// Flag of os_store_open_ex(): commits are not made durable (no `syncfs`
+/// or `fsync`), so a power cut may leave refs to trees with empty files. For
+/// throw-away stores, e.g. in CI.
 pub const OS_STORE_NO_SYNC: c_uint = 1;
-/// Flag for `os_store_open_ex()`: do not sweep the store when opening it.
+/// Flag of os_store_open_ex(): the store is not swept when it is opened.
 pub const OS_STORE_NO_GC: c_uint = 2;
 
-/// A store handle (opaque).
+/// A store handle (opaque). os_store_free() ends it.
 pub struct os_store {
     pub(crate) store: Store,
     path: CString,
@@ -37,7 +37,9 @@ struct Owned {
     servers: HashSet<Token>,
 }
 
-/// The handle type of the C API.
+/// A store: a directory of committed trees (`objects/`), the names that
+/// point to them (`refs/`) and work dirs (`tmp/`). A store handle may be used
+/// by several threads at once (the server uses it from a thread of its own).
 pub type os_store_t = os_store;
 
 impl os_store {
@@ -67,30 +69,30 @@ impl os_store {
     }
 }
 
-/// Opens the store at `path`, creating it and its `objects/`, `refs/` and
-/// `tmp/` where missing, and sweeps what dead processes left behind (see
-/// `os_store_gc()`). On success `*out` is a new handle, freed with
-/// `os_store_free()`. Commits are durable (see `os_store_open_ex()`).
+/// Opens the store at `path` (any bytes but NUL), creating it and its
+/// `objects/`, `refs/` and `tmp/` where missing, and sweeps what dead
+/// processes left behind (see os_store_gc()). Commits are durable (see
+/// os_store_open_ex()). On success `*out` is a new handle for
+/// os_store_free(); on failure it is NULL.
 ///
-/// Returns 0, or `-EINVAL` (NULL argument), `-ENAMETOOLONG`, `-ENOTDIR`,
-/// `-EACCES`, ... with `os_last_error()` set.
+/// Returns 0; -EINVAL for a NULL `out`, a NULL or empty `path`;
+/// -ENAMETOOLONG; -ENOTDIR when `path` or one of its parts is not a
+/// directory; -EACCES; or another errno of creating or opening the
+/// directories.
 ///
-/// # Safety
-///
-/// `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_open(path: *const c_char, out: *mut *mut os_store_t) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { os_store_open_ex(path, 0, out) }
 }
 
-/// Like `os_store_open()`, with `flags`: a bitwise or of
-/// `OS_STORE_NO_SYNC` and `OS_STORE_NO_GC`, or 0. Unknown flags are
-/// `-EINVAL`.
+/// Like os_store_open(), with `flags`: 0, or a bitwise or of
+/// OS_STORE_NO_SYNC and OS_STORE_NO_GC.
 ///
-/// # Safety
+/// Returns what os_store_open() returns, and -EINVAL for an unknown flag.
 ///
-/// As for `os_store_open()`.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_open_ex(
     path: *const c_char,
@@ -123,14 +125,16 @@ pub unsafe extern "C" fn os_store_open_ex(
     })
 }
 
-/// Frees a store handle: releases every object handle it gave out (removing
-/// their work dirs), stops its servers, removes the temp dirs of
-/// `os_store_tempdir()`, and unmounts and removes the host tree. Committed
-/// trees stay. `store` may be NULL.
+/// Frees a store handle: stops the servers it started, releases every
+/// object handle it gave out (removing their work dirs), removes the temp
+/// dirs of os_store_tempdir(), and unmounts and removes the host tree.
+/// Committed trees stay. The handle and its objects are invalid afterwards
+/// (any later use is refused with -EINVAL). `store` may be NULL. In a child
+/// after fork(), freeing an inherited handle only forgets it: nothing on disk,
+/// no mount and no server of the parent is touched. A value that is not a
+/// live store handle is refused (os_last_error() says why).
 ///
-/// # Safety
-///
-/// `store` must not be used (nor its objects) after or during this call.
+/// Threads: not while another thread uses the store or one of its objects.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
     boundary(|| {
@@ -153,28 +157,28 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
     })
 }
 
-/// The store's root directory (absolute), valid until `os_store_free()`;
-/// NULL if `store` is not a live handle.
+/// The store's root directory, as an absolute path.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until
+/// os_store_free(), or NULL (with os_last_error() set) when `store` is NULL,
+/// not a live store handle, or inherited through fork().
 ///
-/// `store` must be NULL or a handle not being freed.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_path(store: *const os_store_t) -> *const c_char {
     boundary(|| handle::with_store(store, |handle| Ok(handle.path.as_ptr())))
 }
 
-/// Creates a WRITE object for `object_id` with an empty tree in a fresh work
-/// dir. The handle in `*out` belongs to the store (see
-/// `os_object_release()`).
+/// Creates an object for `object_id` in OS_MODE_WRITE, with an empty tree in
+/// a fresh work dir. On success `*out` is a new handle that belongs to the
+/// store (see os_object_release()); on failure it is NULL.
 ///
-/// Returns 0, or `-EINVAL` for an invalid id (empty, over 255 bytes, with
-/// `/`, `.`, `..`, not UTF-8), or an I/O error.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for a NULL `out`; -EINVAL
+/// when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork(); or the errno of creating the work dir.
 ///
-/// # Safety
-///
-/// `store` a live handle or NULL, `object_id` NULL or a C string, `out` NULL
-/// or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_new(
     store: *mut os_store_t,
@@ -195,16 +199,19 @@ pub unsafe extern "C" fn os_store_new(
     })
 }
 
-/// Looks up `object_id`: a floating object (finalized, never committed) of
-/// this store first, else the committed tree `refs/<id>`. On success `*out`
-/// is a new READ handle owned by the store. A view of a floating object
-/// shares its tree, which is gone once that object is released.
+/// Looks up `object_id`: a floating object of this store first (finalized,
+/// never committed, not released), else the committed tree that
+/// `refs/<object_id>` names. On success `*out` is a new handle in
+/// OS_MODE_READ that belongs to the store; on failure it is NULL. A handle
+/// for a floating object shares its tree, which goes when that object is
+/// released.
 ///
-/// Returns 0, `-ENOENT` when absent, `-EINVAL` for an invalid id.
+/// Returns 0; -ENOENT when the store has no such object; -EINVAL for an invalid
+/// id (NULL, empty, longer than 255 bytes, containing `/`, `.` or `..`, not
+/// UTF-8); -EINVAL for a NULL `out`; -EINVAL when `store` is NULL or not a live
+/// store handle, -ECHILD when it was inherited through fork().
 ///
-/// # Safety
-///
-/// As for `os_store_new()`.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_get(
     store: *mut os_store_t,
@@ -228,13 +235,15 @@ pub unsafe extern "C" fn os_store_get(
     })
 }
 
-/// Returns 1 when the store has `object_id` (floating, or a ref that
-/// resolves), 0 when not (always 0 for an empty id), or a negative errno
-/// (`-EINVAL` for an invalid id).
+/// Tells whether the store has `object_id`, floating or as a ref that
+/// resolves.
 ///
-/// # Safety
+/// Returns 1 when it has, 0 when not (always 0 for an empty id), or a negative
+/// errno: -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL when `store` is NULL or not
+/// a live store handle, -ECHILD when it was inherited through fork().
 ///
-/// `store` a live handle or NULL, `object_id` NULL or a C string.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_contains(
     store: *mut os_store_t,
@@ -247,15 +256,16 @@ pub unsafe extern "C" fn os_store_contains(
     })
 }
 
-/// Sets `*path_out` to the path `<store>/refs/<object_id>`, whether or not it
-/// exists (free it with `os_free()`).
+/// Hands out the path `<store>/refs/<object_id>` through `*path_out`,
+/// whether or not it exists; free it with os_free(). On failure `*path_out`
+/// is NULL.
 ///
-/// Returns 0, or `-EINVAL` for an invalid (or empty) id.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for a NULL `path_out`;
+/// -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork().
 ///
-/// # Safety
-///
-/// `store` a live handle or NULL, `object_id` NULL or a C string, `path_out`
-/// NULL or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_resolve_ref(
     store: *mut os_store_t,
@@ -278,18 +288,20 @@ pub unsafe extern "C" fn os_store_resolve_ref(
 
 /// Commits `object` under `object_id` and makes `refs/<object_id>` name it,
 /// atomically. With the object's own id its tree is moved into `objects/`
-/// (inodes kept) and the object becomes READ; with another id a copy is
-/// committed and `object` stays as it was. On success the new object's name
-/// (a UUID) is handed out through `name_out` unless it is NULL. On failure
-/// nothing changed.
+/// (inodes kept) and the object turns to OS_MODE_READ; with another id a copy
+/// is committed and `object` stays as it was. Unless `name_out` is NULL, the
+/// new object's name (a UUID) is handed out through it (free it with
+/// os_free()). After a failure nothing changed.
 ///
-/// Returns 0, `-EINVAL` (invalid id, an object committed already under its
-/// own id, an object of another store), or an I/O error such as `-ENOSPC`.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for an object committed
+/// already under its own id or an object of another store handle; -EINVAL when
+/// `store` is NULL or not a live store handle, -ECHILD when it was inherited
+/// through fork(); -EINVAL or -ECHILD for `object` the same way; or the errno
+/// of the commit, such as -ENOSPC.
 ///
-/// # Safety
-///
-/// `store` and `object` live handles or NULL, `object_id` NULL or a C
-/// string, `name_out` NULL or writable.
+/// Threads: any, concurrently with other calls on the store; one thread at a
+/// time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_commit(
     store: *mut os_store_t,
@@ -321,15 +333,16 @@ pub unsafe extern "C" fn os_store_commit(
     })
 }
 
-/// Creates a fresh directory `<store>/tmp/<prefix><random><suffix>` and
-/// hands its path out through `path_out`. `prefix` and `suffix` may be NULL
-/// (meaning `""`) and may not contain `/`. The directory is removed by
-/// `os_store_free()`.
+/// Creates a fresh directory `<store>/tmp/<prefix><random><suffix>` (mode
+/// 0700) and hands its path out through `*path_out` (free the string with
+/// os_free()). `prefix` and `suffix` may be NULL, meaning "", and may not
+/// contain `/`. os_store_free() removes the directory.
 ///
-/// # Safety
+/// Returns 0; -EINVAL for a `/` in `prefix` or `suffix` or a NULL `path_out`;
+/// -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork(); or the errno of creating the directory.
 ///
-/// `store` a live handle or NULL, `prefix`/`suffix` NULL or C strings,
-/// `path_out` NULL or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_tempdir(
     store: *mut os_store_t,
@@ -356,14 +369,20 @@ pub unsafe extern "C" fn os_store_tempdir(
     })
 }
 
-/// Sets `*path_out` to the host tree: a read-only view of the host with only
-/// `/usr` in it (bind mounts; needs `CAP_SYS_ADMIN`), made on first use.
-/// Writing in it fails with `EROFS`. The string belongs to the store and is
-/// valid until `os_store_free()`, which unmounts and removes the tree.
+/// Hands out, through `*path_out`, the host tree: a read-only view of the
+/// host with only `/usr` in it (bind mounts, which need CAP_SYS_ADMIN), made
+/// on first use. Writing in it fails with EROFS.
 ///
-/// # Safety
+/// The exception to the rule for strings: the string belongs to the store
+/// handle (do not free it) and stays valid until os_store_free(), which
+/// unmounts and removes the tree. Every other function hands strings out
+/// through `char **` for the caller to free with os_free().
 ///
-/// `store` a live handle or NULL, `path_out` NULL or writable.
+/// Returns 0; -EINVAL for a NULL `path_out`; -EINVAL when `store` is NULL or
+/// not a live store handle, -ECHILD when it was inherited through fork();
+/// -EPERM without the capability; or the errno of mounting.
+///
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_host_tree(
     store: *mut os_store_t,
@@ -392,12 +411,13 @@ pub unsafe extern "C" fn os_store_host_tree(
 /// process died (work dirs, temp dirs, host trees; mounts left in them are
 /// detached) and objects that no ref names and no live handle, in any
 /// process, holds. Never touches what a live handle uses; safe to run while
-/// other processes use the store. Returns the number of entries removed, or
-/// a negative errno.
+/// other processes use the store.
 ///
-/// # Safety
+/// Returns the number of entries removed, or a negative errno: -EINVAL when
+/// `store` is NULL or not a live store handle, -ECHILD when it was inherited
+/// through fork(); or the errno of the sweep.
 ///
-/// `store` a live handle or NULL.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_gc(store: *mut os_store_t) -> c_int {
     boundary(|| {

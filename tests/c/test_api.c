@@ -118,9 +118,23 @@ static bool in_private_mount_namespace(void)
     return stat("/proc/1/ns/mnt", &init) == 0 && self.st_ino != init.st_ino;
 }
 
+#if !OSSTORE_CHECK_VERSION(0, 1, 0) || OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR + 1, 0, 0)
+#error "OSSTORE_CHECK_VERSION() is wrong at compile time"
+#endif
+
 static void test_library(void)
 {
-    CHECK(strcmp(os_version(), "0.1.0") == 0);
+    /* The header's version macros are the library's version. */
+    char version[64];
+    fmt(version, sizeof version, "%d.%d.%d", OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH);
+    CHECK(strcmp(os_version(), version) == 0);
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH));
+    CHECK(OSSTORE_CHECK_VERSION(0, 0, 0));
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR - 1, 99));
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR - 1, 99, 99));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH + 1));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR + 1, 0));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR + 1, 0, 0));
     CHECK(os_last_error() != NULL && os_last_error()[0] == '\0');
     os_free(NULL);
 }
