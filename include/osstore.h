@@ -220,12 +220,14 @@ os_mode_t os_object_mode(const os_object_t *object);
 
 /**
  * The path of the object's tree: a directory the caller reads (and, in
- * OS_MODE_WRITE, writes) directly.
+ * OS_MODE_WRITE, writes) directly. The path is read from the object on each
+ * call: after os_store_commit() moved the tree, the next call gives the new
+ * place.
  *
- * Returns a string that belongs to the handle and stays valid until the next
- * call that changes the object (os_store_commit() moves the tree), or NULL
- * (with os_last_error() set) when `object` is NULL, not a live object
- * handle, or inherited through fork().
+ * Returns a string that belongs to the handle and stays valid until the
+ * handle is released or a later os_object_tree() call finds the tree moved,
+ * or NULL (with os_last_error() set) when `object` is NULL, not a live
+ * object handle, or inherited through fork().
  *
  * Threads: one thread at a time per object.
  */

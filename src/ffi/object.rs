@@ -1,6 +1,7 @@
 //! `os_object_*`: one object's id, mode, tree, init, finalize, export, release.
 
 use std::ffi::{CString, c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
 
 use super::handle::{self, Token};
 use super::store::{os_store, os_store_t};
@@ -51,10 +52,14 @@ impl os_object {
         Ok(())
     }
 
-    /// Updates the C copy of the tree path after the object changed.
-    pub(crate) fn refresh(&mut self) -> Result<()> {
-        self.tree = strings::c_path(self.object.tree())?;
-        Ok(())
+    /// The C copy of the tree path, renewed first if the object's tree
+    /// moved (a commit moves it), so no caller has to remember to.
+    fn tree(&mut self) -> Result<&CString> {
+        let current = self.object.tree();
+        if self.tree.as_bytes() != current.as_os_str().as_bytes() {
+            self.tree = strings::c_path(current)?;
+        }
+        Ok(&self.tree)
     }
 }
 
@@ -109,17 +114,19 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 }
 
 /// The path of the object's tree: a directory the caller reads (and, in
-/// OS_MODE_WRITE, writes) directly.
+/// OS_MODE_WRITE, writes) directly. The path is read from the object on each
+/// call: after os_store_commit() moved the tree, the next call gives the new
+/// place.
 ///
-/// Returns a string that belongs to the handle and stays valid until the next
-/// call that changes the object (os_store_commit() moves the tree), or NULL
-/// (with os_last_error() set) when `object` is NULL, not a live object
-/// handle, or inherited through fork().
+/// Returns a string that belongs to the handle and stays valid until the
+/// handle is released or a later os_object_tree() call finds the tree moved,
+/// or NULL (with os_last_error() set) when `object` is NULL, not a live
+/// object handle, or inherited through fork().
 ///
 /// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
-    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.tree.as_ptr())))
+    boundary(|| handle::with_object(object, |obj| Ok(obj.tree()?.as_ptr())))
 }
 
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity

@@ -319,12 +319,7 @@ pub unsafe extern "C" fn os_store_commit(
         let name = handle::with_store(store, |handle| {
             handle::with_object(object, |obj| {
                 obj.check_owner(store)?;
-                let committed = handle.store.commit(&mut obj.object, id);
-                // Even a failed commit may have moved the tree (when only the
-                // final fsync of refs/ failed), so the C copy of the path is
-                // renewed first.
-                obj.refresh()?;
-                committed
+                handle.store.commit(&mut obj.object, id)
             })
         })?;
         // SAFETY: `name_out` is NULL or writable.
