@@ -19,7 +19,8 @@
 //! value out, `with_*` to use one, `take_*` to take one back.
 
 use std::any::Any;
-use std::sync::{Arc, LazyLock, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::object::{os_object, os_object_t};
 use super::server::{os_server, os_server_t};
@@ -78,6 +79,34 @@ static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| RwLock::new(Table::defa
 /// Values of handles freed in a forked child (see the module's comment).
 static ORPHANS: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
 
+/// This process's id, kept by [`pid`] so that a look-up costs no system
+/// call.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's id. The first call registers a `pthread_atfork` handler
+/// that renews it in every child of `fork()` (before `fork()` returns
+/// there); no handle can be made, nor looked up, before that. Should the
+/// registration fail (`ENOMEM`), every call asks the kernel instead.
+fn pid() -> u32 {
+    static CACHED: Once = Once::new();
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    CACHED.call_once(|| {
+        extern "C" fn renew_in_child() {
+            PID.store(std::process::id(), Ordering::Relaxed);
+        }
+        renew_in_child();
+        // SAFETY: registers a handler that only makes a system call and an
+        // atomic store, both async-signal-safe.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(renew_in_child)) };
+        REGISTERED.store(rc == 0, Ordering::Relaxed);
+    });
+    if REGISTERED.load(Ordering::Relaxed) {
+        PID.load(Ordering::Relaxed)
+    } else {
+        std::process::id()
+    }
+}
+
 fn read() -> RwLockReadGuard<'static, Table> {
     TABLE.read().unwrap_or_else(|p| p.into_inner())
 }
@@ -100,7 +129,7 @@ fn decode(token: Token) -> Option<(usize, usize)> {
 fn publish(kind: Kind, value: Shared) -> Result<Token> {
     let live = Live {
         kind,
-        pid: std::process::id(),
+        pid: pid(),
         value,
     };
     let mut table = write();
@@ -158,7 +187,7 @@ fn lookup<T: Any + Send + Sync>(kind: Kind, token: Token) -> Result<Arc<T>> {
             .and_then(|slot| slot.live.as_ref())
             .filter(|live| live.kind == kind)
             .ok_or_else(|| not_live(kind, token))?;
-        if live.pid != std::process::id() {
+        if live.pid != pid() {
             return Err(inherited(kind, live.pid));
         }
         live.value.clone()
@@ -193,7 +222,7 @@ fn take<T: Any + Send + Sync>(kind: Kind, token: Token) -> Result<Option<Arc<T>>
         }
         live
     };
-    if live.pid != std::process::id() {
+    if live.pid != pid() {
         ORPHANS
             .lock()
             .unwrap_or_else(|p| p.into_inner())
