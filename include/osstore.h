@@ -10,6 +10,33 @@
 #define OSSTORE_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/**
+ * Log level: nothing (for `os_log_set()`).
+ */
+#define OS_LOG_NONE 0
+
+/**
+ * Log level: failures the caller is not told about otherwise.
+ */
+#define OS_LOG_ERROR 1
+
+/**
+ * Log level: something is wrong, but the work goes on.
+ */
+#define OS_LOG_WARNING 2
+
+/**
+ * Log level: what the library decided on its own (what a collection
+ * removed, clients the server refused).
+ */
+#define OS_LOG_INFO 3
+
+/**
+ * Log level: fallbacks and other details of how work was done.
+ */
+#define OS_LOG_DEBUG 4
 
 /**
  * Flag for `os_store_open_ex()`: do not make commits durable (no `syncfs`
@@ -68,6 +95,12 @@ struct os_server;
  * A store handle (opaque).
  */
 struct os_store;
+
+/**
+ * A log callback: `level` is one of `OS_LOG_ERROR` ... `OS_LOG_DEBUG`,
+ * `message` one line without a newline, valid during the call only.
+ */
+typedef void (*os_log_fn)(int level, const char *message, void *userdata);
 
 /**
  * The handle type of the C API.
@@ -157,6 +190,41 @@ const char *os_last_error(void);
  * freed yet.
  */
 void os_free(void *ptr);
+
+/**
+ * Sends the library's messages at `level` and more important ones to
+ * `callback` with `userdata`: `level` `OS_LOG_ERROR` gives errors only,
+ * `OS_LOG_DEBUG` everything, `OS_LOG_NONE` nothing. With `callback` NULL
+ * the messages go to stderr, one line each (`osstore: <level>: <message>`).
+ *
+ * The library is silent by default, unless the environment variable
+ * `OSSTORE_LOG` is `error`, `warning`, `info` or `debug` when it has its
+ * first message: then that level goes to stderr. A call of `os_log_set()`
+ * replaces that choice and any earlier callback.
+ *
+ * What is logged: what the library decides on its own, such as what
+ * `os_store_gc()` removed (entries and bytes), fallbacks to slower methods
+ * (copying file data where a reflink was refused, the classic mount calls
+ * where the new mount API is missing) and clients the server refused.
+ *
+ * Threads: the callback is called from the thread where the event
+ * happens, which may be a thread of the library (the server's thread, a
+ * copy's worker threads), and from several threads at the same time. It
+ * must not call `os_log_set()` (that call then fails with `-EDEADLK`);
+ * messages the library has while the callback runs in that thread are
+ * dropped. Once `os_log_set()` returns, the previous callback is not
+ * running and is never called again, so its userdata may be freed.
+ * Messages are never sent at library load time, and no thread is started.
+ *
+ * Returns 0, or `-EINVAL` for a level outside `OS_LOG_NONE` to
+ * `OS_LOG_DEBUG`, `-EDEADLK` when called from the callback.
+ *
+ * # Safety
+ *
+ * `callback` NULL or a function of this signature that stays callable,
+ * with `userdata`, from any thread until it is replaced.
+ */
+int os_log_set(os_log_fn callback, int level, void *userdata);
 
 /**
  * The object's id, valid as long as the handle; NULL if `object` is not a

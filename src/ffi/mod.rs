@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod handle;
+pub mod log;
 pub mod object;
 pub mod server;
 pub mod store;
