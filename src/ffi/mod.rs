@@ -10,6 +10,7 @@
 
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
 
+pub mod copy;
 pub mod error;
 pub mod handle;
 pub mod log;
@@ -17,6 +18,7 @@ pub mod object;
 pub mod server;
 pub mod store;
 mod strings;
+mod versioned;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

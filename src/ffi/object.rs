@@ -126,19 +126,8 @@ pub unsafe extern "C" fn os_object_init(
     object: *mut os_object_t,
     base: *const os_object_t,
 ) -> c_int {
-    boundary(|| {
-        if std::ptr::eq(object, base) {
-            return Err(Error::invalid(
-                "an object cannot be initialised from itself",
-            ));
-        }
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract; a different handle from `obj`.
-        let base = unsafe { handle::borrow(Kind::Object, base) }?;
-        obj.object.init(&base.object)?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_init_ex(object, base, std::ptr::null()) }
 }
 
 /// Puts the object into READ mode; its tree stays where it is. An object
@@ -175,14 +164,8 @@ pub unsafe extern "C" fn os_object_export(
     object: *const os_object_t,
     to_directory: *const c_char,
 ) -> c_int {
-    boundary(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
-        let to = unsafe { strings::path(to_directory, "to_directory") }?;
-        obj.object.export(to)?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_export_ex(object, to_directory, std::ptr::null()) }
 }
 
 /// Releases an object handle now: a work dir (of a WRITE or floating
