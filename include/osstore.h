@@ -306,14 +306,21 @@ int os_object_export_ex(const os_object_t *object,
                         const os_copy_options_t *options);
 
 /**
- * The library's version, e.g. `"0.1.0"`. The string is static.
+ * The library's version, e.g. `"0.1.0"`, the same as the
+ * `OSSTORE_VERSION_*` macros of the header the program was compiled with
+ * unless it runs with another build of the library. The string is static.
+ * Thread-safe.
  */
 const char *os_version(void);
 
 /**
- * A human-readable message for this thread's last failure, `""` if the last
- * call succeeded. Never NULL. The string stays valid until the next call
- * into the library from this thread.
+ * The message of this thread's last failure, with the rule of errno: a
+ * function that fails sets it, a function that succeeds leaves it alone,
+ * and `""` until the first failure on this thread. Read it only after a
+ * function reported a failure. Never NULL. Each thread has its own; the
+ * string belongs to the library and stays valid until the next failure on
+ * this thread (it is even kept one failure longer, so that a pointer
+ * fetched just before a failing call does not dangle).
  */
 const char *os_last_error(void);
 

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::mem::offset_of;
 
-use super::handle::{self, Kind};
+use super::handle;
 use super::object::os_object_t;
 use super::{boundary, strings, versioned};
 use crate::error::{Error, Result};
@@ -168,12 +168,13 @@ pub unsafe extern "C" fn os_object_init_ex(
             ));
         }
         // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract; a different handle from `obj`.
-        let base = unsafe { handle::borrow(Kind::Object, base) }?;
-        // SAFETY: forwarded contract.
         let options = unsafe { read_options(options) }?;
-        with_options(options, |o| obj.object.init_with(&base.object, o))?;
+        // Two different handles (checked above), so the two locks are too.
+        handle::with_object(object, |obj| {
+            handle::with_object_ref(base, |base| {
+                with_options(options, |o| obj.object.init_with(&base.object, o))
+            })
+        })?;
         Ok(0)
     })
 }
@@ -207,12 +208,12 @@ pub unsafe extern "C" fn os_object_export_ex(
 ) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
         let to = unsafe { strings::path(to_directory, "to_directory") }?;
         // SAFETY: forwarded contract.
         let options = unsafe { read_options(options) }?;
-        with_options(options, |o| obj.object.export_with(to, o))?;
+        handle::with_object_ref(object, |obj| {
+            with_options(options, |o| obj.object.export_with(to, o))
+        })?;
         Ok(0)
     })
 }
