@@ -93,8 +93,11 @@ unsafe fn read_options(options: *const os_copy_options_t) -> Result<Option<os_co
             size_of::<*mut c_void>(),
         ),
     ];
+    // Any size down to `struct_size` alone is a version: the members are
+    // read up to the caller's size.
+    let min_size = size_of::<usize>();
     // SAFETY: forwarded contract; zero bytes are 0, None and NULL.
-    let options = unsafe { versioned::read(options, &MEMBERS, "options") }?;
+    let options = unsafe { versioned::read(options, min_size, &MEMBERS, "options") }?;
     if options.flags & !OS_COPY_NO_OWNER != 0 {
         return Err(Error::invalid(format!(
             "options->flags has unknown flags {:#x}",

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 
 /// Copies `*ptr`, a struct of type `T` as the caller knows it: the caller's
 /// `struct_size` bytes, the rest zero (each member's default) when the
-/// caller's struct is older and smaller. A size that cuts a member of
-/// `members` (offset, size) in two is `EINVAL`, as is one smaller than
-/// `struct_size` itself; a larger struct is accepted when every byte this
+/// caller's struct is older and smaller. A size below `min_size` (the first
+/// version's) is `EINVAL`, as is one that cuts a member of `members`
+/// (offset, size) in two; a larger struct is accepted when every byte this
 /// library does not know is zero (else `E2BIG`).
 ///
 /// # Safety
@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 /// first member is a `size_t`), and all-zero bytes must be a valid `T`.
 pub(crate) unsafe fn read<T: Copy>(
     ptr: *const T,
+    min_size: usize,
     members: &[(usize, usize)],
     what: &str,
 ) -> Result<T> {
@@ -27,7 +28,7 @@ pub(crate) unsafe fn read<T: Copy>(
     let cut = members
         .iter()
         .any(|&(at, len)| at < size && size < at + len);
-    if size < size_of::<usize>() || cut {
+    if size < min_size.max(size_of::<usize>()) || cut {
         return Err(Error::invalid(format!(
             "{what}->struct_size is {size}, not the size of any version of the struct"
         )));
