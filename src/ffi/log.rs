@@ -56,8 +56,9 @@ impl CSink {
 /// replaces that choice and any earlier callback.
 ///
 /// What is logged: what the library decides on its own, such as what
-/// `os_store_gc()` removed (the count at `OS_LOG_INFO`, each path at
-/// `OS_LOG_DEBUG`), fallbacks to slower methods
+/// `os_store_gc()` removed (at `OS_LOG_INFO` the count and how much the
+/// filesystem's free space grew meanwhile, at `OS_LOG_DEBUG` each path),
+/// fallbacks to slower methods
 /// (copying file data where a reflink was refused, the classic mount calls
 /// where the new mount API is missing) and clients the server refused.
 ///

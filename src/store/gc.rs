@@ -33,6 +33,7 @@ impl Store {
         let context = || format!("cannot collect garbage in {}", self.inner.root.display());
         let _sweeping = DirLock::exclusive(&self.inner.tmp).map_err(|e| e.context(context()))?;
         let mut report = GcReport::default();
+        let free_before = log::enabled(log::Level::Info).then(|| free_bytes(&self.inner.tmp));
         // One entry that cannot be removed (another user's, a busy mount)
         // does not stop the sweep; the first such error is reported at the
         // end.
@@ -91,8 +92,10 @@ impl Store {
                 }
             }
         }
-        if report.removed > 0 {
-            log::info(format_args!("gc removed {} entries", report.removed));
+        if let Some(before) = free_before.filter(|_| report.removed > 0) {
+            let freed = free_bytes(&self.inner.tmp).saturating_sub(before);
+            let n = report.removed;
+            log::info(format_args!("gc removed {n} entries, {freed} bytes freed"));
         }
         first_error.map_or(Ok(report), Err)
     }
@@ -170,4 +173,10 @@ fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
         out.push((entry.path(), is_dir));
     }
     Ok(out)
+}
+
+/// Free bytes of the filesystem holding `path` (0 when unknown), for the
+/// log: what a collection gave back, as the filesystem counts it.
+fn free_bytes(path: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(path).map_or(0, |s| s.blocks_available() * s.fragment_size())
 }

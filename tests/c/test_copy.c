@@ -344,7 +344,7 @@ static void on_log(int level, const char *message, void *userdata)
 {
     struct log_seen *s = userdata;
     s->calls++;
-    if (level == OS_LOG_INFO && strstr(message, "gc removed 1 entries"))
+    if (level == OS_LOG_INFO && strstr(message, "gc removed 1 entries, "))
         s->gc_info = true;
     /* Not allowed from the callback. */
     CHECK_RC(os_log_set(NULL, OS_LOG_NONE, NULL), -EDEADLK);
