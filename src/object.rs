@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::store::Store;
 use crate::tempdir::TempDir;
-use crate::tree;
+use crate::tree::{self, CopyOptions, Totals};
 
 /// Whether an object's tree may still be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +66,15 @@ impl Object {
     /// object's tree, which is then partial: release the object or empty its
     /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
+        self.init_with(base, CopyOptions::default())
+    }
+
+    /// [`Object::init`] with progress reports and cancellation (see
+    /// [`CopyOptions`]); a cancelled init leaves the tree as it was before.
+    pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
-        tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
+        let totals = base.known_totals();
+        tree::copy_tree_with(&base.tree, &self.tree, options, totals).map_err(|e| {
             e.context(format!(
                 "cannot initialise {:?} from {:?}",
                 self.id, base.id
@@ -91,6 +98,13 @@ impl Object {
     /// fidelity of `cp -a`. On failure what was copied until then stays in
     /// `to`.
     pub fn export(&self, to: &Path) -> Result<()> {
+        self.export_with(to, CopyOptions::default())
+    }
+
+    /// [`Object::export`] with progress reports, cancellation and a choice
+    /// of owners (see [`CopyOptions`]); a cancelled export removes what it
+    /// added to `to`.
+    pub fn export_with(&self, to: &Path, options: CopyOptions<'_>) -> Result<()> {
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {
             return Err(Error::new(
@@ -98,8 +112,16 @@ impl Object {
                 format!("cannot export to {}: not a directory", to.display()),
             ));
         }
-        tree::copy_tree(&self.tree, to)
+        tree::copy_tree_with(&self.tree, to, options, self.known_totals())
             .map_err(|e| e.context(format!("cannot export {:?} to {}", self.id, to.display())))
+    }
+
+    /// The size and entry count of the tree, where known without walking
+    /// it: the progress totals of a copy from it. Nothing is recorded yet
+    /// (0, "not known"); once the store records the size and entry count of
+    /// each committed object (the cache, issue 11), they are passed in here.
+    fn known_totals(&self) -> Totals {
+        Totals::default()
     }
 
     pub(crate) fn require_write(&self, what: &str) -> Result<()> {

@@ -46,12 +46,15 @@
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
 #![allow(clippy::missing_safety_doc)] // see above: the contract is in C words
 
+pub mod copy;
 pub mod error;
 pub mod handle;
+pub mod log;
 pub mod object;
 pub mod server;
 pub mod store;
 mod strings;
+mod versioned;
 
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};

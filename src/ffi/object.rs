@@ -146,18 +146,8 @@ pub unsafe extern "C" fn os_object_init(
     object: *mut os_object_t,
     base: *const os_object_t,
 ) -> c_int {
-    boundary(|| {
-        if std::ptr::eq(object, base) {
-            return Err(Error::invalid(
-                "an object cannot be initialised from itself",
-            ));
-        }
-        // Two different handles (checked above), so the two locks are too.
-        handle::with_object(object, |obj| {
-            handle::with_object_ref(base, |base| obj.object.init(&base.object))
-        })?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_init_ex(object, base, std::ptr::null()) }
 }
 
 /// Puts the object into OS_MODE_READ; its tree stays where it is. An object
@@ -193,12 +183,8 @@ pub unsafe extern "C" fn os_object_export(
     object: *const os_object_t,
     to_directory: *const c_char,
 ) -> c_int {
-    boundary(|| {
-        // SAFETY: forwarded contract.
-        let to = unsafe { strings::path(to_directory, "to_directory") }?;
-        handle::with_object_ref(object, |obj| obj.object.export(to))?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_export_ex(object, to_directory, std::ptr::null()) }
 }
 
 /// Releases an object handle now: the work dir of an object that was never

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use super::boundary;
 use super::handle::{self, Token};
 use super::store::os_store_t;
-use super::strings;
+use super::{strings, versioned};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
 
@@ -122,8 +122,10 @@ pub unsafe extern "C" fn os_server_start_ex(
                 Some(unsafe { strings::path(socket_path, "socket_path") }?.to_path_buf());
         }
         if !options.is_null() {
-            // SAFETY: forwarded contract.
-            let options = unsafe { read_options(options) }?;
+            // The first version of the struct is the current one.
+            let min_size = size_of::<os_server_options_t>();
+            // SAFETY: forwarded contract; `options` is not NULL.
+            let options = unsafe { versioned::read(options, min_size, &[], "options") }?;
             if options.socket_mode != 0 {
                 server_options.socket_mode = options.socket_mode;
             }
@@ -144,35 +146,6 @@ pub unsafe extern "C" fn os_server_start_ex(
         unsafe { *out = ptr };
         Ok(0)
     })
-}
-
-/// Copies the caller's options, whatever version of the struct it has.
-///
-/// # Safety
-///
-/// `options` must point to `options->struct_size` readable bytes.
-unsafe fn read_options(options: *const os_server_options_t) -> Result<os_server_options_t> {
-    const KNOWN: usize = size_of::<os_server_options_t>();
-    // SAFETY: the caller passes at least the first member.
-    let size = unsafe { (*options).struct_size };
-    if size < KNOWN {
-        return Err(Error::invalid(format!(
-            "options->struct_size is {size}, smaller than any version of os_server_options_t ({KNOWN} bytes)"
-        )));
-    }
-    if size > KNOWN {
-        // SAFETY: the caller promises `size` readable bytes.
-        let unknown =
-            unsafe { std::slice::from_raw_parts(options.cast::<u8>().add(KNOWN), size - KNOWN) };
-        if unknown.iter().any(|b| *b != 0) {
-            return Err(Error::new(
-                libc::E2BIG,
-                "options has members this library does not know (struct_size is larger and they are not zero)",
-            ));
-        }
-    }
-    // SAFETY: at least KNOWN readable bytes, checked above.
-    Ok(unsafe { *options })
 }
 
 /// The uid list of `options`, copied.
