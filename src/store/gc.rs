@@ -23,9 +23,8 @@ impl Store {
     /// handle (in any process) holds, and objects that no ref names and no
     /// live handle holds. Mounts left inside abandoned entries are detached.
     ///
-    /// Creating objects and temp dirs and committing go on while a
-    /// collection runs; only pinning a tree (for a read-only mount) waits
-    /// for it (see [`crate::lock`]). An entry that cannot be removed does not stop the
+    /// Creating objects and temp dirs, committing, look-ups and pinning go
+    /// on while a collection runs (see [`crate::lock`]). An entry that cannot be removed does not stop the
     /// sweep: everything else is collected and then the first such error is
     /// returned.
     pub fn gc(&self) -> Result<GcReport> {
@@ -78,13 +77,17 @@ impl Store {
             // its ref names it, so one that ended after the first reading
             // shows its ref now, and none can still be under way.
             let named = self.names_in_refs().map_err(|e| e.context(context()))?;
-            for (path, _lock) in locked {
-                let referenced = path
-                    .file_name()
-                    .is_some_and(|n| named.contains(n.as_bytes()));
-                if !referenced {
-                    note(remove_locked(path).map(|()| true));
-                }
+            // Objects a ref names are let go of before anything is removed:
+            // pinning one waits for exactly this (see `crate::lock`).
+            let doomed: Vec<_> = locked
+                .into_iter()
+                .filter(|(path, _)| {
+                    path.file_name()
+                        .is_none_or(|n| !named.contains(n.as_bytes()))
+                })
+                .collect();
+            for (path, _lock) in doomed {
+                note(remove_locked(path).map(|()| true));
             }
         }
         first_error.map_or(Ok(report), Err)
