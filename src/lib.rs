@@ -6,6 +6,7 @@
 //! handles, from which `include/osstore.h` is generated.
 
 pub mod error;
+mod fd;
 pub mod ffi;
 pub mod hosttree;
 pub mod ids;

@@ -30,15 +30,14 @@
 //!   locked is safe: ref targets are fresh names, never reused, so no
 //!   collector found it unnamed after having locked it.
 
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::fd;
 
-const DIR_FLAGS: libc::c_int =
-    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
 /// A held `flock` on a directory; released when dropped.
 #[derive(Debug)]
@@ -75,7 +74,7 @@ impl DirLock {
     /// following symlinks (for `refs/<id>`, a link to the object), without
     /// waiting; `None` when a collector holds it exclusively.
     pub fn try_shared_following(path: &Path) -> Result<Option<DirLock>> {
-        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
+        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY)?;
         match flock(&fd, libc::LOCK_SH | libc::LOCK_NB) {
             Ok(()) => Ok(Some(DirLock { fd })),
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
@@ -126,23 +125,11 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
 }
 
 fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(format!("path {} contains NUL", path.display())))?;
-    open_at(nix::fcntl::AT_FDCWD, &c, flags, path)
+    fd::open(path, flags).map_err(|e| Error::path("cannot open", path, e))
 }
 
 fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, path: &Path) -> Result<OwnedFd> {
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let raw = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if raw < 0 {
-        return Err(Error::path(
-            "cannot open",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: `raw` is a descriptor we just opened and own exclusively.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    fd::open_at(dir, name, flags).map_err(|e| Error::path("cannot open", path, e))
 }
 
 fn flock(fd: &OwnedFd, op: libc::c_int) -> std::io::Result<()> {

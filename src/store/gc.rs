@@ -2,6 +2,7 @@
 //! that no ref names.
 
 use std::collections::HashSet;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -86,8 +87,8 @@ impl Store {
                         .is_none_or(|n| !named.contains(n.as_bytes()))
                 })
                 .collect();
-            for (path, _lock) in doomed {
-                note(remove_locked(path).map(|()| true));
+            for (path, lock) in doomed {
+                note(remove_locked(path, &lock).map(|()| true));
             }
         }
         first_error.map_or(Ok(report), Err)
@@ -123,7 +124,7 @@ fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
         return remove_file_if_present(path);
     }
     match lock_unowned(path)? {
-        Some(_owned) => remove_locked(path).map(|()| true),
+        Some(owned) => remove_locked(path, &owned).map(|()| true),
         None => Ok(false),
     }
 }
@@ -139,10 +140,10 @@ fn lock_unowned(path: &Path) -> Result<Option<DirLock>> {
     }
 }
 
-/// Removes the directory `path`, which the caller holds locked, with the
+/// Removes the directory `path`, which the caller holds locked as `lock`, with the
 /// mounts left inside it.
-fn remove_locked(path: &Path) -> Result<()> {
-    mount::detach_mounts_below(path)?;
+fn remove_locked(path: &Path, lock: &DirLock) -> Result<()> {
+    mount::detach_mounts_below(lock.fd().as_fd())?;
     tree::remove_tree(path)
 }
 

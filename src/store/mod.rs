@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::sys::stat::{Mode as FileMode, mkdirat};
 
 use crate::error::{Error, Result};
+use crate::fd;
 use crate::hosttree::HostTree;
 use crate::ids;
 use crate::object::{Holding, Mode, Object};
@@ -113,8 +113,8 @@ impl Store {
                 ));
             }
         }
-        let (objects_dir, refs_dir) = (open_dir_path(&objects)?, open_dir_path(&refs)?);
-        let tmp_dir = Arc::new(open_dir_path(&tmp)?);
+        let (objects_dir, refs_dir) = (fd::open_dir_path(&objects)?, fd::open_dir_path(&refs)?);
+        let tmp_dir = Arc::new(fd::open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
         let store = Store {
             inner: Arc::new(Inner {
@@ -225,14 +225,4 @@ impl Drop for Inner {
         // owned by their handles, which hold a `Store` and so are gone.
         lock_ignoring_poison(&self.host_tree).take();
     }
-}
-
-/// A directory of the store opened for `*at` calls (`O_PATH`).
-fn open_dir_path(dir: &Path) -> Result<OwnedFd> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(dir)
-        .map(OwnedFd::from)
-        .map_err(|e| Error::path("cannot open", dir, e))
 }
