@@ -8,14 +8,14 @@
 pub mod error;
 mod fd;
 pub mod ffi;
-pub mod hosttree;
+mod hosttree;
 pub mod ids;
 pub mod lock;
-pub mod mount;
-pub mod object;
+mod mount;
+mod object;
 mod refcache;
 pub mod server;
-pub mod store;
+mod store;
 pub mod tempdir;
 pub mod tree;
 
