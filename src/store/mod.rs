@@ -1,6 +1,6 @@
 //! The store: opening, objects, temp dirs and the host tree; look-ups,
 //! commit, garbage collection and the floating-object registry live in the
-//! submodules (see `shared/spec/store.md` for the contract).
+//! submodules (see `docs/store.md` for the contract).
 
 mod commit;
 pub(crate) mod floating;
