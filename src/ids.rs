@@ -5,30 +5,71 @@
 //! any path is built from it, so that none of them can reach outside the
 //! store (the reference implementation joins them unchecked).
 
-use std::borrow::Cow;
+use std::borrow::Borrow;
 use std::fmt;
+use std::ops::Deref;
 
 use crate::error::{Error, Result};
 
 /// A valid object id: 1 to 255 bytes of UTF-8, no `/` or NUL, not `.` or
-/// `..` (see [`check_name`]). Made once where an id enters the crate (the C
-/// layer, the server's request decoding, the Rust API's string arguments),
-/// so the store's methods never check an id again.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId(String);
+/// `..` (see [`check_name`]). Checked once where an id enters the crate
+/// (the C layer, the server's request decoding, the Rust API's string
+/// arguments), so the store's methods never check an id again. A borrowed
+/// view of a string, as `Path` is; [`ObjectIdBuf`] owns one.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct ObjectId(str);
 
 impl ObjectId {
-    /// Checks `id` (see [`check_name`]) and wraps it; `EINVAL` with a
-    /// message when it is not a valid id.
-    pub fn new(id: impl Into<String>) -> Result<ObjectId> {
-        let id = id.into();
-        check_id(&id)?;
-        Ok(ObjectId(id))
+    /// Checks `id` (see [`check_name`]) and views it as an id, without
+    /// copying; `EINVAL` with a message when it is not a valid id.
+    pub fn new(id: &str) -> Result<&ObjectId> {
+        check_id(id)?;
+        // SAFETY: `ObjectId` is a `repr(transparent)` wrapper of `str`, so
+        // the two references have the same layout and lifetime.
+        Ok(unsafe { &*(id as *const str as *const ObjectId) })
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// An owned [`ObjectId`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectIdBuf(String);
+
+impl ObjectIdBuf {
+    /// Checks `id` and keeps it; `EINVAL` with a message when it is not a
+    /// valid id.
+    pub fn new(id: String) -> Result<ObjectIdBuf> {
+        check_id(&id)?;
+        Ok(ObjectIdBuf(id))
+    }
+}
+
+impl Deref for ObjectIdBuf {
+    type Target = ObjectId;
+
+    fn deref(&self) -> &ObjectId {
+        // SAFETY: `ObjectId` is a `repr(transparent)` wrapper of `str` (same
+        // layout), and the string was checked when the value was made.
+        unsafe { &*(self.0.as_str() as *const str as *const ObjectId) }
+    }
+}
+
+impl Borrow<ObjectId> for ObjectIdBuf {
+    fn borrow(&self) -> &ObjectId {
+        self
+    }
+}
+
+impl ToOwned for ObjectId {
+    type Owned = ObjectIdBuf;
+
+    fn to_owned(&self) -> ObjectIdBuf {
+        ObjectIdBuf(self.0.to_owned())
     }
 }
 
@@ -38,7 +79,7 @@ impl fmt::Display for ObjectId {
     }
 }
 
-impl std::ops::Deref for ObjectId {
+impl Deref for ObjectId {
     type Target = str;
 
     fn deref(&self) -> &str {
@@ -48,13 +89,13 @@ impl std::ops::Deref for ObjectId {
 
 impl PartialEq<str> for ObjectId {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &self.0 == other
     }
 }
 
 impl PartialEq<&str> for ObjectId {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &self.0 == *other
     }
 }
 
@@ -64,17 +105,11 @@ impl AsRef<str> for ObjectId {
     }
 }
 
-impl AsRef<ObjectId> for ObjectId {
-    fn as_ref(&self) -> &ObjectId {
-        self
-    }
-}
-
 /// What the store's methods take as an id: an [`ObjectId`] (valid already)
-/// or a string, checked on the way in.
+/// or a string, checked on the way in. Neither copies.
 pub trait ToObjectId {
     /// The id, or `EINVAL` when it is not valid.
-    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>>;
+    fn to_object_id(&self) -> Result<&ObjectId>;
 
     /// Whether this is the empty string (never an id, yet a question
     /// `contains` answers with "no").
@@ -84,14 +119,20 @@ pub trait ToObjectId {
 }
 
 impl ToObjectId for ObjectId {
-    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
-        Ok(Cow::Borrowed(self))
+    fn to_object_id(&self) -> Result<&ObjectId> {
+        Ok(self)
+    }
+}
+
+impl ToObjectId for ObjectIdBuf {
+    fn to_object_id(&self) -> Result<&ObjectId> {
+        Ok(self)
     }
 }
 
 impl ToObjectId for str {
-    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
-        ObjectId::new(self).map(Cow::Owned)
+    fn to_object_id(&self) -> Result<&ObjectId> {
+        ObjectId::new(self)
     }
 
     fn is_empty_id(&self) -> bool {
@@ -100,12 +141,22 @@ impl ToObjectId for str {
 }
 
 impl ToObjectId for String {
-    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
-        self.as_str().to_object_id()
+    fn to_object_id(&self) -> Result<&ObjectId> {
+        ObjectId::new(self)
     }
 
     fn is_empty_id(&self) -> bool {
         self.is_empty()
+    }
+}
+
+impl<T: ToObjectId + ?Sized> ToObjectId for &T {
+    fn to_object_id(&self) -> Result<&ObjectId> {
+        (**self).to_object_id()
+    }
+
+    fn is_empty_id(&self) -> bool {
+        (**self).is_empty_id()
     }
 }
 

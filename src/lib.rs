@@ -20,6 +20,6 @@ pub mod tempdir;
 pub mod tree;
 
 pub use error::{Error, Result};
-pub use ids::ObjectId;
+pub use ids::{ObjectId, ObjectIdBuf};
 pub use object::{Mode, Object};
 pub use store::{GcReport, OpenOptions, Store};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::ids::ObjectId;
+use crate::ids::{ObjectId, ObjectIdBuf};
 use crate::lock::DirLock;
 use crate::store::floating::{Registration, Registry};
 use crate::tempdir::TempDir;
@@ -47,7 +47,7 @@ enum Holding {
 pub struct Object {
     /// The floating registry of the store the object belongs to.
     registry: Arc<Registry>,
-    id: ObjectId,
+    id: ObjectIdBuf,
     mode: Mode,
     tree: PathBuf,
     holding: Holding,
@@ -57,7 +57,7 @@ impl Object {
     /// A WRITE object whose tree is `tree`, inside the work dir `dir`.
     pub(crate) fn in_work_dir(
         registry: &Arc<Registry>,
-        id: ObjectId,
+        id: ObjectIdBuf,
         tree: PathBuf,
         dir: TempDir,
     ) -> Object {
@@ -74,7 +74,7 @@ impl Object {
     }
 
     /// A READ view of `tree`, owning nothing.
-    pub(crate) fn view(registry: &Arc<Registry>, id: ObjectId, tree: PathBuf) -> Object {
+    pub(crate) fn view(registry: &Arc<Registry>, id: ObjectIdBuf, tree: PathBuf) -> Object {
         Object {
             registry: Arc::clone(registry),
             id,

@@ -179,7 +179,7 @@ fn ids_are_validated_where_they_enter() {
     let store = common::quick(dir.path());
     let id = osstore::ObjectId::new("checked").unwrap();
     let mut obj = store.new_object(&id).unwrap();
-    assert_eq!(obj.id(), &id);
+    assert_eq!(obj.id(), id);
     store.commit(&mut obj, &id).unwrap();
     assert!(store.contains(&id).unwrap());
     assert!(store.get(&id).unwrap().is_some());

@@ -195,7 +195,7 @@ pub unsafe extern "C" fn os_store_new(
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
         let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
-        let obj = handle.store.new_object(&id)?;
+        let obj = handle.store.new_object(id)?;
         // SAFETY: `out` checked above.
         unsafe { *out = object::publish(handle, obj)? };
         Ok(0)
@@ -225,7 +225,7 @@ pub unsafe extern "C" fn os_store_get(
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
         let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
-        let obj = handle.store.get(&id)?.ok_or_else(|| {
+        let obj = handle.store.get(id)?.ok_or_else(|| {
             Error::new(
                 libc::ENOENT,
                 format!("no object {:?} in the store", id.as_str()),
@@ -257,7 +257,7 @@ pub unsafe extern "C" fn os_store_contains(
         if id.is_empty() {
             return Ok(0);
         }
-        Ok(c_int::from(handle.store.contains(&ObjectId::new(id)?)?))
+        Ok(c_int::from(handle.store.contains(ObjectId::new(id)?)?))
     })
 }
 
@@ -283,7 +283,7 @@ pub unsafe extern "C" fn os_store_resolve_ref(
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
         let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
-        let path = strings::c_path(&handle.store.resolve_ref(&id)?)?;
+        let path = strings::c_path(&handle.store.resolve_ref(id)?)?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
@@ -322,7 +322,7 @@ pub unsafe extern "C" fn os_store_commit(
         let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
         // SAFETY: forwarded contract.
         let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
-        let name = handle.store.commit(&mut obj.object, &id)?;
+        let name = handle.store.commit(&mut obj.object, id)?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };
         Ok(0)

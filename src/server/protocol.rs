@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::ids::{self, ObjectId};
+use crate::ids::{self, ObjectIdBuf};
 
 /// `read-tree`: the path of an object's tree.
 pub const READ_TREE: &str = "read-tree";
@@ -59,12 +59,12 @@ pub enum Request {
     /// `{"method": "read-tree", "object-id": ...}`
     ReadTree {
         /// A valid object id.
-        object_id: ObjectId,
+        object_id: ObjectIdBuf,
     },
     /// `{"method": "read-tree-at", "object-id": ..., "target": ..., "subtree": ...}`
     ReadTreeAt {
         /// A valid object id.
-        object_id: ObjectId,
+        object_id: ObjectIdBuf,
         /// Where to mount: a non-empty path without NUL.
         target: String,
         /// What to mount, resolved inside the tree; without NUL.
@@ -85,7 +85,7 @@ pub enum Request {
     /// `{"method": "open-tree", "object-id": ..., "subtree": ...}`
     OpenTree {
         /// A valid object id.
-        object_id: ObjectId,
+        object_id: ObjectIdBuf,
         /// What to open, resolved inside the tree (`/` when null or missing).
         subtree: String,
     },
@@ -144,8 +144,8 @@ pub fn decode(packet: &[u8]) -> Result<Request> {
     Ok(request)
 }
 
-fn object_id(members: &mut Members<'_>) -> Result<ObjectId> {
-    ObjectId::new(members.required_string("object-id")?)
+fn object_id(members: &mut Members<'_>) -> Result<ObjectIdBuf> {
+    ObjectIdBuf::new(members.required_string("object-id")?)
 }
 
 /// Most members the in-place reader takes; larger objects go to serde_json.
@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(
             decode(br#"{"method":"read-tree","object-id":"a\u00e9"}"#).unwrap(),
             Request::ReadTree {
-                object_id: ObjectId::new("a\u{e9}").unwrap()
+                object_id: ObjectIdBuf::new("a\u{e9}".into()).unwrap()
             }
         );
         assert_eq!(

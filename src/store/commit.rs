@@ -46,7 +46,7 @@ impl Store {
                 self.inner.root.display()
             )));
         }
-        if object.id() == id.as_ref() {
+        if object.id() == id {
             return self.move_in(object);
         }
         let context = || {
@@ -56,9 +56,7 @@ impl Store {
                 id.as_str()
             )
         };
-        let mut copy = self
-            .new_object(id.as_ref())
-            .map_err(|e| e.context(context()))?;
+        let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
         // On failure `copy` is dropped, which removes its work dir and
         // whatever was copied so far.
         copy.init(object).map_err(|e| e.context(context()))?;

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::lock_ignoring_poison;
-use crate::ids::ObjectId;
+use crate::ids::{ObjectId, ObjectIdBuf};
 
 /// Floating objects by id: (registration key, tree), newest last. One per
 /// store; an object holds its store's registry, which is also how the store
 /// recognises its own objects.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    entries: Mutex<HashMap<ObjectId, Vec<(u64, PathBuf)>>>,
+    entries: Mutex<HashMap<ObjectIdBuf, Vec<(u64, PathBuf)>>>,
     next_key: AtomicU64,
 }
 
@@ -33,12 +33,12 @@ impl Registry {
     pub(crate) fn register(self: &Arc<Self>, id: &ObjectId, tree: &Path) -> Registration {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         lock_ignoring_poison(&self.entries)
-            .entry(id.clone())
+            .entry(id.to_owned())
             .or_default()
             .push((key, tree.to_path_buf()));
         Registration {
             registry: Arc::clone(self),
-            id: id.clone(),
+            id: id.to_owned(),
             key,
         }
     }
@@ -48,17 +48,17 @@ impl Registry {
 #[derive(Debug)]
 pub(crate) struct Registration {
     registry: Arc<Registry>,
-    id: ObjectId,
+    id: ObjectIdBuf,
     key: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut entries = lock_ignoring_poison(&self.registry.entries);
-        if let Some(list) = entries.get_mut(&self.id) {
+        if let Some(list) = entries.get_mut(&*self.id) {
             list.retain(|(k, _)| *k != self.key);
             if list.is_empty() {
-                entries.remove(&self.id);
+                entries.remove(&*self.id);
             }
         }
     }

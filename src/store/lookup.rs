@@ -18,10 +18,10 @@ impl Store {
             return Ok(false);
         }
         let id = id.to_object_id()?;
-        if self.floating_tree(&id).is_some() {
+        if self.floating_tree(id).is_some() {
             return Ok(true);
         }
-        self.ref_resolves(&id)
+        self.ref_resolves(id)
     }
 
     /// Whether `refs/<id>` and its target exist (`id` valid), answered from
@@ -69,22 +69,20 @@ impl Store {
     /// stays locked by the handle that owns it.)
     pub fn get(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<Object>> {
         let id = id.to_object_id()?;
-        Ok(self
-            .lookup_tree(id.as_ref())?
-            .map(|tree| self.view(&id, tree)))
+        Ok(self.lookup_tree(id)?.map(|tree| self.view(id, tree)))
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
     /// object's tree or `refs/<id>` when it resolves; `None` when unknown.
     pub fn lookup_tree(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<PathBuf>> {
         let id = id.to_object_id()?;
-        if let Some(tree) = self.floating_tree(&id) {
+        if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
         let found = self
-            .ref_resolves(&id)
+            .ref_resolves(id)
             .map_err(|e| e.context(format!("cannot look up object {:?}", id.as_str())))?;
-        Ok(found.then(|| self.ref_path(&id)))
+        Ok(found.then(|| self.ref_path(id)))
     }
 
     /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against
@@ -117,7 +115,7 @@ impl Store {
 
     /// The path `refs/<id>`, whether or not it exists.
     pub fn resolve_ref(&self, id: &(impl ToObjectId + ?Sized)) -> Result<PathBuf> {
-        Ok(self.ref_path(id.to_object_id()?.as_ref()))
+        Ok(self.ref_path(id.to_object_id()?))
     }
 
     pub(super) fn ref_path(&self, id: &ObjectId) -> PathBuf {

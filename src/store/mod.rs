@@ -150,7 +150,7 @@ impl Store {
     /// A fresh WRITE object for `id`, with an empty tree at
     /// `tmp/object-<first 7 characters of id>-<random>-workdir/object`.
     pub fn new_object(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Object> {
-        let id = id.to_object_id()?.into_owned();
+        let id = id.to_object_id()?.to_owned();
         // Characters, as the reference's `id[:7]`: a byte count could split
         // a character and make the tree's path invalid UTF-8, which the
         // socket protocol cannot carry. For ASCII ids both are 7 bytes.
@@ -198,7 +198,7 @@ impl Store {
 
     /// A READ view of `tree` under `id`.
     fn view(&self, id: &ObjectId, tree: PathBuf) -> Object {
-        Object::view(&self.inner.floating, id.clone(), tree)
+        Object::view(&self.inner.floating, id.to_owned(), tree)
     }
 
     /// The tree of the newest floating object with `id`, if any (no I/O).
