@@ -8,19 +8,21 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+mod fd;
 pub mod ffi;
-pub mod hosttree;
+mod hosttree;
 pub mod ids;
 pub mod lock;
 pub mod log;
-pub mod mount;
-pub mod object;
+mod mount;
+mod object;
 mod refcache;
 pub mod server;
-pub mod store;
+mod store;
 pub mod tempdir;
 pub mod tree;
 
 pub use error::{Error, Result};
+pub use ids::{ObjectId, ObjectIdBuf};
 pub use object::{Mode, Object};
 pub use store::{GcReport, OpenOptions, Store};

@@ -7,7 +7,7 @@ use super::handle::{self, Token};
 use super::store::{os_store, os_store_t};
 use super::strings;
 use super::{Failed, boundary};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::object::{Mode, Object};
 
 /// An object's mode, as os_object_mode() reports it.
@@ -44,14 +44,6 @@ pub type os_object_t = os_object;
 pub type os_mode_t = os_mode;
 
 impl os_object {
-    /// Refuses an object of another store.
-    pub(crate) fn check_owner(&self, store: *const os_store_t) -> Result<()> {
-        if self.owner != handle::token_of(store) {
-            return Err(Error::invalid("the object belongs to another store handle"));
-        }
-        Ok(())
-    }
-
     /// The C copy of the tree path, renewed first if the object's tree
     /// moved (a commit moves it), so no caller has to remember to.
     fn tree(&mut self) -> Result<&CString> {

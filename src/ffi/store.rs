@@ -9,6 +9,7 @@ use super::handle::{self, Token};
 use super::object::{self, os_object_t};
 use super::strings;
 use crate::error::Error;
+use crate::ids::ObjectId;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
 
@@ -189,7 +190,7 @@ pub unsafe extern "C" fn os_store_new(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
         let ptr = handle::with_store(store, |handle| {
             object::publish(store, handle, handle.store.new_object(id)?)
         })?;
@@ -222,7 +223,7 @@ pub unsafe extern "C" fn os_store_get(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
         let ptr = handle::with_store(store, |handle| {
             let obj = handle.store.get(id)?.ok_or_else(|| {
                 Error::new(libc::ENOENT, format!("no object \"{id}\" in the store"))
@@ -252,6 +253,10 @@ pub unsafe extern "C" fn os_store_contains(
     boundary(|| {
         // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
+        if id.is_empty() {
+            return Ok(0);
+        }
+        let id = ObjectId::new(id)?;
         handle::with_store(store, |handle| Ok(c_int::from(handle.store.contains(id)?)))
     })
 }
@@ -276,7 +281,7 @@ pub unsafe extern "C" fn os_store_resolve_ref(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
         let path = handle::with_store(store, |handle| {
             strings::c_path(&handle.store.resolve_ref(id)?)
         })?;
@@ -315,12 +320,9 @@ pub unsafe extern "C" fn os_store_commit(
             unsafe { strings::out_param(name_out, "name_out")? };
         }
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
         let name = handle::with_store(store, |handle| {
-            handle::with_object(object, |obj| {
-                obj.check_owner(store)?;
-                handle.store.commit(&mut obj.object, id)
-            })
+            handle::with_object(object, |obj| handle.store.commit(&mut obj.object, id))
         })?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };

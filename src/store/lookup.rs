@@ -6,18 +6,18 @@ use std::path::{Path, PathBuf};
 
 use super::{Store, lock_ignoring_poison};
 use crate::error::{Error, Result};
-use crate::ids;
+use crate::ids::{self, ObjectId, ToObjectId};
 use crate::lock::DirLock;
-use crate::object::{Holding, Object};
+use crate::object::Object;
 
 impl Store {
     /// `true` for a floating object with `id`, else whether `refs/<id>`
     /// resolves to an existing tree. An empty id is never contained.
-    pub fn contains(&self, id: &str) -> Result<bool> {
-        if id.is_empty() {
+    pub fn contains(&self, id: &(impl ToObjectId + ?Sized)) -> Result<bool> {
+        if id.is_empty_id() {
             return Ok(false);
         }
-        ids::check_id(id)?;
+        let id = id.to_object_id()?;
         if self.floating_tree(id).is_some() {
             return Ok(true);
         }
@@ -26,14 +26,14 @@ impl Store {
 
     /// Whether `refs/<id>` and its target exist (`id` valid), answered from
     /// the ref cache when nothing changed since the last look-up.
-    fn ref_resolves(&self, id: &str) -> Result<bool> {
+    fn ref_resolves(&self, id: &ObjectId) -> Result<bool> {
         lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
     }
 
     /// Whether `refs/<id>` and its target exist, asked of the filesystem;
     /// errors other than a missing entry (e.g. `EACCES`) are reported, not
-    /// taken for "absent". `id` must be valid (checked by the caller).
-    fn stat_ref(&self, id: &str) -> Result<bool> {
+    /// taken for "absent".
+    fn stat_ref(&self, id: &ObjectId) -> Result<bool> {
         // A valid id has at most 255 bytes and no NUL: build the C string
         // on the stack, since this is the hot path of every look-up.
         let mut name = [0u8; ids::MAX_NAME_BYTES + 1];
@@ -55,7 +55,7 @@ impl Store {
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
-            _ => Err(Error::path("cannot look up", &self.inner.refs.join(id), e)),
+            _ => Err(Error::path("cannot look up", &self.ref_path(id), e)),
         }
     }
 
@@ -67,25 +67,22 @@ impl Store {
     /// whatever the ref names at the time, so an object that a later commit
     /// unnames may be collected. (A work tree, or a tree committed by move,
     /// stays locked by the handle that owns it.)
-    pub fn get(&self, id: &str) -> Result<Option<Object>> {
-        ids::check_id(id)?;
-        if let Some(tree) = self.floating_tree(id) {
-            return Ok(Some(self.read_object(id, tree, Holding::View)));
-        }
-        let found = self
-            .ref_resolves(id)
-            .map_err(|e| e.context(format!("cannot get object {id:?}")))?;
-        Ok(found.then(|| self.read_object(id, self.inner.refs.join(id), Holding::View)))
+    pub fn get(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<Object>> {
+        let id = id.to_object_id()?;
+        Ok(self.lookup_tree(id)?.map(|tree| self.view(id, tree)))
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
     /// object's tree or `refs/<id>` when it resolves; `None` when unknown.
-    pub fn lookup_tree(&self, id: &str) -> Result<Option<PathBuf>> {
-        ids::check_id(id)?;
+    pub fn lookup_tree(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<PathBuf>> {
+        let id = id.to_object_id()?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
-        Ok(self.ref_resolves(id)?.then(|| self.inner.refs.join(id)))
+        let found = self
+            .ref_resolves(id)
+            .map_err(|e| e.context(format!("cannot look up object {:?}", id.as_str())))?;
+        Ok(found.then(|| self.ref_path(id)))
     }
 
     /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against
@@ -93,16 +90,35 @@ impl Store {
     /// it is mounted somewhere: a later commit may unname the object, but
     /// nobody removes it under the mount. Through a ref, the object pinned
     /// is the one the ref names now; the lock's descriptor is that tree.
+    ///
+    /// Takes no store-wide lock: a collection under way delays this by its
+    /// re-reading of the refs at most (see [`crate::lock`]).
     pub fn pin_tree(&self, tree: &Path) -> Result<DirLock> {
-        // Under the store lock, so that no collection runs between resolving
-        // the ref and locking what it names.
-        let _store_lock = DirLock::shared(&self.inner.tmp)?;
-        DirLock::shared_following(tree)
+        let mut pause = std::time::Duration::from_micros(50);
+        loop {
+            if let Some(lock) = DirLock::try_shared_following(tree)? {
+                if lock.is_at(tree)? {
+                    return Ok(lock);
+                }
+                // The ref moved on before the lock was taken: pin its new
+                // target instead.
+                continue;
+            }
+            // A collector holds the object: either it is checking whether a
+            // ref names it (it lets go within that check), or the ref has
+            // moved on and the object is being removed (the next resolution
+            // finds the new one).
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
     }
 
     /// The path `refs/<id>`, whether or not it exists.
-    pub fn resolve_ref(&self, id: &str) -> Result<PathBuf> {
-        ids::check_id(id)?;
-        Ok(self.inner.refs.join(id))
+    pub fn resolve_ref(&self, id: &(impl ToObjectId + ?Sized)) -> Result<PathBuf> {
+        Ok(self.ref_path(id.to_object_id()?))
+    }
+
+    pub(super) fn ref_path(&self, id: &ObjectId) -> PathBuf {
+        self.inner.refs.join(id.as_str())
     }
 }
