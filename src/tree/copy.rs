@@ -23,8 +23,8 @@ use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use nix::dir::Type;
 use nix::errno::Errno;
@@ -315,10 +315,10 @@ impl Walker for Copier {
         &self,
         scratch: &mut Scratch,
         node: &DirNode,
-        dirs: &DirPair,
+        dirs: Arc<DirPair>,
         _: Option<&DirPair>,
     ) -> Result<()> {
-        self.finish_dir(scratch, dirs, node)
+        self.finish_dir(scratch, &dirs, node)
             .map_err(|f| self.error(f, node, None))
     }
 }

@@ -138,13 +138,15 @@ pub(crate) trait Walker: Sync {
     ) -> Result<()>;
 
     /// Post-order step of a directory, once it and everything below it is
-    /// visited: `dir` is its open directory, `parent` its parent's (`None`
-    /// for the root).
+    /// visited: `dir` is its open directory, the last reference to it (so
+    /// that a removal can close it before removing the directory: removing
+    /// an open directory costs a filesystem more), `parent` its parent's
+    /// (`None` for the root).
     fn leave(
         &self,
         scratch: &mut Self::Scratch,
         node: &Node<Self::Data, Self::Dir>,
-        dir: &Self::Dir,
+        dir: Arc<Self::Dir>,
         parent: Option<&Self::Dir>,
     ) -> Result<()>;
 }
@@ -358,8 +360,8 @@ fn complete<W: Walker>(
                 None => Arc::new(walker.open_parent(&dir, p)?),
             }),
         };
-        walker.leave(scratch, node, &dir, parent_dir.as_deref())?;
         shared.release(node);
+        walker.leave(scratch, node, dir, parent_dir.as_deref())?;
         let (Some(p), Some(pd)) = (parent, parent_dir) else {
             return Ok(());
         };
@@ -446,7 +448,7 @@ mod tests {
             &self,
             _: &mut (),
             node: &Node<(), PathBuf>,
-            dir: &PathBuf,
+            dir: Arc<PathBuf>,
             parent: Option<&PathBuf>,
         ) -> Result<()> {
             assert_eq!(*dir, node.rel());

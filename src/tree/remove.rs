@@ -17,6 +17,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::dir::Type;
 use nix::errno::Errno;
@@ -191,17 +192,22 @@ impl Walker for Remover<'_> {
         &self,
         _: &mut Self::Scratch,
         node: &Node<(u64, u64), OwnedFd>,
-        dir: &OwnedFd,
+        dir: Arc<OwnedFd>,
         parent: Option<&OwnedFd>,
     ) -> Result<()> {
         let (parent, name) = match parent {
             Some(p) => (p.as_fd(), node.name.as_c_str()),
             None => (self.parent, self.name),
         };
+        // Closed first: a directory removed while open costs ext4 a trip
+        // through its orphan list when it is closed.
+        drop(dir);
         retry_unlocked(
             || unlinkat(parent, name, UnlinkatFlags::RemoveDir),
             || {
-                clear_flags(dir.as_fd());
+                if let Ok((dir, _)) = open_dir_checked(parent, name, node.data) {
+                    clear_flags(dir.as_fd());
+                }
                 // The tree's own parent is not ours to unlock.
                 if !node.is_root() {
                     clear_flags(parent);

@@ -1,0 +1,185 @@
+//! Hostile trees (issue 9): removal, copy and export stay inside their trees
+//! when a process that can write in them swaps a directory for a symlink
+//! mid-walk, and work at any depth.
+//!
+//! The attacker watches a directory with inotify and, at the first deletion
+//! (removal) or creation (export) in it, exchanges it for a symlink to an
+//! outside directory (`renameat2(RENAME_EXCHANGE)`). Each attack runs a few
+//! trials; the outside directory must come out untouched every time.
+
+#[path = "common/attack.rs"]
+mod attack;
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use attack::{
+    Attacker, FdLimit, Trigger, check_deep, fast_tempdir, fill, make_deep, snapshot, touched,
+};
+use common::quick;
+
+/// Trials per attack, at most: each lets the attacker swap once.
+const TRIALS: usize = 10;
+/// Trials that must see a swap (the attack stops once they did).
+const SWAPS: usize = 3;
+/// Files per directory, and subdirectories of `x`, in attacked trees.
+const FILES: usize = 50;
+const DIRS: usize = 10;
+
+/// Plants `x/` in the work tree `tree`, to be swapped with the symlink
+/// `link` to `victim` (made beside, where the walk does not remove it first).
+fn plant(tree: &Path, link: &Path, victim: &Path) {
+    fill(&tree.join("x"), FILES, DIRS);
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    symlink(victim, link).expect("symlink");
+}
+
+/// Runs `remove` on `tree` (planted) with the attacker armed on `tree/x`;
+/// returns (swapped, outside entries touched).
+fn attack_removal(tree: &Path, link: &Path, victim: &Path, remove: impl FnOnce()) -> (bool, usize) {
+    let before = snapshot(victim);
+    let attacker = Attacker::arm(&tree.join("x"), Trigger::Delete, &tree.join("x"), link);
+    remove();
+    let swapped = attacker.swapped();
+    (swapped, touched(&before, &snapshot(victim)))
+}
+
+#[test]
+fn hostile_release_exchange_race_stays_inside() {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let victim = tmp.path().join("victim");
+    fill(&victim, FILES, DIRS);
+    let (mut swaps, mut outside) = (0, 0);
+    for trial in 0..TRIALS {
+        if swaps == SWAPS {
+            break;
+        }
+        let obj = store.new_object("w").expect("new");
+        let tree = obj.tree().to_path_buf();
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        plant(&tree, &link, &victim);
+        let (swapped, hit) = attack_removal(&tree, &link, &victim, || drop(obj));
+        swaps += usize::from(swapped);
+        outside += hit;
+        // What the interrupted removal left goes with the next collection,
+        // still without touching the outside.
+        let before = snapshot(&victim);
+        store.gc().expect("gc after the attack");
+        assert!(!tree.exists(), "work dir left after gc");
+        outside += touched(&before, &snapshot(&victim));
+    }
+    assert!(swaps > 0, "the attacker never swapped");
+    assert_eq!(outside, 0, "outside entries touched by release");
+}
+
+#[test]
+fn hostile_gc_exchange_race_stays_inside() {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let victim = tmp.path().join("victim");
+    fill(&victim, FILES, DIRS);
+    let (mut swaps, mut outside) = (0, 0);
+    for trial in 0..TRIALS {
+        if swaps == SWAPS {
+            break;
+        }
+        // A dead builder's work dir: in tmp/, locked by nobody.
+        let dead = tmp.path().join(format!("store/tmp/dead-{trial}"));
+        let tree = dead.join("tree");
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        plant(&tree, &link, &victim);
+        let (swapped, hit) = attack_removal(&tree, &link, &victim, || {
+            let _ = store.gc();
+        });
+        swaps += usize::from(swapped);
+        outside += hit;
+        let before = snapshot(&victim);
+        store.gc().expect("second gc");
+        assert!(!dead.exists(), "dead work dir left after gc");
+        outside += touched(&before, &snapshot(&victim));
+    }
+    assert!(swaps > 0, "the attacker never swapped");
+    assert_eq!(outside, 0, "outside entries touched by gc");
+}
+
+#[test]
+fn hostile_export_destination_exchange_race_stays_inside() {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let mut obj = store.new_object("src").expect("new");
+    fill(&obj.tree().join("x"), FILES, DIRS);
+    store.commit(&mut obj, "src").expect("commit");
+    let victim = tmp.path().join("victim");
+    fill(&victim, FILES, DIRS);
+    let (mut swaps, mut outside) = (0, 0);
+    for trial in 0..TRIALS {
+        if swaps == SWAPS {
+            break;
+        }
+        let dst = tmp.path().join(format!("dst{trial}"));
+        fs::create_dir_all(dst.join("x")).expect("mkdir");
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        symlink(&victim, &link).expect("symlink");
+        let before = snapshot(&victim);
+        let attacker = Attacker::arm(&dst.join("x"), Trigger::Create, &dst.join("x"), &link);
+        let _ = obj.export(&dst);
+        swaps += usize::from(attacker.swapped());
+        outside += touched(&before, &snapshot(&victim));
+    }
+    assert!(swaps > 0, "the attacker never swapped");
+    assert_eq!(outside, 0, "outside entries touched by export");
+}
+
+/// A chain of `depth` directories of `name_len`-byte names (deeper than
+/// `PATH_MAX`) through write, commit by move and by copy, init, export,
+/// release and the collection of a dead builder's work dir.
+fn deep_tree_lifecycle(name_len: usize, depth: usize) {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let mut a = store.new_object("a").expect("new");
+    make_deep(a.tree(), name_len, depth);
+    store.commit(&mut a, "a").expect("commit by move");
+    check_deep(a.tree(), name_len, depth);
+
+    store.commit(&mut a, "a2").expect("commit by copy");
+    let a2 = store.get("a2").expect("get").expect("a2 exists");
+    check_deep(a2.tree(), name_len, depth);
+
+    let mut b = store.new_object("b").expect("new");
+    b.init(&a).expect("init");
+    check_deep(b.tree(), name_len, depth);
+
+    let export = tmp.path().join("export");
+    fs::create_dir(&export).expect("mkdir");
+    a.export(&export).expect("export");
+    check_deep(&export, name_len, depth);
+
+    let workdir = b.tree().parent().expect("work dir").to_path_buf();
+    drop(b);
+    assert!(!workdir.exists(), "release left the work dir");
+
+    // The export becomes a dead builder's work dir (in tmp/, unlocked).
+    let dead = tmp.path().join("store/tmp/dead");
+    fs::create_dir(&dead).expect("mkdir");
+    fs::rename(&export, dead.join("tree")).expect("rename");
+    store.gc().expect("gc");
+    assert!(!dead.exists(), "gc left the dead work dir");
+}
+
+#[test]
+fn hostile_deep_tree_long_names() {
+    // 20 levels of 250-byte names: 5,020 bytes of path.
+    deep_tree_lifecycle(250, 20);
+}
+
+#[test]
+fn hostile_deep_tree_5000_levels_bounded_descriptors() {
+    // 5,000 levels of 1-byte names, with fewer descriptors allowed than
+    // levels: a walk holding one per level fails.
+    let _limit = FdLimit::lower_to(1024);
+    deep_tree_lifecycle(1, 5000);
+}
