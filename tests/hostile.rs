@@ -183,3 +183,154 @@ fn hostile_deep_tree_5000_levels_bounded_descriptors() {
     let _limit = FdLimit::lower_to(1024);
     deep_tree_lifecycle(1, 5000);
 }
+
+/// Sends one request to the server at `socket` as uid/gid 65534 (a child
+/// that drops to it before running the client) and returns the reply.
+fn request_as_nobody(socket: &Path, request: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    const CLIENT: &str = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        s.connect(sys.argv[1])\n\
+        s.send(sys.argv[2].encode())\n\
+        sys.stdout.write(s.recv(1 << 20).decode())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", CLIENT])
+        .arg(socket)
+        .arg(request)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the client");
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 reply")
+}
+
+fn read_tree_at(target: &Path) -> String {
+    format!(
+        r#"{{"method": "read-tree-at", "object-id": "obj", "target": "{}", "subtree": "/"}}"#,
+        target.display()
+    )
+}
+
+#[test]
+fn hostile_unprivileged_read_tree_at_confined() {
+    use osstore::server::{Server, ServerOptions};
+    use std::os::unix::fs::PermissionsExt;
+    if common::skip_without_private_mounts("hostile_unprivileged_read_tree_at_confined") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = quick(&tmp.path().join("store"));
+    let mut obj = store.new_object("obj").expect("new");
+    fs::write(obj.tree().join("from-store"), b"x").expect("write");
+    store.commit(&mut obj, "obj").expect("commit");
+    let allowed = tmp.path().join("allowed");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(allowed.join("ok")).expect("mkdir");
+    fs::create_dir_all(&outside).expect("mkdir");
+    fs::write(outside.join("host-file"), b"host").expect("write");
+    symlink(&outside, allowed.join("evil")).expect("symlink");
+    let mounted_over = |dir: &Path| dir.join("from-store").exists();
+
+    // Explicit mount roots.
+    let socket = tmp.path().join("sock");
+    let server = Server::start(
+        store.clone(),
+        ServerOptions {
+            socket_path: Some(socket.clone()),
+            socket_mode: 0o666,
+            allowed_uids: Some(vec![65534]),
+            mount_roots: Some(vec![allowed.clone()]),
+        },
+    )
+    .expect("start");
+    for target in [
+        outside.clone(),
+        allowed.join("evil"),
+        allowed.join("ok/../../outside"),
+        allowed.clone(),
+    ] {
+        let reply = request_as_nobody(&socket, &read_tree_at(&target));
+        assert!(reply.contains("\"error\""), "{target:?} accepted: {reply}");
+    }
+    assert!(!mounted_over(&outside), "mounted outside the allowed root");
+    assert!(outside.join("host-file").exists());
+    let reply = request_as_nobody(&socket, &read_tree_at(&allowed.join("ok")));
+    assert!(
+        reply.contains("\"path\""),
+        "allowed target refused: {reply}"
+    );
+    assert!(
+        mounted_over(&allowed.join("ok")),
+        "allowed target not mounted"
+    );
+    server.stop().expect("stop");
+
+    // No list, uids set: only below the server's own temp root.
+    let socket = tmp.path().join("sock2");
+    let server = Server::start(
+        store.clone(),
+        ServerOptions {
+            socket_path: Some(socket.clone()),
+            socket_mode: 0o666,
+            allowed_uids: Some(vec![65534]),
+            ..ServerOptions::default()
+        },
+    )
+    .expect("start");
+    let reply = request_as_nobody(&socket, &read_tree_at(&outside));
+    assert!(reply.contains("\"error\""), "host path accepted: {reply}");
+    assert!(!mounted_over(&outside), "mounted over a host path");
+    let reply = request_as_nobody(
+        &socket,
+        r#"{"method": "mkdtemp", "prefix": "t-", "suffix": ""}"#,
+    );
+    let dir = reply
+        .split('"')
+        .nth(3)
+        .unwrap_or_else(|| panic!("mkdtemp reply: {reply}"));
+    let reply = request_as_nobody(&socket, &read_tree_at(Path::new(dir)));
+    assert!(reply.contains("\"path\""), "mkdtemp dir refused: {reply}");
+    assert!(mounted_over(Path::new(dir)), "mkdtemp dir not mounted");
+    server.stop().expect("stop");
+}
+
+/// A caller built against 0.1's smaller `os_server_options_t` (without the
+/// mount roots) still starts a server: the members it lacks are not read.
+#[test]
+fn hostile_server_options_of_0_1_size_accepted() {
+    use osstore::ffi::server::{os_server_options_t, os_server_start_ex, os_server_stop};
+    use osstore::ffi::store::{os_store_free, os_store_open};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("path");
+    let (store_path, sock) = (c(&tmp.path().join("store")), c(&tmp.path().join("sock")));
+    let mut store = std::ptr::null_mut();
+    // SAFETY: valid arguments.
+    assert_eq!(unsafe { os_store_open(store_path.as_ptr(), &mut store) }, 0);
+    let options = os_server_options_t {
+        struct_size: std::mem::offset_of!(os_server_options_t, mount_roots),
+        socket_mode: 0,
+        allowed_uids: std::ptr::null(),
+        allowed_uids_len: 0,
+        // Past the 0.1 struct: must not be looked at.
+        mount_roots: std::ptr::dangling(),
+        mount_roots_len: 7,
+    };
+    let mut server = std::ptr::null_mut();
+    // SAFETY: valid arguments; `options` has struct_size readable bytes.
+    let rc = unsafe { os_server_start_ex(store, sock.as_ptr(), &options, &mut server) };
+    assert_eq!(rc, 0);
+    assert!(!server.is_null());
+    // SAFETY: a live server, then the store's last use.
+    unsafe {
+        os_server_stop(server);
+        os_store_free(store);
+    }
+}

@@ -6,6 +6,7 @@
 //! server of the store that is still running.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
+use std::path::PathBuf;
 
 use super::handle::{self, Kind};
 use super::store::os_store_t;
@@ -52,6 +53,19 @@ pub struct os_server_options {
     pub allowed_uids: *const c_uint,
     /// Number of entries of `allowed_uids` (0 when it is NULL).
     pub allowed_uids_len: usize,
+    /// When not NULL, an array of `mount_roots_len` absolute directory
+    /// paths: `read-tree-at` targets must lie strictly below one of them,
+    /// and are resolved from it without following any symlink or leaving it
+    /// (the mount is made on what was so resolved). NULL: the server's own
+    /// temp root (where `mkdtemp` creates directories) when `allowed_uids`
+    /// is set, so that an admitted unprivileged uid never mounts over host
+    /// paths; anywhere a client names otherwise (a root-only server, as the
+    /// reference). The strings are copied. (Added in 0.2; older callers'
+    /// smaller `struct_size` gives the default.)
+    pub mount_roots: *const *const c_char,
+    /// Number of entries of `mount_roots` (0 when it is NULL; with a
+    /// non-NULL `mount_roots`, 0 refuses every target).
+    pub mount_roots_len: usize,
 }
 
 /// The options type of the C API.
@@ -130,6 +144,8 @@ pub unsafe extern "C" fn os_server_start_ex(
             }
             // SAFETY: forwarded contract.
             server_options.allowed_uids = unsafe { allowed_uids(&options) }?;
+            // SAFETY: forwarded contract.
+            server_options.mount_roots = unsafe { mount_roots(&options) }?;
         }
         let server = Server::start(owner.store.clone(), server_options)?;
         let handle = os_server {
@@ -159,19 +175,40 @@ pub unsafe extern "C" fn os_server_start_ex(
     })
 }
 
-/// Copies the caller's options, whatever version of the struct it has.
+/// Copies the caller's options, whatever version of the struct it has: the
+/// members a smaller (older) struct lacks are zero, their default.
 ///
 /// # Safety
 ///
 /// `options` must point to `options->struct_size` readable bytes.
 unsafe fn read_options(options: *const os_server_options_t) -> Result<os_server_options_t> {
     const KNOWN: usize = size_of::<os_server_options_t>();
+    /// The size of the first version (0.1), without the mount roots.
+    const FIRST: usize = std::mem::offset_of!(os_server_options_t, mount_roots);
     // SAFETY: the caller passes at least the first member.
     let size = unsafe { (*options).struct_size };
-    if size < KNOWN {
+    if size < FIRST {
         return Err(Error::invalid(format!(
-            "options->struct_size is {size}, smaller than any version of os_server_options_t ({KNOWN} bytes)"
+            "options->struct_size is {size}, smaller than any version of os_server_options_t ({FIRST} bytes)"
         )));
+    }
+    if size < KNOWN {
+        let mut copy = os_server_options_t {
+            struct_size: size,
+            socket_mode: 0,
+            allowed_uids: std::ptr::null(),
+            allowed_uids_len: 0,
+            mount_roots: std::ptr::null(),
+            mount_roots_len: 0,
+        };
+        // SAFETY: the caller promises `size` readable bytes, fewer than the
+        // struct `copy` has room for; every member is plain data for which
+        // the bytes of an older version of the struct are valid, and the
+        // later ones keep their zero defaults.
+        unsafe {
+            std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&raw mut copy).cast::<u8>(), size);
+        }
+        return Ok(copy);
     }
     if size > KNOWN {
         // SAFETY: the caller promises `size` readable bytes.
@@ -206,6 +243,37 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
     let uids =
         unsafe { std::slice::from_raw_parts(options.allowed_uids, options.allowed_uids_len) };
     Ok(Some(uids.to_vec()))
+}
+
+/// The mount roots of `options`, copied.
+///
+/// # Safety
+///
+/// `mount_roots` NULL or pointing to `mount_roots_len` C strings.
+unsafe fn mount_roots(options: &os_server_options_t) -> Result<Option<Vec<PathBuf>>> {
+    if options.mount_roots.is_null() {
+        if options.mount_roots_len != 0 {
+            return Err(Error::invalid(
+                "options->mount_roots is NULL but mount_roots_len is not 0",
+            ));
+        }
+        return Ok(None);
+    }
+    // SAFETY: not NULL, and the caller promises `mount_roots_len` entries.
+    let roots = unsafe { std::slice::from_raw_parts(options.mount_roots, options.mount_roots_len) };
+    let mut out = Vec::with_capacity(roots.len());
+    for &root in roots {
+        // SAFETY: the caller promises C strings; NULL is refused by `path`.
+        let root = unsafe { strings::path(root, "mount_roots[]") }?;
+        if !root.is_absolute() {
+            return Err(Error::invalid(format!(
+                "options->mount_roots: {} is not an absolute path",
+                root.display()
+            )));
+        }
+        out.push(root.to_path_buf());
+    }
+    Ok(Some(out))
 }
 
 /// The path of the server's listening socket, valid until the server is

@@ -9,6 +9,12 @@
 //! a detached, recursively read-only, private mount
 //! ([`crate::mount::detached_readonly`]), which is then attached to the
 //! target: the mount is never visible writable.
+//!
+//! A server with mount roots (see `ServerOptions::mount_roots`) resolves a
+//! target with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the
+//! root it lies under and mounts onto the resulting descriptor
+//! (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`): a symlink or `..` planted
+//! under a root cannot lead the mount outside it.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -60,6 +66,91 @@ pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Resu
     Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
 }
 
+/// Opens the `read-tree-at` target `target` (`O_PATH`), which must lie
+/// strictly below one of `roots`: resolved from that root without following
+/// any symlink and without leaving it. Fails with `EPERM` for a target below
+/// none of them, `ELOOP` or `EXDEV` for one that a symlink or `..` would
+/// lead elsewhere.
+pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
+    let refused = || {
+        Error::new(
+            libc::EPERM,
+            format!(
+                "read-tree-at target {} is not below a directory this server mounts in",
+                target.display()
+            ),
+        )
+    };
+    if !target.is_absolute() {
+        return Err(refused());
+    }
+    let (root, below) = roots
+        .iter()
+        .find_map(|root| {
+            let below = target.strip_prefix(root).ok()?;
+            (!below.as_os_str().is_empty()).then_some((root, below))
+        })
+        .ok_or_else(refused)?;
+    let root_fd = open_path_fd(root, libc::O_DIRECTORY)
+        .map_err(|e| Error::path("cannot open mount root", root, e))?;
+    let below_c = CString::new(below.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("target contains a NUL character"))?;
+    // SAFETY: an all-zero open_how is valid (libc marks it non-exhaustive).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: `below_c` is a valid C string and `how` a valid open_how of
+    // the size passed; both outlive the call.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_fd.as_raw_fd(),
+            below_c.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    };
+    if raw < 0 {
+        return Err(Error::io(
+            format_args!(
+                "read-tree-at target {} (resolved below {} without symlinks)",
+                target.display(),
+                root.display()
+            ),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: openat2 returned a new descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
+}
+
+/// Attaches the detached mount `view` onto the open target `target`
+/// (`move_mount` with both ends given as descriptors).
+fn attach_at(view: BorrowedFd<'_>, target: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let empty = c"";
+    // SAFETY: `empty` is a valid C string; both descriptors are open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            view.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::path(
+            "cannot mount onto",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// A detached, recursively read-only and private mount of `source` (from
 /// [`open_subtree`]), for a client to attach where it likes.
 pub fn detached_view(source: &OwnedFd) -> Result<OwnedFd> {
@@ -84,19 +175,32 @@ struct Attached {
 
 impl Mounts {
     /// Mounts `source` (from [`open_subtree`]) read-only at `target` (an
-    /// existing directory for a directory, an existing file for a file) and
-    /// records the mount.
-    pub fn attach(&mut self, source: &OwnedFd, target: &Path, pin: DirLock) -> Result<()> {
+    /// existing directory for a directory, an existing file for a file),
+    /// or onto `target_fd` when given (from [`open_target`]; `target` is
+    /// then its path for messages), and records the mount.
+    pub fn attach(
+        &mut self,
+        source: &OwnedFd,
+        target: &Path,
+        target_fd: Option<&OwnedFd>,
+        pin: DirLock,
+    ) -> Result<()> {
         let root = match detached_view(source) {
             Ok(view) => {
-                mount::attach(view.as_fd(), target)?;
+                match target_fd {
+                    Some(fd) => attach_at(view.as_fd(), fd.as_fd(), target)?,
+                    None => mount::attach(view.as_fd(), target)?,
+                }
                 // The detached mount's descriptor now names the attached mount.
                 view
             }
             Err(e) if e.errno() == libc::ENOSYS => {
                 // Kernels before 5.12: bind, then remount read-only.
                 let proc_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-                mount::bind_readonly(&proc_path, target)?;
+                let by_fd =
+                    target_fd.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+                let mount_at = by_fd.as_deref().unwrap_or(target);
+                mount::bind_readonly(&proc_path, mount_at)?;
                 // The new mount is the topmost at `target`; without a
                 // descriptor of it, it could not be tracked, so it goes.
                 open_path_fd(target, 0).map_err(|e| {
