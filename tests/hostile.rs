@@ -157,6 +157,12 @@ fn deep_tree_lifecycle(name_len: usize, depth: usize) {
     fs::create_dir(&export).expect("mkdir");
     a.export(&export).expect("export");
     check_deep(&export, name_len, depth);
+    let diffs = osstore::tree::compare_trees(a.tree(), &export).expect("compare");
+    assert!(
+        diffs.is_empty(),
+        "export differs: {:?}",
+        &diffs[..diffs.len().min(5)]
+    );
 
     let workdir = b.tree().parent().expect("work dir").to_path_buf();
     drop(b);

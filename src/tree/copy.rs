@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr};
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,7 +42,8 @@ use super::data::{DataError, Methods};
 use super::links::{Claim, Links};
 use super::pool::{self, Node, Walker};
 use super::sys::{
-    Stat, Time, XattrTarget, fstatx, lstatx, open_beneath, open_dir_checked, read_names, walk_what,
+    Stat, Time, XattrTarget, fd_path, fstatx, lstatx, open_beneath, open_dir_checked, read_names,
+    walk_what,
 };
 use super::xattr::{XattrBufs, copy_xattrs};
 use crate::error::{Error, Result};
@@ -620,16 +621,6 @@ fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<(bool, (u64
         Ok(_) => Err(on_dst("create directory")(Errno::EEXIST)),
         Err(e) => Err(on_dst("stat")(e)),
     }
-}
-
-/// `/proc/self/fd/<dir>/<name>`: the entry `name` of the open directory
-/// `dir` as a path, for the `l*xattr` calls on what is never opened. Only
-/// its last component is looked up by name, in the directory already open.
-fn fd_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    path.extend_from_slice(name.to_bytes());
-    // Neither part holds a NUL byte.
-    CString::new(path).unwrap_or_default()
 }
 
 /// Runs `make`, which creates the non-directory `name` in `dir`; if `name`

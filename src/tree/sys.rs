@@ -190,6 +190,16 @@ pub(crate) fn walk_what(what: &'static str, errno: Errno) -> &'static str {
     }
 }
 
+/// `/proc/self/fd/<dir>/<name>`: the entry `name` of the open directory
+/// `dir` as a path, for the `l*xattr` calls on what is never opened. Only
+/// its last component is looked up by name, in the directory already open.
+pub(crate) fn fd_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    // Neither part holds a NUL byte.
+    CString::new(path).unwrap_or_default()
+}
+
 /// Where to read or write extended attributes: an open descriptor, or a path
 /// for the inodes that are never opened (symlinks, devices, fifos, sockets;
 /// the `l*xattr` calls do not follow a final symlink).
