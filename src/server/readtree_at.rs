@@ -124,9 +124,18 @@ pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
 }
 
-/// Attaches the detached mount `view` onto the open target `target`
-/// (`move_mount` with both ends given as descriptors).
-fn attach_at(view: BorrowedFd<'_>, target: BorrowedFd<'_>, path: &Path) -> Result<()> {
+/// Mounts `source` read-only onto the open target `target` (from
+/// [`open_target`]; `path` is its path, for messages) and returns the
+/// descriptor naming the new mount. Needs the new mount API (Linux 5.12):
+/// the classic bind takes a path, which a confined target must not be
+/// resolved by again.
+fn attach_confined(source: &OwnedFd, target: &OwnedFd, path: &Path) -> Result<OwnedFd> {
+    let view = detached_view(source).map_err(|e| {
+        e.context(format!(
+            "cannot mount onto {} (confined targets need open_tree, Linux 5.12)",
+            path.display()
+        ))
+    })?;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
     let empty = c"";
@@ -148,7 +157,8 @@ fn attach_at(view: BorrowedFd<'_>, target: BorrowedFd<'_>, path: &Path) -> Resul
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    // The detached mount's descriptor now names the attached mount.
+    Ok(view)
 }
 
 /// A detached, recursively read-only and private mount of `source` (from
@@ -185,30 +195,28 @@ impl Mounts {
         target_fd: Option<&OwnedFd>,
         pin: DirLock,
     ) -> Result<()> {
-        let root = match detached_view(source) {
-            Ok(view) => {
-                match target_fd {
-                    Some(fd) => attach_at(view.as_fd(), fd.as_fd(), target)?,
-                    None => mount::attach(view.as_fd(), target)?,
+        let root = match target_fd {
+            Some(fd) => attach_confined(source, fd, target)?,
+            None => match detached_view(source) {
+                Ok(view) => {
+                    mount::attach(view.as_fd(), target)?;
+                    // The detached mount's descriptor now names the attached mount.
+                    view
                 }
-                // The detached mount's descriptor now names the attached mount.
-                view
-            }
-            Err(e) if e.errno() == libc::ENOSYS => {
-                // Kernels before 5.12: bind, then remount read-only.
-                let proc_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-                let by_fd =
-                    target_fd.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
-                let mount_at = by_fd.as_deref().unwrap_or(target);
-                mount::bind_readonly(&proc_path, mount_at)?;
-                // The new mount is the topmost at `target`; without a
-                // descriptor of it, it could not be tracked, so it goes.
-                open_path_fd(target, 0).map_err(|e| {
-                    let _ = mount::unmount(target);
-                    Error::path("cannot open", target, e)
-                })?
-            }
-            Err(e) => return Err(e),
+                Err(e) if e.errno() == libc::ENOSYS => {
+                    // Kernels before 5.12: bind, then remount read-only.
+                    let proc_path =
+                        PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+                    mount::bind_readonly(&proc_path, target)?;
+                    // The new mount is the topmost at `target`; without a
+                    // descriptor of it, it could not be tracked, so it goes.
+                    open_path_fd(target, 0).map_err(|e| {
+                        let _ = mount::unmount(target);
+                        Error::path("cannot open", target, e)
+                    })?
+                }
+                Err(e) => return Err(e),
+            },
         };
         self.attached.push(Attached {
             root,
