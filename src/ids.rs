@@ -5,7 +5,109 @@
 //! any path is built from it, so that none of them can reach outside the
 //! store (the reference implementation joins them unchecked).
 
+use std::borrow::Cow;
+use std::fmt;
+
 use crate::error::{Error, Result};
+
+/// A valid object id: 1 to 255 bytes of UTF-8, no `/` or NUL, not `.` or
+/// `..` (see [`check_name`]). Made once where an id enters the crate (the C
+/// layer, the server's request decoding, the Rust API's string arguments),
+/// so the store's methods never check an id again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(String);
+
+impl ObjectId {
+    /// Checks `id` (see [`check_name`]) and wraps it; `EINVAL` with a
+    /// message when it is not a valid id.
+    pub fn new(id: impl Into<String>) -> Result<ObjectId> {
+        let id = id.into();
+        check_id(&id)?;
+        Ok(ObjectId(id))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for ObjectId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for ObjectId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ObjectId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl AsRef<str> for ObjectId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<ObjectId> for ObjectId {
+    fn as_ref(&self) -> &ObjectId {
+        self
+    }
+}
+
+/// What the store's methods take as an id: an [`ObjectId`] (valid already)
+/// or a string, checked on the way in.
+pub trait ToObjectId {
+    /// The id, or `EINVAL` when it is not valid.
+    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>>;
+
+    /// Whether this is the empty string (never an id, yet a question
+    /// `contains` answers with "no").
+    fn is_empty_id(&self) -> bool {
+        false
+    }
+}
+
+impl ToObjectId for ObjectId {
+    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl ToObjectId for str {
+    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
+        ObjectId::new(self).map(Cow::Owned)
+    }
+
+    fn is_empty_id(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl ToObjectId for String {
+    fn to_object_id(&self) -> Result<Cow<'_, ObjectId>> {
+        self.as_str().to_object_id()
+    }
+
+    fn is_empty_id(&self) -> bool {
+        self.is_empty()
+    }
+}
 
 /// Longest id or name, in bytes: one path component on Linux.
 pub(crate) const MAX_NAME_BYTES: usize = 255;
@@ -31,8 +133,7 @@ pub fn check_name(what: &str, name: &[u8]) -> Result<()> {
     check_component_bytes(what, name)
 }
 
-/// Checks an object id (see [`check_name`]).
-pub fn check_id(id: &str) -> Result<()> {
+fn check_id(id: &str) -> Result<()> {
     check_name("object id", id.as_bytes())
 }
 

@@ -6,6 +6,7 @@
 //! handles, from which `include/osstore.h` is generated.
 
 pub mod error;
+mod fd;
 pub mod ffi;
 pub mod hosttree;
 pub mod ids;
@@ -19,5 +20,6 @@ pub mod tempdir;
 pub mod tree;
 
 pub use error::{Error, Result};
+pub use ids::ObjectId;
 pub use object::{Mode, Object};
 pub use store::{GcReport, OpenOptions, Store};

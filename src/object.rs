@@ -1,10 +1,16 @@
 //! Objects: a tree under an id, in WRITE or READ mode.
+//!
+//! An object changes state only through its own methods: the store hands
+//! it a new tree and lock when it commits it ([`Object::committed`]), and
+//! the object enters and leaves its store's floating registry itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::ids::ObjectId;
 use crate::lock::DirLock;
-use crate::store::Store;
+use crate::store::floating::{Registration, Registry};
 use crate::tempdir::TempDir;
 use crate::tree;
 
@@ -19,33 +25,67 @@ pub enum Mode {
 
 /// What an object handle owns, which decides what releasing it does.
 #[derive(Debug)]
-pub(crate) enum Holding {
+enum Holding {
     /// A work dir in `tmp/` holding the tree at `<workdir>/object`; removed
-    /// with the handle.
-    Work(TempDir),
+    /// with the handle. While finalized and not committed the object is
+    /// also in the floating registry (declared first: it leaves the
+    /// registry before its tree goes).
+    Work {
+        floating: Option<Registration>,
+        dir: TempDir,
+    },
     /// A lock on a committed tree in `objects/`, so that garbage collection
     /// leaves it alone while the handle lives.
     Committed(#[expect(dead_code, reason = "held for the lock, released on drop")] DirLock),
-    /// A view of another handle's floating tree; owns nothing.
+    /// A view of another handle's tree; owns nothing.
     View,
 }
 
-/// An object of a [`Store`]: an id, a mode and a tree (a directory path the
-/// caller reads and writes with ordinary file I/O).
+/// An object of a [`crate::Store`]: an id, a mode and a tree (a directory
+/// path the caller reads and writes with ordinary file I/O).
 #[derive(Debug)]
 pub struct Object {
-    pub(crate) store: Store,
-    pub(crate) id: String,
-    pub(crate) mode: Mode,
-    pub(crate) tree: PathBuf,
-    pub(crate) holding: Holding,
-    /// Key in the store's floating registry while this is a floating object.
-    pub(crate) floating_key: Option<u64>,
+    /// The floating registry of the store the object belongs to.
+    registry: Arc<Registry>,
+    id: ObjectId,
+    mode: Mode,
+    tree: PathBuf,
+    holding: Holding,
 }
 
 impl Object {
+    /// A WRITE object whose tree is `tree`, inside the work dir `dir`.
+    pub(crate) fn in_work_dir(
+        registry: &Arc<Registry>,
+        id: ObjectId,
+        tree: PathBuf,
+        dir: TempDir,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Write,
+            tree,
+            holding: Holding::Work {
+                floating: None,
+                dir,
+            },
+        }
+    }
+
+    /// A READ view of `tree`, owning nothing.
+    pub(crate) fn view(registry: &Arc<Registry>, id: ObjectId, tree: PathBuf) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Read,
+            tree,
+            holding: Holding::View,
+        }
+    }
+
     /// The object's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &ObjectId {
         &self.id
     }
 
@@ -59,6 +99,28 @@ impl Object {
         &self.tree
     }
 
+    /// Whether the object belongs to the store whose registry is `registry`.
+    pub(crate) fn belongs_to(&self, registry: &Arc<Registry>) -> bool {
+        Arc::ptr_eq(&self.registry, registry)
+    }
+
+    /// The work dir holding the tree, while the tree is a work tree.
+    pub(crate) fn work_dir(&self) -> Option<&TempDir> {
+        match &self.holding {
+            Holding::Work { dir, .. } => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// The tree was moved into the store as `tree`, locked by `lock`: the
+    /// object becomes READ, leaves the floating registry and lets its
+    /// (now empty) work dir go.
+    pub(crate) fn committed(&mut self, tree: PathBuf, lock: DirLock) {
+        self.mode = Mode::Read;
+        self.tree = tree;
+        self.holding = Holding::Committed(lock);
+    }
+
     /// Copies the whole of `base`'s tree into this object's tree, with the
     /// fidelity of `cp -a`. The object must be in WRITE mode.
     ///
@@ -70,7 +132,8 @@ impl Object {
         tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
             e.context(format!(
                 "cannot initialise {:?} from {:?}",
-                self.id, base.id
+                self.id.as_str(),
+                base.id.as_str()
             ))
         })
     }
@@ -81,8 +144,8 @@ impl Object {
     pub fn finalize(&mut self) {
         if self.mode == Mode::Write {
             self.mode = Mode::Read;
-            if matches!(self.holding, Holding::Work(_)) {
-                self.floating_key = Some(self.store.register_floating(&self.id, &self.tree));
+            if let Holding::Work { floating, .. } = &mut self.holding {
+                *floating = Some(self.registry.register(&self.id, &self.tree));
             }
         }
     }
@@ -98,31 +161,22 @@ impl Object {
                 format!("cannot export to {}: not a directory", to.display()),
             ));
         }
-        tree::copy_tree(&self.tree, to)
-            .map_err(|e| e.context(format!("cannot export {:?} to {}", self.id, to.display())))
+        tree::copy_tree(&self.tree, to).map_err(|e| {
+            e.context(format!(
+                "cannot export {:?} to {}",
+                self.id.as_str(),
+                to.display()
+            ))
+        })
     }
 
-    pub(crate) fn require_write(&self, what: &str) -> Result<()> {
+    fn require_write(&self, what: &str) -> Result<()> {
         if self.mode != Mode::Write {
             return Err(Error::invalid(format!(
                 "cannot {what} object {:?}: it is in READ mode",
-                self.id
+                self.id.as_str()
             )));
         }
         Ok(())
-    }
-
-    /// Leaves the floating registry (on commit or release).
-    pub(crate) fn stop_floating(&mut self) {
-        if let Some(key) = self.floating_key.take() {
-            self.store.unregister_floating(&self.id, key);
-        }
-    }
-}
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        self.stop_floating();
-        // `holding` drops next: a work dir is removed, a lock released.
     }
 }

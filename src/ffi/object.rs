@@ -1,6 +1,8 @@
 //! `os_object_*`: one object's id, mode, tree, init, finalize, export, release.
 
 use std::ffi::{CString, c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
 
 use super::handle::{self, Kind};
 use super::store::{os_store, os_store_t};
@@ -24,7 +26,9 @@ pub struct os_object {
     pub(crate) object: Object,
     owner: *const os_store_t,
     id: CString,
-    tree: CString,
+    /// The C copy of the tree path last handed out, renewed by
+    /// `os_object_tree()` when the object's tree has moved since.
+    tree: Mutex<CString>,
 }
 
 /// The handle type of the C API.
@@ -33,27 +37,11 @@ pub type os_object_t = os_object;
 /// The mode type of the C API.
 pub type os_mode_t = os_mode;
 
-impl os_object {
-    /// Refuses an object of another store.
-    pub(crate) fn check_owner(&self, store: *const os_store_t) -> Result<()> {
-        if self.owner != store {
-            return Err(Error::invalid("the object belongs to another store handle"));
-        }
-        Ok(())
-    }
-
-    /// Updates the C copy of the tree path after the object changed.
-    pub(crate) fn refresh(&mut self) -> Result<()> {
-        self.tree = strings::c_path(self.object.tree())?;
-        Ok(())
-    }
-}
-
 /// Wraps a core object in a handle owned by `store`.
 pub(crate) fn publish(store: &os_store, object: Object) -> Result<*mut os_object_t> {
     let handle = os_object {
         id: strings::c_string(object.id().as_bytes())?,
-        tree: strings::c_path(object.tree())?,
+        tree: Mutex::new(strings::c_path(object.tree())?),
         owner: store,
         object,
     };
@@ -107,7 +95,12 @@ pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_
     boundary_ptr(|| {
         // SAFETY: forwarded contract.
         let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        Ok(obj.tree.as_ptr())
+        let mut tree = obj.tree.lock().unwrap_or_else(|p| p.into_inner());
+        if tree.as_bytes() != obj.object.tree().as_os_str().as_bytes() {
+            *tree = strings::c_path(obj.object.tree())?;
+        }
+        // The CString lives in the handle until the tree moves again.
+        Ok(tree.as_ptr())
     })
 }
 

@@ -9,6 +9,7 @@ use super::object::{self, os_object_t};
 use super::strings;
 use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::Error;
+use crate::ids::ObjectId;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
 
@@ -193,8 +194,8 @@ pub unsafe extern "C" fn os_store_new(
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
-        let obj = handle.store.new_object(id)?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
+        let obj = handle.store.new_object(&id)?;
         // SAFETY: `out` checked above.
         unsafe { *out = object::publish(handle, obj)? };
         Ok(0)
@@ -223,11 +224,13 @@ pub unsafe extern "C" fn os_store_get(
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
-        let obj = handle
-            .store
-            .get(id)?
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("no object {id:?} in the store")))?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
+        let obj = handle.store.get(&id)?.ok_or_else(|| {
+            Error::new(
+                libc::ENOENT,
+                format!("no object {:?} in the store", id.as_str()),
+            )
+        })?;
         // SAFETY: `out` checked above.
         unsafe { *out = object::publish(handle, obj)? };
         Ok(0)
@@ -251,7 +254,10 @@ pub unsafe extern "C" fn os_store_contains(
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        Ok(c_int::from(handle.store.contains(id)?))
+        if id.is_empty() {
+            return Ok(0);
+        }
+        Ok(c_int::from(handle.store.contains(&ObjectId::new(id)?)?))
     })
 }
 
@@ -276,8 +282,8 @@ pub unsafe extern "C" fn os_store_resolve_ref(
         // SAFETY: forwarded contract.
         let handle = unsafe { handle::borrow(Kind::Store, store) }?;
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
-        let path = strings::c_path(&handle.store.resolve_ref(id)?)?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
+        let path = strings::c_path(&handle.store.resolve_ref(&id)?)?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
@@ -315,13 +321,8 @@ pub unsafe extern "C" fn os_store_commit(
         // SAFETY: forwarded contract.
         let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
         // SAFETY: forwarded contract.
-        let id = unsafe { strings::id(object_id) }?;
-        obj.check_owner(store)?;
-        let committed = handle.store.commit(&mut obj.object, id);
-        // Even a failed commit may have moved the tree (when only the final
-        // fsync of refs/ failed), so the C copy of the path is renewed first.
-        obj.refresh()?;
-        let name = committed?;
+        let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
+        let name = handle.store.commit(&mut obj.object, &id)?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };
         Ok(0)

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::ids;
+use crate::ids::{self, ObjectId};
 
 /// `read-tree`: the path of an object's tree.
 pub const READ_TREE: &str = "read-tree";
@@ -59,12 +59,12 @@ pub enum Request {
     /// `{"method": "read-tree", "object-id": ...}`
     ReadTree {
         /// A valid object id.
-        object_id: String,
+        object_id: ObjectId,
     },
     /// `{"method": "read-tree-at", "object-id": ..., "target": ..., "subtree": ...}`
     ReadTreeAt {
         /// A valid object id.
-        object_id: String,
+        object_id: ObjectId,
         /// Where to mount: a non-empty path without NUL.
         target: String,
         /// What to mount, resolved inside the tree; without NUL.
@@ -85,7 +85,7 @@ pub enum Request {
     /// `{"method": "open-tree", "object-id": ..., "subtree": ...}`
     OpenTree {
         /// A valid object id.
-        object_id: String,
+        object_id: ObjectId,
         /// What to open, resolved inside the tree (`/` when null or missing).
         subtree: String,
     },
@@ -144,10 +144,8 @@ pub fn decode(packet: &[u8]) -> Result<Request> {
     Ok(request)
 }
 
-fn object_id(members: &mut Members<'_>) -> Result<String> {
-    let id = members.required_string("object-id")?;
-    ids::check_id(&id)?;
-    Ok(id)
+fn object_id(members: &mut Members<'_>) -> Result<ObjectId> {
+    ObjectId::new(members.required_string("object-id")?)
 }
 
 /// Most members the in-place reader takes; larger objects go to serde_json.
@@ -514,7 +512,7 @@ mod tests {
         assert_eq!(
             decode(br#"{"method":"read-tree","object-id":"a\u00e9"}"#).unwrap(),
             Request::ReadTree {
-                object_id: "a\u{e9}".into()
+                object_id: ObjectId::new("a\u{e9}").unwrap()
             }
         );
         assert_eq!(
