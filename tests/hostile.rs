@@ -36,13 +36,40 @@ fn plant(tree: &Path, link: &Path, victim: &Path) {
     symlink(victim, link).expect("symlink");
 }
 
-/// Runs `remove` on `tree` (planted) with the attacker armed on `tree/x`;
-/// returns (swapped, outside entries touched).
-fn attack_removal(tree: &Path, link: &Path, victim: &Path, remove: impl FnOnce()) -> (bool, usize) {
+/// Runs `trial` (given its number; it returns whether the attacker swapped
+/// and how many outside entries changed) until [`SWAPS`] trials saw a swap
+/// or [`TRIALS`] ran; asserts that some did and that nothing outside was
+/// touched by `what`.
+fn attack(what: &str, mut trial: impl FnMut(usize) -> (bool, usize)) {
+    let (mut swaps, mut outside) = (0, 0);
+    for n in 0..TRIALS {
+        if swaps == SWAPS {
+            break;
+        }
+        let (swapped, touched) = trial(n);
+        swaps += usize::from(swapped);
+        outside += touched;
+    }
+    assert!(swaps > 0, "the attacker never swapped");
+    assert_eq!(outside, 0, "outside entries touched by {what}");
+}
+
+/// Runs `remove` on `tree` (planted) with the attacker armed on `tree/x`,
+/// then a collection for what the interrupted removal left (which must go
+/// too); returns (swapped, outside entries touched).
+fn attack_removal(
+    store: &osstore::Store,
+    tree: &Path,
+    link: &Path,
+    victim: &Path,
+    remove: impl FnOnce(),
+) -> (bool, usize) {
     let before = snapshot(victim);
     let attacker = Attacker::arm(&tree.join("x"), Trigger::Delete, &tree.join("x"), link);
     remove();
     let swapped = attacker.swapped();
+    store.gc().expect("gc after the attack");
+    assert!(!tree.exists(), "tree left after gc");
     (swapped, touched(&before, &snapshot(victim)))
 }
 
@@ -52,27 +79,13 @@ fn hostile_release_exchange_race_stays_inside() {
     let store = quick(&tmp.path().join("store"));
     let victim = tmp.path().join("victim");
     fill(&victim, FILES, DIRS);
-    let (mut swaps, mut outside) = (0, 0);
-    for trial in 0..TRIALS {
-        if swaps == SWAPS {
-            break;
-        }
+    attack("release", |trial| {
         let obj = store.new_object("w").expect("new");
         let tree = obj.tree().to_path_buf();
         let link = tmp.path().join(format!("attacker/l{trial}"));
         plant(&tree, &link, &victim);
-        let (swapped, hit) = attack_removal(&tree, &link, &victim, || drop(obj));
-        swaps += usize::from(swapped);
-        outside += hit;
-        // What the interrupted removal left goes with the next collection,
-        // still without touching the outside.
-        let before = snapshot(&victim);
-        store.gc().expect("gc after the attack");
-        assert!(!tree.exists(), "work dir left after gc");
-        outside += touched(&before, &snapshot(&victim));
-    }
-    assert!(swaps > 0, "the attacker never swapped");
-    assert_eq!(outside, 0, "outside entries touched by release");
+        attack_removal(&store, &tree, &link, &victim, || drop(obj))
+    });
 }
 
 #[test]
@@ -81,28 +94,15 @@ fn hostile_gc_exchange_race_stays_inside() {
     let store = quick(&tmp.path().join("store"));
     let victim = tmp.path().join("victim");
     fill(&victim, FILES, DIRS);
-    let (mut swaps, mut outside) = (0, 0);
-    for trial in 0..TRIALS {
-        if swaps == SWAPS {
-            break;
-        }
+    attack("gc", |trial| {
         // A dead builder's work dir: in tmp/, locked by nobody.
-        let dead = tmp.path().join(format!("store/tmp/dead-{trial}"));
-        let tree = dead.join("tree");
+        let tree = tmp.path().join(format!("store/tmp/dead-{trial}/tree"));
         let link = tmp.path().join(format!("attacker/l{trial}"));
         plant(&tree, &link, &victim);
-        let (swapped, hit) = attack_removal(&tree, &link, &victim, || {
+        attack_removal(&store, &tree, &link, &victim, || {
             let _ = store.gc();
-        });
-        swaps += usize::from(swapped);
-        outside += hit;
-        let before = snapshot(&victim);
-        store.gc().expect("second gc");
-        assert!(!dead.exists(), "dead work dir left after gc");
-        outside += touched(&before, &snapshot(&victim));
-    }
-    assert!(swaps > 0, "the attacker never swapped");
-    assert_eq!(outside, 0, "outside entries touched by gc");
+        })
+    });
 }
 
 #[test]
@@ -114,11 +114,7 @@ fn hostile_export_destination_exchange_race_stays_inside() {
     store.commit(&mut obj, "src").expect("commit");
     let victim = tmp.path().join("victim");
     fill(&victim, FILES, DIRS);
-    let (mut swaps, mut outside) = (0, 0);
-    for trial in 0..TRIALS {
-        if swaps == SWAPS {
-            break;
-        }
+    attack("export", |trial| {
         let dst = tmp.path().join(format!("dst{trial}"));
         fs::create_dir_all(dst.join("x")).expect("mkdir");
         let link = tmp.path().join(format!("attacker/l{trial}"));
@@ -127,11 +123,8 @@ fn hostile_export_destination_exchange_race_stays_inside() {
         let before = snapshot(&victim);
         let attacker = Attacker::arm(&dst.join("x"), Trigger::Create, &dst.join("x"), &link);
         let _ = obj.export(&dst);
-        swaps += usize::from(attacker.swapped());
-        outside += touched(&before, &snapshot(&victim));
-    }
-    assert!(swaps > 0, "the attacker never swapped");
-    assert_eq!(outside, 0, "outside entries touched by export");
+        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+    });
 }
 
 /// A chain of `depth` directories of `name_len`-byte names (deeper than

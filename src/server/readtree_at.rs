@@ -16,7 +16,7 @@
 //! (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`): a symlink or `..` planted
 //! under a root cannot lead the mount outside it.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -42,26 +42,34 @@ pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Resu
     let relative = if relative.is_empty() { "." } else { relative };
     let c_relative =
         CString::new(relative).map_err(|_| Error::invalid("subtree contains a NUL character"))?;
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    open_path_at(root, &c_relative, resolve).map_err(|e| {
+        Error::io(
+            format_args!("cannot open subtree {subtree:?} of {}", tree.display()),
+            e,
+        )
+    })
+}
+
+/// `openat2(dir, path, O_PATH | O_CLOEXEC)` with the `resolve` flags.
+fn open_path_at(dir: BorrowedFd<'_>, path: &CStr, resolve: u64) -> std::io::Result<OwnedFd> {
     // SAFETY: an all-zero open_how is valid (libc marks it non-exhaustive).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `c_relative` is a valid C string and `how` a valid open_how of
-    // the size passed; both outlive the call.
+    how.resolve = resolve;
+    // SAFETY: `path` is a valid C string and `how` a valid open_how of the
+    // size passed; both outlive the call.
     let raw = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
-            c_relative.as_ptr(),
+            dir.as_raw_fd(),
+            path.as_ptr(),
             &how as *const libc::open_how,
             size_of::<libc::open_how>(),
         )
     };
     if raw < 0 {
-        return Err(Error::io(
-            format_args!("cannot open subtree {subtree:?} of {}", tree.display()),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: openat2 returned a new descriptor that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
@@ -96,33 +104,17 @@ pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::path("cannot open mount root", root, e))?;
     let below_c = CString::new(below.as_os_str().as_bytes())
         .map_err(|_| Error::invalid("target contains a NUL character"))?;
-    // SAFETY: an all-zero open_how is valid (libc marks it non-exhaustive).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
-    // SAFETY: `below_c` is a valid C string and `how` a valid open_how of
-    // the size passed; both outlive the call.
-    let raw = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_fd.as_raw_fd(),
-            below_c.as_ptr(),
-            &how as *const libc::open_how,
-            size_of::<libc::open_how>(),
-        )
-    };
-    if raw < 0 {
-        return Err(Error::io(
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    open_path_at(root_fd.as_fd(), &below_c, resolve).map_err(|e| {
+        Error::io(
             format_args!(
                 "read-tree-at target {} (resolved below {} without symlinks)",
                 target.display(),
                 root.display()
             ),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: openat2 returned a new descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
+            e,
+        )
+    })
 }
 
 /// Mounts `source` read-only onto the open target `target` (from
