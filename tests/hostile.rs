@@ -13,7 +13,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use attack::{
     Attacker, FdLimit, Trigger, check_deep, fast_tempdir, fill, make_deep, snapshot, touched,
@@ -34,6 +34,15 @@ fn plant(tree: &Path, link: &Path, victim: &Path) {
     fill(&tree.join("x"), FILES, DIRS);
     fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
     symlink(victim, link).expect("symlink");
+}
+
+/// A temporary directory with a store and a victim directory outside it.
+fn arena() -> (tempfile::TempDir, osstore::Store, PathBuf) {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let victim = tmp.path().join("victim");
+    fill(&victim, FILES, DIRS);
+    (tmp, store, victim)
 }
 
 /// Runs `trial` (given its number; it returns whether the attacker swapped
@@ -75,10 +84,7 @@ fn attack_removal(
 
 #[test]
 fn hostile_release_exchange_race_stays_inside() {
-    let tmp = fast_tempdir();
-    let store = quick(&tmp.path().join("store"));
-    let victim = tmp.path().join("victim");
-    fill(&victim, FILES, DIRS);
+    let (tmp, store, victim) = arena();
     attack("release", |trial| {
         let obj = store.new_object("w").expect("new");
         let tree = obj.tree().to_path_buf();
@@ -90,10 +96,7 @@ fn hostile_release_exchange_race_stays_inside() {
 
 #[test]
 fn hostile_gc_exchange_race_stays_inside() {
-    let tmp = fast_tempdir();
-    let store = quick(&tmp.path().join("store"));
-    let victim = tmp.path().join("victim");
-    fill(&victim, FILES, DIRS);
+    let (tmp, store, victim) = arena();
     attack("gc", |trial| {
         // A dead builder's work dir: in tmp/, locked by nobody.
         let tree = tmp.path().join(format!("store/tmp/dead-{trial}/tree"));
@@ -107,13 +110,10 @@ fn hostile_gc_exchange_race_stays_inside() {
 
 #[test]
 fn hostile_export_destination_exchange_race_stays_inside() {
-    let tmp = fast_tempdir();
-    let store = quick(&tmp.path().join("store"));
+    let (tmp, store, victim) = arena();
     let mut obj = store.new_object("src").expect("new");
     fill(&obj.tree().join("x"), FILES, DIRS);
     store.commit(&mut obj, "src").expect("commit");
-    let victim = tmp.path().join("victim");
-    fill(&victim, FILES, DIRS);
     attack("export", |trial| {
         let dst = tmp.path().join(format!("dst{trial}"));
         fs::create_dir_all(dst.join("x")).expect("mkdir");
@@ -215,9 +215,23 @@ fn read_tree_at(target: &Path) -> String {
     )
 }
 
+/// A server on `socket` (mode 0666) admitting uid 65534, with `mount_roots`.
+fn serve_nobody(
+    store: &osstore::Store,
+    socket: &Path,
+    mount_roots: Option<Vec<PathBuf>>,
+) -> osstore::server::Server {
+    let options = osstore::server::ServerOptions {
+        socket_path: Some(socket.to_path_buf()),
+        socket_mode: 0o666,
+        allowed_uids: Some(vec![65534]),
+        mount_roots,
+    };
+    osstore::server::Server::start(store.clone(), options).expect("start")
+}
+
 #[test]
 fn hostile_unprivileged_read_tree_at_confined() {
-    use osstore::server::{Server, ServerOptions};
     use std::os::unix::fs::PermissionsExt;
     if common::skip_without_private_mounts("hostile_unprivileged_read_tree_at_confined") {
         return;
@@ -238,16 +252,7 @@ fn hostile_unprivileged_read_tree_at_confined() {
 
     // Explicit mount roots.
     let socket = tmp.path().join("sock");
-    let server = Server::start(
-        store.clone(),
-        ServerOptions {
-            socket_path: Some(socket.clone()),
-            socket_mode: 0o666,
-            allowed_uids: Some(vec![65534]),
-            mount_roots: Some(vec![allowed.clone()]),
-        },
-    )
-    .expect("start");
+    let server = serve_nobody(&store, &socket, Some(vec![allowed.clone()]));
     for target in [
         outside.clone(),
         allowed.join("evil"),
@@ -272,16 +277,7 @@ fn hostile_unprivileged_read_tree_at_confined() {
 
     // No list, uids set: only below the server's own temp root.
     let socket = tmp.path().join("sock2");
-    let server = Server::start(
-        store.clone(),
-        ServerOptions {
-            socket_path: Some(socket.clone()),
-            socket_mode: 0o666,
-            allowed_uids: Some(vec![65534]),
-            ..ServerOptions::default()
-        },
-    )
-    .expect("start");
+    let server = serve_nobody(&store, &socket, None);
     let reply = request_as_nobody(&socket, &read_tree_at(&outside));
     assert!(reply.contains("\"error\""), "host path accepted: {reply}");
     assert!(!mounted_over(&outside), "mounted over a host path");
