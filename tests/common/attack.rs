@@ -164,8 +164,9 @@ fn level_name(name_len: usize) -> PathBuf {
 }
 
 /// Builds a chain of `depth` directories named with `name_len` bytes below
-/// `root`, each holding a file `f` whose content is its level, without ever
-/// using a path longer than one component.
+/// `root`, each holding a file `f` whose content is its level (the last also
+/// a hard link `h` to it), without ever using a path longer than one
+/// component.
 pub fn make_deep(root: &Path, name_len: usize, depth: usize) {
     let name = level_name(name_len);
     let mut dir = open_root(root);
@@ -181,6 +182,9 @@ pub fn make_deep(root: &Path, name_len: usize, depth: usize) {
         .expect("create");
         nix::unistd::write(&f, level.to_string().as_bytes()).expect("write");
     }
+    // A hard link at the bottom: a copy links it to its first copy by a
+    // path from the copy's root, longer than PATH_MAX.
+    nix::unistd::linkat(&dir, "f", &dir, "h", nix::fcntl::AtFlags::empty()).expect("link");
 }
 
 /// Checks that `root` holds the chain [`make_deep`] built: every level, each
@@ -198,6 +202,12 @@ pub fn check_deep(root: &Path, name_len: usize, depth: usize) {
     }
     let last = openat(&dir, &name, OFlag::O_RDONLY, Mode::empty());
     assert!(last.is_err(), "deeper than {depth} levels");
+    let ino = |name: &str| {
+        nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| st.st_ino)
+            .unwrap_or_else(|e| panic!("bottom: stat {name}: {e}"))
+    };
+    assert_eq!(ino("f"), ino("h"), "bottom hard link not kept");
 }
 
 /// Lowers the soft limit of open descriptors to `limit` (if higher) for the
