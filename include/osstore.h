@@ -265,6 +265,23 @@ struct os_server_options {
    * Number of entries of `allowed_uids` (0 when it is NULL).
    */
   size_t allowed_uids_len;
+  /**
+   * When not NULL, an array of `mount_roots_len` absolute directory
+   * paths: `read-tree-at` targets must lie strictly below one of them,
+   * and are resolved from it without following any symlink or leaving it
+   * (the mount is made on what was so resolved). NULL: the server's own
+   * temp root (where `mkdtemp` creates directories) when `allowed_uids`
+   * is set, so that an admitted unprivileged uid never mounts over host
+   * paths; anywhere a client names otherwise (a root-only server, as the
+   * reference). The strings are copied. (Added in 0.2; older callers'
+   * smaller `struct_size` gives the default.)
+   */
+  const char *const *mount_roots;
+  /**
+   * Number of entries of `mount_roots` (0 when it is NULL; with a
+   * non-NULL `mount_roots`, 0 refuses every target).
+   */
+  size_t mount_roots_len;
 };
 
 /**

@@ -69,7 +69,7 @@ fn socket_mode_and_uid_filter() {
         ServerOptions {
             socket_path: Some(dir.path().join("sock")),
             socket_mode: 0o4777,
-            allowed_uids: None,
+            ..ServerOptions::default()
         },
     )
     .unwrap_err();
@@ -184,6 +184,8 @@ mod c_api {
             socket_mode: 0,
             allowed_uids: std::ptr::null(),
             allowed_uids_len: 0,
+            mount_roots: std::ptr::null(),
+            mount_roots_len: 0,
         }
     }
 

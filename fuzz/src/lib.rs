@@ -97,7 +97,7 @@ pub fn fixture() -> &'static Fixture {
         osstore::tree::copy_tree(&tree, fl.tree()).expect("fill fl");
         fl.finalize();
         let tmproot = store.tempdir(b"store-server-", b"").expect("temp root");
-        let methods = methods::Methods::new(store.clone(), tmproot.path().to_path_buf());
+        let methods = methods::Methods::new(store.clone(), tmproot.path().to_path_buf(), None);
         Fixture {
             tree: tree.canonicalize().expect("canonical tree"),
             outside: root

@@ -5,6 +5,7 @@
 //! and frees every server of the store that is still running.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::boundary;
@@ -61,6 +62,19 @@ pub struct os_server_options {
     pub allowed_uids: *const c_uint,
     /// Number of entries of `allowed_uids` (0 when it is NULL).
     pub allowed_uids_len: usize,
+    /// When not NULL, an array of `mount_roots_len` absolute directory
+    /// paths: `read-tree-at` targets must lie strictly below one of them,
+    /// and are resolved from it without following any symlink or leaving it
+    /// (the mount is made on what was so resolved). NULL: the server's own
+    /// temp root (where `mkdtemp` creates directories) when `allowed_uids`
+    /// is set, so that an admitted unprivileged uid never mounts over host
+    /// paths; anywhere a client names otherwise (a root-only server, as the
+    /// reference). The strings are copied. (Added in 0.2; older callers'
+    /// smaller `struct_size` gives the default.)
+    pub mount_roots: *const *const c_char,
+    /// Number of entries of `mount_roots` (0 when it is NULL; with a
+    /// non-NULL `mount_roots`, 0 refuses every target).
+    pub mount_roots_len: usize,
 }
 
 /// The options of os_server_start_ex().
@@ -122,15 +136,27 @@ pub unsafe extern "C" fn os_server_start_ex(
                 Some(unsafe { strings::path(socket_path, "socket_path") }?.to_path_buf());
         }
         if !options.is_null() {
-            // The first version of the struct is the current one.
-            let min_size = size_of::<os_server_options_t>();
+            // The first version (0.1) ends before the mount roots.
+            let min_size = std::mem::offset_of!(os_server_options_t, mount_roots);
+            let added = [
+                (
+                    std::mem::offset_of!(os_server_options_t, mount_roots),
+                    size_of::<*const *const c_char>(),
+                ),
+                (
+                    std::mem::offset_of!(os_server_options_t, mount_roots_len),
+                    size_of::<usize>(),
+                ),
+            ];
             // SAFETY: forwarded contract; `options` is not NULL.
-            let options = unsafe { versioned::read(options, min_size, &[], "options") }?;
+            let options = unsafe { versioned::read(options, min_size, &added, "options") }?;
             if options.socket_mode != 0 {
                 server_options.socket_mode = options.socket_mode;
             }
             // SAFETY: forwarded contract.
             server_options.allowed_uids = unsafe { allowed_uids(&options) }?;
+            // SAFETY: forwarded contract.
+            server_options.mount_roots = unsafe { mount_roots(&options) }?;
         }
         let ptr = handle::with_store(store, |owner| {
             let server = Server::start(owner.store.clone(), server_options)?;
@@ -166,6 +192,37 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
     let uids =
         unsafe { std::slice::from_raw_parts(options.allowed_uids, options.allowed_uids_len) };
     Ok(Some(uids.to_vec()))
+}
+
+/// The mount roots of `options`, copied.
+///
+/// # Safety
+///
+/// `mount_roots` NULL or pointing to `mount_roots_len` C strings.
+unsafe fn mount_roots(options: &os_server_options_t) -> Result<Option<Vec<PathBuf>>> {
+    if options.mount_roots.is_null() {
+        if options.mount_roots_len != 0 {
+            return Err(Error::invalid(
+                "options->mount_roots is NULL but mount_roots_len is not 0",
+            ));
+        }
+        return Ok(None);
+    }
+    // SAFETY: not NULL, and the caller promises `mount_roots_len` entries.
+    let roots = unsafe { std::slice::from_raw_parts(options.mount_roots, options.mount_roots_len) };
+    let mut out = Vec::with_capacity(roots.len());
+    for &root in roots {
+        // SAFETY: the caller promises C strings; NULL is refused by `path`.
+        let root = unsafe { strings::path(root, "mount_roots[]") }?;
+        if !root.is_absolute() {
+            return Err(Error::invalid(format!(
+                "options->mount_roots: {} is not an absolute path",
+                root.display()
+            )));
+        }
+        out.push(root.to_path_buf());
+    }
+    Ok(Some(out))
 }
 
 /// The path of the server's listening socket.

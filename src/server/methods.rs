@@ -17,16 +17,20 @@ pub struct Methods {
     /// `<store>/sources`.
     sources: PathBuf,
     mounts: Mounts,
+    /// Where `read-tree-at` may mount (`None`: anywhere).
+    mount_roots: Option<Vec<PathBuf>>,
 }
 
 impl Methods {
-    /// Methods serving `store`, with `tmproot` as the private temp root.
-    pub fn new(store: Store, tmproot: PathBuf) -> Methods {
+    /// Methods serving `store`, with `tmproot` as the private temp root,
+    /// mounting only below `mount_roots` when set.
+    pub fn new(store: Store, tmproot: PathBuf, mount_roots: Option<Vec<PathBuf>>) -> Methods {
         Methods {
             sources: store.path().join("sources"),
             store,
             tmproot,
             mounts: Mounts::default(),
+            mount_roots,
         }
     }
 
@@ -46,13 +50,19 @@ impl Methods {
                 target,
                 subtree,
             } => {
+                let target = PathBuf::from(target);
+                // Checked first: a refused target costs no look-up.
+                let target_fd = match &self.mount_roots {
+                    Some(roots) => Some(readtree_at::open_target(roots, &target)?),
+                    None => None,
+                };
                 let Some(tree) = self.store.lookup_tree(&object_id)? else {
                     return Ok(Reply::NoObject);
                 };
                 let pin = self.store.pin_tree(&tree)?;
                 let source = readtree_at::open_subtree_in(pin.fd().as_fd(), &tree, &subtree)?;
-                let target = PathBuf::from(target);
-                self.mounts.attach(&source, &target, pin)?;
+                self.mounts
+                    .attach(&source, &target, target_fd.as_ref(), pin)?;
                 Ok(Reply::Path(target))
             }
             Request::Mkdtemp { prefix, suffix } => Ok(Reply::Path(self.mkdtemp(&prefix, &suffix)?)),

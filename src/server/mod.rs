@@ -90,6 +90,17 @@ pub struct ServerOptions {
     /// as soon as it is accepted. `None` (the default): whoever can open the
     /// socket file.
     pub allowed_uids: Option<Vec<u32>>,
+    /// Directories that `read-tree-at` targets must lie under (strictly
+    /// below one of them). A target is resolved from its directory without
+    /// following a symlink or leaving it, and the mount is made on what was
+    /// so resolved, so nothing planted under a directory leads the mount
+    /// elsewhere. `None` (the default): when `allowed_uids` is set, the
+    /// server's own temp root (where `mkdtemp` creates directories), so that
+    /// admitting an unprivileged uid never lets it mount over host paths;
+    /// otherwise no confinement (a root-only server mounts wherever a client
+    /// names, as the reference server does). `Some(vec![])` refuses every
+    /// target.
+    pub mount_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for ServerOptions {
@@ -98,6 +109,7 @@ impl Default for ServerOptions {
             socket_path: None,
             socket_mode: DEFAULT_SOCKET_MODE,
             allowed_uids: None,
+            mount_roots: None,
         }
     }
 }
@@ -132,7 +144,12 @@ impl Server {
         let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC)
             .map_err(|e| Error::sys("cannot create an eventfd", e))?;
         let stop = Arc::new(stop);
-        let methods = methods::Methods::new(store, tmproot.path().to_path_buf());
+        let mount_roots = match (options.mount_roots, &options.allowed_uids) {
+            (Some(roots), _) => Some(roots),
+            (None, Some(_)) => Some(vec![tmproot.path().to_path_buf()]),
+            (None, None) => None,
+        };
+        let methods = methods::Methods::new(store, tmproot.path().to_path_buf(), mount_roots);
         let event_loop =
             event_loop::EventLoop::new(listener, Arc::clone(&stop), methods, options.allowed_uids)?;
         let thread = std::thread::Builder::new()

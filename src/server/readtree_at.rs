@@ -9,9 +9,16 @@
 //! a detached, recursively read-only, private mount
 //! ([`crate::mount::detached_readonly`]), which is then attached to the
 //! target: the mount is never visible writable.
+//!
+//! A server with mount roots (see `ServerOptions::mount_roots`) resolves a
+//! target with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the
+//! root it lies under and mounts onto the resulting descriptor
+//! (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`): a symlink or `..` planted
+//! under a root cannot lead the mount outside it.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -35,29 +42,116 @@ pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Resu
     let relative = if relative.is_empty() { "." } else { relative };
     let c_relative =
         CString::new(relative).map_err(|_| Error::invalid("subtree contains a NUL character"))?;
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    open_path_at(root, &c_relative, resolve).map_err(|e| {
+        Error::io(
+            format_args!("cannot open subtree {subtree:?} of {}", tree.display()),
+            e,
+        )
+    })
+}
+
+/// `openat2(dir, path, O_PATH | O_CLOEXEC)` with the `resolve` flags.
+fn open_path_at(dir: BorrowedFd<'_>, path: &CStr, resolve: u64) -> std::io::Result<OwnedFd> {
     // SAFETY: an all-zero open_how is valid (libc marks it non-exhaustive).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `c_relative` is a valid C string and `how` a valid open_how of
-    // the size passed; both outlive the call.
+    how.resolve = resolve;
+    // SAFETY: `path` is a valid C string and `how` a valid open_how of the
+    // size passed; both outlive the call.
     let raw = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
-            c_relative.as_ptr(),
+            dir.as_raw_fd(),
+            path.as_ptr(),
             &how as *const libc::open_how,
             size_of::<libc::open_how>(),
         )
     };
     if raw < 0 {
-        return Err(Error::io(
-            format_args!("cannot open subtree {subtree:?} of {}", tree.display()),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: openat2 returned a new descriptor that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
+}
+
+/// Opens the `read-tree-at` target `target` (`O_PATH`), which must lie
+/// strictly below one of `roots`: resolved from that root without following
+/// any symlink and without leaving it. Fails with `EPERM` for a target below
+/// none of them, `ELOOP` or `EXDEV` for one that a symlink or `..` would
+/// lead elsewhere.
+pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
+    let refused = || {
+        Error::new(
+            libc::EPERM,
+            format!(
+                "read-tree-at target {} is not below a directory this server mounts in",
+                target.display()
+            ),
+        )
+    };
+    if !target.is_absolute() {
+        return Err(refused());
+    }
+    let (root, below) = roots
+        .iter()
+        .find_map(|root| {
+            let below = target.strip_prefix(root).ok()?;
+            (!below.as_os_str().is_empty()).then_some((root, below))
+        })
+        .ok_or_else(refused)?;
+    let root_fd = fd::open(root, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| Error::path("cannot open mount root", root, e))?;
+    let below_c = CString::new(below.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("target contains a NUL character"))?;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    open_path_at(root_fd.as_fd(), &below_c, resolve).map_err(|e| {
+        Error::io(
+            format_args!(
+                "read-tree-at target {} (resolved below {} without symlinks)",
+                target.display(),
+                root.display()
+            ),
+            e,
+        )
+    })
+}
+
+/// Mounts `source` read-only onto the open target `target` (from
+/// [`open_target`]; `path` is its path, for messages) and returns the
+/// descriptor naming the new mount. Needs the new mount API (Linux 5.12):
+/// the classic bind takes a path, which a confined target must not be
+/// resolved by again.
+fn attach_confined(source: &OwnedFd, target: &OwnedFd, path: &Path) -> Result<OwnedFd> {
+    let view = detached_view(source).map_err(|e| {
+        e.context(format!(
+            "cannot mount onto {} (confined targets need open_tree, Linux 5.12)",
+            path.display()
+        ))
+    })?;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let empty = c"";
+    // SAFETY: `empty` is a valid C string; both descriptors are open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            view.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::path(
+            "cannot mount onto",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // The detached mount's descriptor now names the attached mount.
+    Ok(view)
 }
 
 /// A detached, recursively read-only and private mount of `source` (from
@@ -84,10 +178,20 @@ struct Attached {
 
 impl Mounts {
     /// Mounts `source` (from [`open_subtree`]) read-only at `target` (an
-    /// existing directory for a directory, an existing file for a file) and
-    /// records the mount.
-    pub fn attach(&mut self, source: &OwnedFd, target: &Path, pin: DirLock) -> Result<()> {
-        let root = mount::bind_readonly_fd(source.as_fd(), target)?;
+    /// existing directory for a directory, an existing file for a file),
+    /// or onto `target_fd` when given (from [`open_target`]; `target` is
+    /// then its path for messages), and records the mount.
+    pub fn attach(
+        &mut self,
+        source: &OwnedFd,
+        target: &Path,
+        target_fd: Option<&OwnedFd>,
+        pin: DirLock,
+    ) -> Result<()> {
+        let root = match target_fd {
+            Some(fd) => attach_confined(source, fd, target)?,
+            None => mount::bind_readonly_fd(source.as_fd(), target)?,
+        };
         self.attached.push(Attached {
             root,
             target: target.to_path_buf(),

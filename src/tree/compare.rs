@@ -1,18 +1,28 @@
 //! `compare_trees`: an entry-by-entry comparison of two trees, to prove that
-//! a copy is faithful. Not on any hot path: plain, sequential and by path.
+//! a copy is faithful. Not on any hot path: sequential, one directory at a
+//! time, but walked as the copy and the removal walk (see [`super::pool`]):
+//! each directory opened by name in its open parent and checked by device
+//! and inode, so it stays inside both trees and works at any depth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
 
-use super::sys::{XattrTarget, get_xattr, list_xattrs};
+use super::pool::{self, Node, Walker};
+use super::sys::{
+    Stat, XattrTarget, fd_path, fstatx, get_xattr, list_xattrs, lstatx, open_dir_checked,
+    read_names, walk_what,
+};
 use super::xattr::fill;
 use crate::error::{Error, Result};
 
@@ -42,76 +52,163 @@ impl fmt::Display for Difference {
 /// share an inode). Returns every difference found (empty = identical). The
 /// roots themselves are compared too, except for their names.
 pub fn compare_trees(a: &Path, b: &Path) -> Result<Vec<Difference>> {
-    let mut c = Comparer {
-        roots: [a, b],
-        links: [HashMap::new(), HashMap::new()],
-        diffs: Vec::new(),
+    let roots = [a, b];
+    let open = |path: &Path| {
+        openat(
+            AT_FDCWD,
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys(format_args!("open directory {}", path.display()), e))
     };
-    c.entry(Path::new(""))?;
-    Ok(c.diffs)
+    let dirs = [open(a)?, open(b)?];
+    let stat = |i: usize| {
+        fstatx(dirs[i].as_fd())
+            .map_err(|e| Error::sys(format_args!("stat {}", roots[i].display()), e))
+    };
+    let st = [stat(0)?, stat(1)?];
+    let c = Comparer {
+        roots,
+        links: Mutex::new([HashMap::new(), HashMap::new()]),
+        diffs: Mutex::new(Vec::new()),
+    };
+    let targets = [
+        XattrTarget::Fd(dirs[0].as_fd()),
+        XattrTarget::Fd(dirs[1].as_fd()),
+    ];
+    c.metadata(Path::new(""), &st, targets)?;
+    pool::run(&c, dirs, [st[0].inode(), st[1].inode()], 1)?;
+    Ok(c.diffs.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
+
+/// A directory of the walk: its (device, inode) in each tree.
+type DirNode = Node<[(u64, u64); 2], [OwnedFd; 2]>;
 
 struct Comparer<'a> {
     roots: [&'a Path; 2],
     /// Per tree: inode -> first path met with it (entries with links only).
-    links: [HashMap<(u64, u64), PathBuf>; 2],
-    diffs: Vec<Difference>,
+    links: Mutex<[HashMap<(u64, u64), PathBuf>; 2]>,
+    diffs: Mutex<Vec<Difference>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Walker for Comparer<'_> {
+    type Data = [(u64, u64); 2];
+    type Dir = [OwnedFd; 2];
+    type Scratch = (Vec<(CString, Option<nix::dir::Type>)>, Vec<u8>);
+
+    fn scratch(&self) -> Self::Scratch {
+        (Vec::new(), Vec::new())
+    }
+
+    fn open(&self, parent: &[OwnedFd; 2], node: &DirNode) -> Result<[OwnedFd; 2]> {
+        self.open_pair(parent, &node.name, node)
+    }
+
+    fn open_parent(&self, child: &[OwnedFd; 2], parent: &DirNode) -> Result<[OwnedFd; 2]> {
+        self.open_pair(child, c"..", parent)
+    }
+
+    fn visit(
+        &self,
+        (names, dirents): &mut Self::Scratch,
+        node: &DirNode,
+        dirs: &[OwnedFd; 2],
+        children: &mut Vec<(CString, [(u64, u64); 2])>,
+    ) -> Result<()> {
+        let rel = node.rel();
+        let mut sets: [BTreeSet<CString>; 2] = Default::default();
+        for i in 0..2 {
+            read_names(dirs[i].as_fd(), names, dirents)
+                .map_err(|e| self.error(i, "read directory", &rel, e))?;
+            sets[i] = names.drain(..).map(|(n, _)| n).collect();
+        }
+        let join = |name: &CStr| rel.join(OsStr::from_bytes(name.to_bytes()));
+        for name in sets[0].difference(&sets[1]) {
+            self.differ(&join(name), "only in first tree".into());
+        }
+        for name in sets[1].difference(&sets[0]) {
+            self.differ(&join(name), "only in second tree".into());
+        }
+        for name in sets[0].intersection(&sets[1]) {
+            self.entry(dirs, &join(name), name, children)?;
+        }
+        Ok(())
+    }
+
+    fn leave(
+        &self,
+        _: &mut Self::Scratch,
+        _: &DirNode,
+        _: Arc<[OwnedFd; 2]>,
+        _: Option<&[OwnedFd; 2]>,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Comparer<'_> {
-    fn differ(&mut self, rel: &Path, what: String) {
-        self.diffs.push(Difference {
+    fn differ(&self, rel: &Path, what: String) {
+        lock(&self.diffs).push(Difference {
             path: rel.to_path_buf(),
             what,
         });
     }
 
-    /// Compares the entry `rel` of both trees, and what is below it.
-    fn entry(&mut self, rel: &Path) -> Result<()> {
-        let paths = self.roots.map(|r| r.join(rel));
-        let [ma, mb] = [0, 1].map(|i| fs::symlink_metadata(&paths[i]));
-        let ma = ma.map_err(|e| Error::path("stat", &paths[0], e))?;
-        let mb = mb.map_err(|e| Error::path("stat", &paths[1], e))?;
-        let (ta, tb) = (ma.mode() & libc::S_IFMT, mb.mode() & libc::S_IFMT);
+    /// The error for `what` failing on `rel` in tree `i`.
+    fn error(&self, i: usize, what: &str, rel: &Path, errno: Errno) -> Error {
+        Error::sys(
+            format_args!("{what} {}", self.roots[i].join(rel).display()),
+            errno,
+        )
+    }
+
+    /// Opens `name` (the directory `node`, or `..` for it) in both trees,
+    /// checking each is the directory seen before.
+    fn open_pair(&self, dirs: &[OwnedFd; 2], name: &CStr, node: &DirNode) -> Result<[OwnedFd; 2]> {
+        let open = |i: usize| {
+            open_dir_checked(dirs[i].as_fd(), name, node.data[i])
+                .map(|(fd, _)| fd)
+                .map_err(|e| self.error(i, walk_what("open directory", e), &node.rel(), e))
+        };
+        Ok([open(0)?, open(1)?])
+    }
+
+    /// Compares the entry `name` (at `rel`) of both open directories; a
+    /// directory in both is pushed to `children` to be walked.
+    fn entry(
+        &self,
+        dirs: &[OwnedFd; 2],
+        rel: &Path,
+        name: &CStr,
+        children: &mut Vec<(CString, [(u64, u64); 2])>,
+    ) -> Result<()> {
+        let stat =
+            |i: usize| lstatx(dirs[i].as_fd(), name).map_err(|e| self.error(i, "stat", rel, e));
+        let st = [stat(0)?, stat(1)?];
+        let (ta, tb) = (st[0].kind(), st[1].kind());
         if ta != tb {
             self.differ(rel, format!("type {} != {}", type_name(ta), type_name(tb)));
             return Ok(());
         }
-        if ma.mode() & 0o7777 != mb.mode() & 0o7777 {
-            self.differ(
-                rel,
-                format!(
-                    "mode 0{:o} != 0{:o}",
-                    ma.mode() & 0o7777,
-                    mb.mode() & 0o7777
-                ),
-            );
-        }
-        if (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
-            let what = format!(
-                "owner {}:{} != {}:{}",
-                ma.uid(),
-                ma.gid(),
-                mb.uid(),
-                mb.gid()
-            );
-            self.differ(rel, what);
-        }
-        if (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
-            let what = format!(
-                "mtime {}.{:09} != {}.{:09}",
-                ma.mtime(),
-                ma.mtime_nsec(),
-                mb.mtime(),
-                mb.mtime_nsec()
-            );
-            self.differ(rel, what);
-        }
-        self.compare_xattrs(rel, &paths)?;
+        let paths = [
+            fd_path(dirs[0].as_fd(), name),
+            fd_path(dirs[1].as_fd(), name),
+        ];
+        self.metadata(
+            rel,
+            &st,
+            [XattrTarget::Path(&paths[0]), XattrTarget::Path(&paths[1])],
+        )?;
         if ta == libc::S_IFDIR {
-            return self.children(rel, &paths);
+            children.push((name.to_owned(), [st[0].inode(), st[1].inode()]));
+            return Ok(());
         }
-        let [la, lb] = [(0, &ma), (1, &mb)].map(|(i, m)| self.link_group(i, m, rel));
+        let [la, lb] = [0, 1].map(|i| self.link_group(i, &st[i], rel));
         if la != lb {
             let what = format!(
                 "hard link: same inode as {} != {}",
@@ -121,48 +218,59 @@ impl Comparer<'_> {
             self.differ(rel, what);
         }
         match ta {
-            libc::S_IFREG if ma.size() != mb.size() => {
-                self.differ(rel, format!("size {} != {}", ma.size(), mb.size()));
+            libc::S_IFREG if st[0].size != st[1].size => {
+                self.differ(rel, format!("size {} != {}", st[0].size, st[1].size));
             }
             libc::S_IFREG => {
-                if let Some(at) = first_difference(&paths)? {
+                if let Some(at) = self.first_difference(dirs, rel, name)? {
                     self.differ(rel, format!("content differs at byte {at}"));
                 }
             }
             libc::S_IFLNK => {
-                let [la, lb] = [0, 1].map(|i| fs::read_link(&paths[i]));
-                let la = la.map_err(|e| Error::path("read symlink", &paths[0], e))?;
-                let lb = lb.map_err(|e| Error::path("read symlink", &paths[1], e))?;
+                let read = |i: usize| {
+                    readlinkat(dirs[i].as_fd(), name)
+                        .map_err(|e| self.error(i, "read symlink", rel, e))
+                };
+                let (la, lb) = (read(0)?, read(1)?);
                 if la != lb {
+                    let (la, lb) = (Path::new(&la), Path::new(&lb));
                     self.differ(
                         rel,
                         format!("symlink target {} != {}", la.display(), lb.display()),
                     );
                 }
             }
-            libc::S_IFCHR | libc::S_IFBLK if ma.rdev() != mb.rdev() => {
-                self.differ(rel, format!("device {:#x} != {:#x}", ma.rdev(), mb.rdev()));
+            libc::S_IFCHR | libc::S_IFBLK if st[0].rdev != st[1].rdev => {
+                let what = format!("device {:#x} != {:#x}", st[0].rdev, st[1].rdev);
+                self.differ(rel, what);
             }
             _ => {}
         }
         Ok(())
     }
 
-    /// The first path of tree `i` met with the same inode as `rel` (`rel`
-    /// itself when it is the first, or has a single link).
-    fn link_group(&mut self, i: usize, m: &fs::Metadata, rel: &Path) -> PathBuf {
-        if m.nlink() < 2 {
-            return rel.to_path_buf();
+    /// Compares what every type has: mode, owner, mtime, xattrs.
+    fn metadata(&self, rel: &Path, st: &[Stat; 2], xattrs: [XattrTarget<'_>; 2]) -> Result<()> {
+        let (ma, mb) = (&st[0], &st[1]);
+        if ma.mode & 0o7777 != mb.mode & 0o7777 {
+            self.differ(
+                rel,
+                format!("mode 0{:o} != 0{:o}", ma.mode & 0o7777, mb.mode & 0o7777),
+            );
         }
-        self.links[i]
-            .entry((m.dev(), m.ino()))
-            .or_insert_with(|| rel.to_path_buf())
-            .clone()
-    }
-
-    fn compare_xattrs(&mut self, rel: &Path, paths: &[PathBuf; 2]) -> Result<()> {
-        let xa = xattrs(&paths[0])?;
-        let xb = xattrs(&paths[1])?;
+        if (ma.uid, ma.gid) != (mb.uid, mb.gid) {
+            let what = format!("owner {}:{} != {}:{}", ma.uid, ma.gid, mb.uid, mb.gid);
+            self.differ(rel, what);
+        }
+        if ma.mtime != mb.mtime {
+            let what = format!(
+                "mtime {}.{:09} != {}.{:09}",
+                ma.mtime.sec, ma.mtime.nsec, mb.mtime.sec, mb.mtime.nsec
+            );
+            self.differ(rel, what);
+        }
+        let xa = self.xattrs(0, rel, xattrs[0])?;
+        let xb = self.xattrs(1, rel, xattrs[1])?;
         for (name, value) in &xa {
             let name_s = String::from_utf8_lossy(name);
             match xb.get(name) {
@@ -181,20 +289,80 @@ impl Comparer<'_> {
         Ok(())
     }
 
-    /// Compares the entries of two directories, then each common entry.
-    fn children(&mut self, rel: &Path, paths: &[PathBuf; 2]) -> Result<()> {
-        let na = names(&paths[0])?;
-        let nb = names(&paths[1])?;
-        for name in na.difference(&nb) {
-            self.differ(&rel.join(name), "only in first tree".into());
+    /// The first path of tree `i` met with the same inode as `rel` (`rel`
+    /// itself when it is the first, or has a single link).
+    fn link_group(&self, i: usize, st: &Stat, rel: &Path) -> PathBuf {
+        if st.nlink < 2 {
+            return rel.to_path_buf();
         }
-        for name in nb.difference(&na) {
-            self.differ(&rel.join(name), "only in second tree".into());
+        lock(&self.links)[i]
+            .entry(st.inode())
+            .or_insert_with(|| rel.to_path_buf())
+            .clone()
+    }
+
+    /// The extended attributes of `target` (of `rel` in tree `i`).
+    fn xattrs(
+        &self,
+        i: usize,
+        rel: &Path,
+        target: XattrTarget<'_>,
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut names = vec![0; 1024];
+        let len = match fill(&mut names, |b| list_xattrs(target, b)) {
+            Err(Errno::EOPNOTSUPP) => 0,
+            other => other.map_err(|e| self.error(i, "list xattrs of", rel, e))?,
+        };
+        let mut out = BTreeMap::new();
+        for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let cname = CString::new(name).map_err(|_| Error::invalid("bad xattr name"))?;
+            let mut value = vec![0; 256];
+            let n = fill(&mut value, |b| get_xattr(target, &cname, b)).map_err(|e| {
+                let what = format!("read xattr {} of", cname.to_string_lossy());
+                self.error(i, &what, rel, e)
+            })?;
+            value.truncate(n);
+            out.insert(name.to_vec(), value);
         }
-        for name in na.intersection(&nb) {
-            self.entry(&rel.join(name))?;
+        Ok(out)
+    }
+
+    /// The offset of the first differing byte of two files of equal size.
+    fn first_difference(
+        &self,
+        dirs: &[OwnedFd; 2],
+        rel: &Path,
+        name: &CStr,
+    ) -> Result<Option<u64>> {
+        let open = |i: usize| {
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+            openat(dirs[i].as_fd(), name, flags, Mode::empty())
+                .map(File::from)
+                .map_err(|e| self.error(i, "open", rel, e))
+        };
+        let mut files = [open(0)?, open(1)?];
+        let mut bufs = [vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]];
+        let mut offset = 0u64;
+        loop {
+            let mut lens = [0; 2];
+            for i in 0..2 {
+                lens[i] = read_full(&mut files[i], &mut bufs[i]).map_err(|e| {
+                    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                    self.error(i, "read", rel, errno)
+                })?;
+            }
+            let n = lens[0].min(lens[1]);
+            if let Some(i) = (0..n).find(|&i| bufs[0][i] != bufs[1][i]) {
+                return Ok(Some(offset + i as u64));
+            }
+            if lens[0] != lens[1] {
+                return Ok(Some(offset + n as u64));
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            offset += n as u64;
         }
-        Ok(())
     }
 }
 
@@ -208,64 +376,6 @@ fn type_name(kind: u32) -> &'static str {
         libc::S_IFIFO => "fifo",
         libc::S_IFSOCK => "socket",
         _ => "unknown",
-    }
-}
-
-/// The sorted names of a directory.
-fn names(dir: &Path) -> Result<BTreeSet<OsString>> {
-    let read = |e| Error::path("read directory", dir, e);
-    fs::read_dir(dir)
-        .map_err(read)?
-        .map(|e| e.map(|e| e.file_name()).map_err(read))
-        .collect()
-}
-
-/// The extended attributes of a path (not following a final symlink).
-fn xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let fail = |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(format!("NUL byte in {}", path.display())))?;
-    let target = XattrTarget::Path(&cpath);
-    let mut names = vec![0; 1024];
-    let len = match fill(&mut names, |b| list_xattrs(target, b)) {
-        Err(Errno::EOPNOTSUPP) => 0,
-        other => other.map_err(|e| fail("list xattrs of", e))?,
-    };
-    let mut out = BTreeMap::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).map_err(|_| Error::invalid("bad xattr name"))?;
-        let mut value = vec![0; 256];
-        let n = fill(&mut value, |b| get_xattr(target, &cname, b))
-            .map_err(|e| fail(&format!("read xattr {} of", cname.to_string_lossy()), e))?;
-        value.truncate(n);
-        out.insert(name.to_vec(), value);
-    }
-    Ok(out)
-}
-
-/// The offset of the first differing byte of two files of equal size.
-fn first_difference(paths: &[PathBuf; 2]) -> Result<Option<u64>> {
-    let open = |p: &Path| File::open(p).map_err(|e| Error::path("open", p, e));
-    let mut files = [open(&paths[0])?, open(&paths[1])?];
-    let mut bufs = [vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]];
-    let mut offset = 0u64;
-    loop {
-        let mut lens = [0; 2];
-        for i in 0..2 {
-            lens[i] = read_full(&mut files[i], &mut bufs[i])
-                .map_err(|e| Error::path("read", &paths[i], e))?;
-        }
-        let n = lens[0].min(lens[1]);
-        if let Some(i) = (0..n).find(|&i| bufs[0][i] != bufs[1][i]) {
-            return Ok(Some(offset + i as u64));
-        }
-        if lens[0] != lens[1] {
-            return Ok(Some(offset + n as u64));
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        offset += n as u64;
     }
 }
 
@@ -286,6 +396,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn tree_compare_display() {

@@ -21,10 +21,10 @@ use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr};
 use std::mem;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use nix::dir::Type;
 use nix::errno::Errno;
@@ -42,7 +42,10 @@ use super::data::{DataError, Methods};
 use super::links::{Claim, Links};
 use super::pool::{self, Node, Walker};
 use super::progress::Hooks;
-use super::sys::{Stat, Time, XattrTarget, fstatx, lstatx, read_names};
+use super::sys::{
+    Stat, Time, XattrTarget, fd_path, fstatx, lstatx, open_beneath, open_dir_checked, read_names,
+    walk_what,
+};
 use super::xattr::{XattrBufs, copy_xattrs};
 use crate::error::{Error, Result};
 
@@ -66,8 +69,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 /// [`copy_tree`] with the progress and ownership hooks of
 /// [`super::progress`].
 pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<()> {
-    // Absolute paths: the `l*xattr` calls on symlinks and special files take
-    // paths, which must not depend on the working directory.
+    // Absolute paths, for messages that do not depend on the working
+    // directory.
     let src = std::path::absolute(src).map_err(|e| Error::path("resolve", src, e))?;
     let dst = std::path::absolute(dst).map_err(|e| Error::path("resolve", dst, e))?;
     // The roots are followed if they are symlinks, as `cp -a src/. dst` does.
@@ -88,11 +91,13 @@ pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<(
     let plain_root = dst_stat.gid == owner.1
         && dst_stat.mode & libc::S_ISGID == 0
         && !has_default_acl(dst_root.as_fd());
+    let dst_root_dup = dst_root
+        .try_clone()
+        .map_err(|e| Error::path("duplicate descriptor of", &dst, e))?;
     let copier = Copier {
         src_path: src,
         dst_path: dst,
-        src_root,
-        dst_root,
+        dst_root: dst_root_dup,
         dst_key,
         links: Links::new(),
         methods: Methods::new(),
@@ -106,8 +111,13 @@ pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<(
     let root = DirData {
         st: root_stat,
         plain: plain_root,
+        dst_key,
     };
-    pool::run(&copier, root, pool::default_threads())
+    let roots = DirPair {
+        src: src_root,
+        dst: dst_root,
+    };
+    pool::run(&copier, roots, root, pool::default_threads())
 }
 
 /// Whether the directory has a default ACL (which new entries inherit,
@@ -143,7 +153,18 @@ struct DirData {
     /// root (or is the plain root): an inode created in it gets the
     /// caller's uid and gid, and the umask (no inherited default ACL).
     plain: bool,
+    /// The destination directory's (device, inode).
+    dst_key: (u64, u64),
 }
+
+/// An open (source, destination) directory pair.
+struct DirPair {
+    src: OwnedFd,
+    dst: OwnedFd,
+}
+
+/// A directory of the walk, as the pool holds it.
+type DirNode = Node<DirData, DirPair>;
 
 /// What [`Copier::apply_metadata`] may leave out, because the destination
 /// inode already has it from its creation.
@@ -155,17 +176,11 @@ struct Plain {
     created_mode: Option<u32>,
 }
 
-/// Flags for opening a directory below the roots.
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_NOFOLLOW)
-    .union(OFlag::O_CLOEXEC);
-
 /// One tree copy in progress, shared by the pool's threads.
 struct Copier {
     src_path: PathBuf,
     dst_path: PathBuf,
-    src_root: OwnedFd,
+    /// The destination root, for making hard links to earlier copies.
     dst_root: OwnedFd,
     /// The destination root, so that copying a tree into itself is refused.
     dst_key: (u64, u64),
@@ -248,7 +263,7 @@ impl Dest<'_> {
         let mode = Mode::from_bits_truncate(mode as libc::mode_t);
         match self {
             Dest::Fd(fd) => fchmod(fd, mode),
-            Dest::At(dir, name) => fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink),
+            Dest::At(dir, name) => fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink),
         }
     }
 
@@ -267,6 +282,7 @@ impl Dest<'_> {
 impl Walker for Copier {
     /// The source directory's metadata, applied to its copy post-order.
     type Data = DirData;
+    type Dir = DirPair;
     type Scratch = Scratch;
 
     fn scratch(&self) -> Scratch {
@@ -278,64 +294,68 @@ impl Walker for Copier {
         }
     }
 
+    fn open(&self, parent: &DirPair, node: &DirNode) -> Result<DirPair> {
+        self.open_pair(parent, &node.name, node)
+            .map_err(|f| self.error(f, node, None))
+    }
+
+    fn open_parent(&self, child: &DirPair, parent: &DirNode) -> Result<DirPair> {
+        self.open_pair(child, c"..", parent)
+            .map_err(|f| self.error(f, parent, None))
+    }
+
     fn visit(
         &self,
         scratch: &mut Scratch,
-        node: &Node<DirData>,
-        children: &mut Vec<(PathBuf, DirData)>,
+        node: &DirNode,
+        dirs: &DirPair,
+        children: &mut Vec<(CString, DirData)>,
     ) -> Result<()> {
-        let fail = |f: Failure| self.error(f, &node.rel, None);
-        let held = self.open_dirs(node).map_err(fail)?;
-        let dirs = self.dir_pair(&held);
         let mut names = mem::take(&mut scratch.names);
-        read_names(dirs.0, &mut names, &mut scratch.dirents)
-            .map_err(|e| fail(on_src("read directory")(e)))?;
+        let read = read_names(dirs.src.as_fd(), &mut names, &mut scratch.dirents);
+        read.map_err(|e| self.error(on_src("read directory")(e), node, None))?;
         let copied = names.iter().try_for_each(|(name, _)| {
             self.copy_entry(scratch, dirs, node, name, children)
-                .map_err(|f| self.error(f, &node.rel, Some(name)))
+                .map_err(|f| self.error(f, node, Some(name)))
         });
         scratch.names = names;
-        copied?;
-        if children.is_empty() {
-            self.finish_dir(scratch, dirs, node).map_err(fail)?;
-        }
-        Ok(())
+        copied
     }
 
-    fn leave(&self, scratch: &mut Scratch, node: &Node<DirData>) -> Result<()> {
-        let fail = |f: Failure| self.error(f, &node.rel, None);
-        let held = self.open_dirs(node).map_err(fail)?;
-        self.finish_dir(scratch, self.dir_pair(&held), node)
-            .map_err(fail)
+    fn leave(
+        &self,
+        scratch: &mut Scratch,
+        node: &DirNode,
+        dirs: Arc<DirPair>,
+        _: Option<&DirPair>,
+    ) -> Result<()> {
+        self.finish_dir(scratch, &dirs, node)
+            .map_err(|f| self.error(f, node, None))
     }
 }
 
-/// An open (source, destination) directory pair.
-type DirPair<'a> = (BorrowedFd<'a>, BorrowedFd<'a>);
-
 impl Copier {
-    /// Opens the source and destination directories of `node`; `None` for
-    /// the root, whose descriptors the copier holds already (the root is
-    /// visited once, so reading its entries from that descriptor is fine).
-    fn open_dirs(
+    /// Opens `name` (the directory `node`, or `..` for it) in both trees of
+    /// `dirs`, checking each is the directory seen before.
+    fn open_pair(
         &self,
-        node: &Node<DirData>,
-    ) -> std::result::Result<Option<(OwnedFd, OwnedFd)>, Failure> {
-        if node.is_root() {
-            return Ok(None);
-        }
-        let open = |root: &OwnedFd| openat(root.as_fd(), &node.rel, DIR_FLAGS, Mode::empty());
-        let src = open(&self.src_root).map_err(on_src("open directory"))?;
-        let dst = open(&self.dst_root).map_err(on_dst("open directory"))?;
-        Ok(Some((src, dst)))
-    }
-
-    /// The directory pair [`Copier::open_dirs`] gave.
-    fn dir_pair<'a>(&'a self, held: &'a Option<(OwnedFd, OwnedFd)>) -> DirPair<'a> {
-        match held {
-            Some((src, dst)) => (src.as_fd(), dst.as_fd()),
-            None => (self.src_root.as_fd(), self.dst_root.as_fd()),
-        }
+        dirs: &DirPair,
+        name: &CStr,
+        node: &DirNode,
+    ) -> std::result::Result<DirPair, Failure> {
+        let open = |dir: &OwnedFd, key, side: Side| {
+            open_dir_checked(dir.as_fd(), name, key)
+                .map(|(fd, _)| fd)
+                .map_err(|errno| Failure {
+                    what: Cow::Borrowed(walk_what("open directory", errno)),
+                    side,
+                    errno,
+                })
+        };
+        Ok(DirPair {
+            src: open(&dirs.src, node.data.st.inode(), Side::Src)?,
+            dst: open(&dirs.dst, node.data.dst_key, Side::Dst)?,
+        })
     }
 
     /// Copies the entry `name` of the directory `node`. A subdirectory is
@@ -343,23 +363,24 @@ impl Copier {
     fn copy_entry(
         &self,
         scratch: &mut Scratch,
-        dirs: DirPair<'_>,
-        node: &Node<DirData>,
+        dirs: &DirPair,
+        node: &DirNode,
         name: &CStr,
-        children: &mut Vec<(PathBuf, DirData)>,
+        children: &mut Vec<(CString, DirData)>,
     ) -> std::result::Result<(), Failure> {
         self.hooks.entry().map_err(on_dst("copy stopped before"))?;
-        let st = lstatx(dirs.0, name).map_err(on_src("stat"))?;
-        let rel = || node.rel.join(OsStr::from_bytes(name.to_bytes()));
+        let st = lstatx(dirs.src.as_fd(), name).map_err(on_src("stat"))?;
+        let rel = || node.rel().join(OsStr::from_bytes(name.to_bytes()));
         if st.is_dir() {
             if st.inode() == self.dst_key {
                 return Err(on_src("cannot copy a directory into itself:")(
                     Errno::EINVAL,
                 ));
             }
-            let created = make_dir(dirs.1, name)?;
+            let (created, dst_key) = make_dir(dirs.dst.as_fd(), name)?;
             let plain = created && node.data.plain;
-            children.push((rel(), DirData { st, plain }));
+            let data = DirData { st, plain, dst_key };
+            children.push((name.to_owned(), data));
             return Ok(());
         }
         if st.nlink < 2 {
@@ -371,16 +392,20 @@ impl Copier {
                 first.done(rel());
                 Ok(())
             }
-            Claim::LinkTo(target) => replacing(dirs.1, name, || {
-                linkat(
-                    self.dst_root.as_fd(),
-                    &target,
-                    dirs.1,
-                    name,
-                    AtFlags::empty(),
-                )
-            })
-            .map_err(on_dst("create hard link")),
+            Claim::LinkTo(target) => {
+                // The first copy is reached from the destination root
+                // without leaving it (no symlink, no mount, no `..`).
+                let (dir, file) = match (target.parent(), target.file_name()) {
+                    (Some(dir), Some(file)) => (dir, file),
+                    _ => return Err(on_dst("create hard link")(Errno::EINVAL)),
+                };
+                let dir = open_beneath(self.dst_root.as_fd(), dir)
+                    .map_err(on_dst("open directory of hard link target"))?;
+                replacing(dirs.dst.as_fd(), name, || {
+                    linkat(&dir, file, dirs.dst.as_fd(), name, AtFlags::empty())
+                })
+                .map_err(on_dst("create hard link"))
+            }
             // The first copy failed and the whole copy with it; whoever
             // failed reports why. Copying on gives this thread's own error,
             // if any, rather than a made-up one.
@@ -392,16 +417,16 @@ impl Copier {
     fn copy_inode(
         &self,
         scratch: &mut Scratch,
-        dirs: DirPair<'_>,
-        node: &Node<DirData>,
+        dirs: &DirPair,
+        node: &DirNode,
         name: &CStr,
         st: &Stat,
     ) -> std::result::Result<(), Failure> {
-        let dst_dir = dirs.1;
+        let dst_dir = dirs.dst.as_fd();
         match st.kind() {
             libc::S_IFREG => return self.copy_file(scratch, dirs, node, name, st),
             libc::S_IFLNK => {
-                let target = readlinkat(dirs.0, name).map_err(on_src("read symlink"))?;
+                let target = readlinkat(dirs.src.as_fd(), name).map_err(on_src("read symlink"))?;
                 replacing(dst_dir, name, || {
                     symlinkat(target.as_os_str(), dst_dir, name)
                 })
@@ -417,8 +442,8 @@ impl Copier {
             }
             _ => return Err(on_src("unknown file type of")(Errno::EINVAL)),
         }
-        let src_path = self.full_path(&self.src_path, node, name)?;
-        let dst_path = self.full_path(&self.dst_path, node, name)?;
+        let src_path = fd_path(dirs.src.as_fd(), name);
+        let dst_path = fd_path(dst_dir, name);
         let plain = Plain {
             owner: self.owned_as_created(node, st),
             created_mode: None,
@@ -437,12 +462,12 @@ impl Copier {
     fn copy_file(
         &self,
         scratch: &mut Scratch,
-        dirs: DirPair<'_>,
-        node: &Node<DirData>,
+        dirs: &DirPair,
+        node: &DirNode,
         name: &CStr,
         st: &Stat,
     ) -> std::result::Result<(), Failure> {
-        let src = self.open_source(dirs.0, name)?;
+        let src = self.open_source(dirs.src.as_fd(), name)?;
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         // Created with its final permission bits when nobody else can get
@@ -452,8 +477,10 @@ impl Copier {
         let mode = st.mode & 0o7777;
         let created_mode = (owner && mode & 0o7000 == 0).then_some(mode);
         let create_mode = Mode::from_bits_truncate(created_mode.unwrap_or(0o600) as libc::mode_t);
-        let dst = replacing(dirs.1, name, || openat(dirs.1, name, flags, create_mode))
-            .map_err(on_dst("create"))?;
+        let dst = replacing(dirs.dst.as_fd(), name, || {
+            openat(dirs.dst.as_fd(), name, flags, create_mode)
+        })
+        .map_err(on_dst("create"))?;
         // Only files that really exist count (a hard link is no new file).
         if self.files.load(Ordering::Relaxed) < UMASK_AFTER_FILES {
             self.files.fetch_add(1, Ordering::Relaxed);
@@ -481,7 +508,7 @@ impl Copier {
 
     /// True when an inode created in `node`'s copy already has the owner
     /// `st` asks for (see [`DirData::plain`]).
-    fn owned_as_created(&self, node: &Node<DirData>, st: &Stat) -> bool {
+    fn owned_as_created(&self, node: &DirNode, st: &Stat) -> bool {
         node.data.plain && (self.hooks.caller_owns || (st.uid, st.gid) == self.owner)
     }
 
@@ -514,8 +541,8 @@ impl Copier {
     fn finish_dir(
         &self,
         scratch: &mut Scratch,
-        dirs: DirPair<'_>,
-        node: &Node<DirData>,
+        dirs: &DirPair,
+        node: &DirNode,
     ) -> std::result::Result<(), Failure> {
         let st = &node.data.st;
         // The root was not created by this copy: its owner is always set.
@@ -525,9 +552,9 @@ impl Copier {
         };
         self.apply_metadata(
             scratch,
-            XattrTarget::Fd(dirs.0),
-            Dest::Fd(dirs.1),
-            XattrTarget::Fd(dirs.1),
+            XattrTarget::Fd(dirs.src.as_fd()),
+            Dest::Fd(dirs.dst.as_fd()),
+            XattrTarget::Fd(dirs.dst.as_fd()),
             st,
             plain,
         )
@@ -579,27 +606,13 @@ impl Copier {
             .map_err(on_dst("set times of"))
     }
 
-    /// `root/rel/name` as a C string, for the path-based xattr calls.
-    fn full_path(
-        &self,
-        root: &Path,
-        node: &Node<DirData>,
-        name: &CStr,
-    ) -> std::result::Result<CString, Failure> {
-        let path = root
-            .join(&node.rel)
-            .join(OsStr::from_bytes(name.to_bytes()));
-        CString::new(path.into_os_string().into_vec())
-            .map_err(|_| on_src("path with a NUL byte:")(Errno::EINVAL))
-    }
-
-    /// The error for `failure` on `rel/name`.
-    fn error(&self, failure: Failure, rel: &Path, name: Option<&CStr>) -> Error {
+    /// The error for `failure` on the entry `name` of `node` (or on `node`).
+    fn error(&self, failure: Failure, node: &DirNode, name: Option<&CStr>) -> Error {
         let root = match failure.side {
             Side::Src => &self.src_path,
             Side::Dst => &self.dst_path,
         };
-        let mut path = root.join(rel);
+        let mut path = root.join(node.rel());
         if let Some(name) = name {
             path.push(OsStr::from_bytes(name.to_bytes()));
         }
@@ -611,12 +624,18 @@ impl Copier {
 }
 
 /// Creates the directory `name` in `dir`, or accepts an existing one (the
-/// copy merges into it, as cp does). True when it was created.
-fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<bool, Failure> {
-    match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) if lstatx(dir, name).is_ok_and(|st| st.is_dir()) => Ok(false),
-        Err(e) => Err(on_dst("create directory")(e)),
+/// copy merges into it, as cp does). Returns whether it was created, and its
+/// (device, inode).
+fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<(bool, (u64, u64)), Failure> {
+    let created = match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(on_dst("create directory")(e)),
+    };
+    match lstatx(dir, name) {
+        Ok(st) if st.is_dir() => Ok((created, st.inode())),
+        Ok(_) => Err(on_dst("create directory")(Errno::EEXIST)),
+        Err(e) => Err(on_dst("stat")(e)),
     }
 }
 

@@ -6,97 +6,218 @@
 //! width of the directories on the current paths, not by the tree's size.
 //! Each directory counts its unfinished subdirectories; whoever finishes the
 //! last one runs the directory's post-order step, then walks up.
+//!
+//! The walk never resolves a path of more than one component: a directory is
+//! opened by its name in its parent's open directory and checked against what
+//! the parent's listing said (see [`Walker::open`]), so a directory swapped
+//! for a symlink or another directory mid-walk fails the walk there instead
+//! of leading it outside the tree, and the depth of the tree is not limited
+//! by `PATH_MAX`. Open directories are kept only while they are likely
+//! needed (a directory keeps its own until its subdirectories are opened,
+//! and the first [`KEEP`] ones until they are complete); otherwise the
+//! post-order step reaches a directory again from its child through `..`,
+//! checked the same way. So the descriptors held stay bounded whatever the
+//! depth.
 
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Scope};
 
 use crate::error::Result;
 
+/// Directories that keep their descriptors until they are complete.
+const KEEP: usize = 64;
+/// Directories that keep their descriptors until their subdirectories are
+/// opened; past this, a subdirectory reopens its parent from an ancestor.
+const CACHE: usize = 256;
+
 /// One directory of the walk.
-pub(crate) struct Node<T> {
-    /// Path relative to the root of the walk; empty for the root.
-    pub(crate) rel: PathBuf,
+pub(crate) struct Node<T, D> {
+    /// Name in the parent directory; empty for the root.
+    pub(crate) name: CString,
     /// What the walker keeps about the directory until its post-order step.
     pub(crate) data: T,
-    parent: Option<Arc<Node<T>>>,
+    parent: Option<Arc<Node<T, D>>>,
     /// Subdirectories not finished yet, plus one while the node's own visit
     /// is pending.
     pending: AtomicUsize,
+    /// Subdirectories not opened yet.
+    unopened: AtomicUsize,
+    /// The open directory, while it is kept.
+    dir: Mutex<Option<Arc<D>>>,
+    /// The directory holds one of the [`KEEP`] places.
+    kept: AtomicBool,
 }
 
-impl<T> Node<T> {
+impl<T, D> Node<T, D> {
+    fn new(name: CString, data: T, parent: Option<Arc<Node<T, D>>>) -> Self {
+        Node {
+            name,
+            data,
+            parent,
+            pending: AtomicUsize::new(1),
+            unopened: AtomicUsize::new(0),
+            dir: Mutex::new(None),
+            kept: AtomicBool::new(false),
+        }
+    }
+
     /// True for the root of the walk.
     pub(crate) fn is_root(&self) -> bool {
         self.parent.is_none()
     }
+
+    /// The parent directory's node (`None` for the root).
+    pub(crate) fn parent(&self) -> Option<&Node<T, D>> {
+        self.parent.as_deref()
+    }
+
+    /// The path relative to the root of the walk (empty for the root), for
+    /// messages: the walk itself never uses it.
+    pub(crate) fn rel(&self) -> PathBuf {
+        let mut names: Vec<&CStr> = Vec::new();
+        let mut node = self;
+        while let Some(parent) = node.parent.as_deref() {
+            names.push(&node.name);
+            node = parent;
+        }
+        names
+            .iter()
+            .rev()
+            .map(|n| OsStr::from_bytes(n.to_bytes()))
+            .collect()
+    }
+
+    fn cached(&self) -> Option<Arc<D>> {
+        lock(&self.dir).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another worker panicked; the state is
+    // still consistent (every update is a single assignment or push).
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the pool calls back into.
 pub(crate) trait Walker: Sync {
     /// Per-directory data.
     type Data: Send + Sync;
+    /// An open directory (or a pair, for a walk over two trees).
+    type Dir: Send + Sync;
     /// Per-thread scratch state (buffers).
     type Scratch;
 
     /// Fresh scratch state for one thread.
     fn scratch(&self) -> Self::Scratch;
 
-    /// Handles the entries of the directory `node` and pushes a (relative
-    /// path, data) pair to `children` for each subdirectory to walk. When it
-    /// pushes none, the directory is complete when `visit` returns, and
-    /// `visit` must itself do what `leave` would do.
+    /// Opens the directory `node` by its name in its parent's open directory
+    /// `parent`, without following a symlink, and checks that it is the
+    /// directory the parent's listing saw (device and inode).
+    fn open(&self, parent: &Self::Dir, node: &Node<Self::Data, Self::Dir>) -> Result<Self::Dir>;
+
+    /// Opens `parent` again through the `..` of its subdirectory's open
+    /// directory `child`, checking it is the same directory as before.
+    fn open_parent(
+        &self,
+        child: &Self::Dir,
+        parent: &Node<Self::Data, Self::Dir>,
+    ) -> Result<Self::Dir>;
+
+    /// Handles the entries of the open directory `dir` of `node` and pushes
+    /// a (name, data) pair to `children` for each subdirectory to walk.
     fn visit(
         &self,
         scratch: &mut Self::Scratch,
-        node: &Node<Self::Data>,
-        children: &mut Vec<(PathBuf, Self::Data)>,
+        node: &Node<Self::Data, Self::Dir>,
+        dir: &Self::Dir,
+        children: &mut Vec<(CString, Self::Data)>,
     ) -> Result<()>;
 
-    /// Post-order step of a directory that had subdirectories, once they are
-    /// all complete.
-    fn leave(&self, scratch: &mut Self::Scratch, node: &Node<Self::Data>) -> Result<()>;
+    /// Post-order step of a directory, once it and everything below it is
+    /// visited: `dir` is its open directory, the last reference to it (so
+    /// that a removal can close it before removing the directory: removing
+    /// an open directory costs a filesystem more), `parent` its parent's
+    /// (`None` for the root).
+    fn leave(
+        &self,
+        scratch: &mut Self::Scratch,
+        node: &Node<Self::Data, Self::Dir>,
+        dir: Arc<Self::Dir>,
+        parent: Option<&Self::Dir>,
+    ) -> Result<()>;
 }
 
-struct State<T> {
-    jobs: Vec<Arc<Node<T>>>,
+struct State<N> {
+    jobs: Vec<N>,
     /// Threads currently running a visit.
     active: usize,
     error: Option<crate::error::Error>,
     helpers_started: bool,
 }
 
-struct Shared<T> {
-    state: Mutex<State<T>>,
+struct Shared<T, D> {
+    state: Mutex<State<Arc<Node<T, D>>>>,
     wake: Condvar,
+    /// Directories holding one of the [`KEEP`] places.
+    kept: AtomicUsize,
+    /// Other directories keeping their descriptors (up to [`CACHE`]).
+    cached: AtomicUsize,
 }
 
-impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // A poisoned lock only means another worker panicked; the state is
-        // still consistent (every update is a single assignment or push).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+impl<T, D> Shared<T, D> {
+    /// Keeps `dir` as `node`'s open directory, if there is room.
+    fn keep(&self, node: &Node<T, D>, dir: Arc<D>) {
+        if self.kept.fetch_add(1, Ordering::AcqRel) < KEEP {
+            node.kept.store(true, Ordering::Release);
+        } else {
+            self.kept.fetch_sub(1, Ordering::AcqRel);
+            if self.cached.fetch_add(1, Ordering::AcqRel) >= CACHE {
+                self.cached.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+        *lock(&node.dir) = Some(dir);
+    }
+
+    /// Closes `node`'s kept directory, if any.
+    fn release(&self, node: &Node<T, D>) {
+        if lock(&node.dir).take().is_some() {
+            let counter = if node.kept.load(Ordering::Acquire) {
+                &self.kept
+            } else {
+                &self.cached
+            };
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
-/// Walks the tree whose root directory is described by `root`, with up to
-/// `threads` threads (the calling one included). Returns the first error; the
-/// walk stops soon after it.
-pub(crate) fn run<W: Walker>(walker: &W, root: W::Data, threads: usize) -> Result<()> {
+/// Walks the tree whose root directory is open as `root_dir`, with data
+/// `root`, with up to `threads` threads (the calling one included). Returns
+/// the first error; the walk stops soon after it.
+pub(crate) fn run<W: Walker>(
+    walker: &W,
+    root_dir: W::Dir,
+    root: W::Data,
+    threads: usize,
+) -> Result<()> {
+    let root = Node::new(CString::default(), root, None);
+    root.kept.store(true, Ordering::Release);
+    *lock(&root.dir) = Some(Arc::new(root_dir));
     let shared = Shared {
         state: Mutex::new(State {
-            jobs: vec![Arc::new(Node {
-                rel: PathBuf::new(),
-                data: root,
-                parent: None,
-                pending: AtomicUsize::new(1),
-            })],
+            jobs: vec![Arc::new(root)],
             active: 0,
             error: None,
             helpers_started: false,
         }),
         wake: Condvar::new(),
+        kept: AtomicUsize::new(1),
+        cached: AtomicUsize::new(0),
     };
     thread::scope(|scope| {
         let helpers = Helpers {
@@ -105,7 +226,8 @@ pub(crate) fn run<W: Walker>(walker: &W, root: W::Data, threads: usize) -> Resul
         };
         work(walker, &shared, Some(&helpers));
     });
-    match shared.lock().error.take() {
+    let error = lock(&shared.state).error.take();
+    match error {
         Some(e) => Err(e),
         None => Ok(()),
     }
@@ -118,27 +240,19 @@ struct Helpers<'scope, 'env> {
     count: usize,
 }
 
+type SharedOf<W> = Shared<<W as Walker>::Data, <W as Walker>::Dir>;
+type NodeOf<W> = Node<<W as Walker>::Data, <W as Walker>::Dir>;
+
 fn work<'scope, 'env, W: Walker>(
     walker: &'env W,
-    shared: &'env Shared<W::Data>,
+    shared: &'env SharedOf<W>,
     helpers: Option<&Helpers<'scope, 'env>>,
 ) {
     let mut scratch = walker.scratch();
     let mut children = Vec::new();
     while let Some(node) = next_job(shared) {
-        let result = walker
-            .visit(&mut scratch, &node, &mut children)
-            .and_then(|()| {
-                if children.is_empty() {
-                    complete_ancestors(walker, &mut scratch, &node)
-                } else {
-                    // The children replace the visit in the pending count;
-                    // they are not queued yet, so nothing else touches it.
-                    node.pending.fetch_add(children.len() - 1, Ordering::AcqRel);
-                    Ok(())
-                }
-            });
-        let mut state = shared.lock();
+        let result = walk_one(walker, shared, &mut scratch, &node, &mut children);
+        let mut state = lock(&shared.state);
         state.active -= 1;
         match result {
             Err(e) => {
@@ -146,14 +260,11 @@ fn work<'scope, 'env, W: Walker>(
                 state.jobs.clear();
                 children.clear();
             }
-            Ok(()) => state.jobs.extend(children.drain(..).map(|(rel, data)| {
-                Arc::new(Node {
-                    rel,
-                    data,
-                    parent: Some(Arc::clone(&node)),
-                    pending: AtomicUsize::new(1),
-                })
-            })),
+            Ok(()) => state.jobs.extend(
+                children
+                    .drain(..)
+                    .map(|(name, data)| Arc::new(Node::new(name, data, Some(Arc::clone(&node))))),
+            ),
         }
         let start = helpers.filter(|_| !state.helpers_started && state.jobs.len() >= 2);
         if let Some(h) = start {
@@ -167,10 +278,104 @@ fn work<'scope, 'env, W: Walker>(
     }
 }
 
+/// Opens and visits `node`; completes it if it has no subdirectories.
+fn walk_one<W: Walker>(
+    walker: &W,
+    shared: &SharedOf<W>,
+    scratch: &mut W::Scratch,
+    node: &NodeOf<W>,
+    children: &mut Vec<(CString, W::Data)>,
+) -> Result<()> {
+    let dir = match (node.parent(), node.cached()) {
+        (_, Some(dir)) => dir,
+        (Some(parent), None) => {
+            let opened = open_child(walker, parent, node);
+            if parent.unopened.fetch_sub(1, Ordering::AcqRel) == 1
+                && !parent.kept.load(Ordering::Acquire)
+            {
+                shared.release(parent);
+            }
+            Arc::new(opened?)
+        }
+        (None, None) => return Err(lost_root()),
+    };
+    walker.visit(scratch, node, &dir, children)?;
+    if children.is_empty() {
+        return complete(walker, shared, scratch, node, dir);
+    }
+    // The children replace the visit in the pending count; they are not
+    // queued yet, so nothing else touches the counts.
+    node.pending.fetch_add(children.len() - 1, Ordering::AcqRel);
+    node.unopened.store(children.len(), Ordering::Release);
+    if !node.is_root() {
+        shared.keep(node, dir);
+    }
+    Ok(())
+}
+
+/// Opens `node` in its parent's kept directory, or else in its parent
+/// reopened step by step from the nearest ancestor that kept its own.
+fn open_child<W: Walker>(walker: &W, parent: &NodeOf<W>, node: &NodeOf<W>) -> Result<W::Dir> {
+    if let Some(dir) = parent.cached() {
+        return walker.open(&dir, node);
+    }
+    let mut chain = vec![parent];
+    let mut dir = loop {
+        let Some(up) = chain[chain.len() - 1].parent() else {
+            return Err(lost_root());
+        };
+        match up.cached() {
+            Some(dir) => break dir,
+            None => chain.push(up),
+        }
+    };
+    for step in chain.iter().rev() {
+        dir = Arc::new(walker.open(&dir, step)?);
+    }
+    walker.open(&dir, node)
+}
+
+/// The root's directory stays open until the walk is over; not finding it
+/// would be a bug of the pool, reported rather than panicked on.
+fn lost_root() -> crate::error::Error {
+    crate::error::Error::new(libc::EIO, "tree walk: root directory no longer open")
+}
+
+/// `node`, open as `dir`, is complete: runs its post-order step, then that of
+/// each ancestor whose last pending subdirectory this was.
+fn complete<W: Walker>(
+    walker: &W,
+    shared: &SharedOf<W>,
+    scratch: &mut W::Scratch,
+    node: &NodeOf<W>,
+    dir: Arc<W::Dir>,
+) -> Result<()> {
+    let (mut node, mut dir) = (node, dir);
+    loop {
+        let parent = node.parent();
+        let parent_dir = match parent {
+            None => None,
+            Some(p) => Some(match p.cached() {
+                Some(d) => d,
+                None => Arc::new(walker.open_parent(&dir, p)?),
+            }),
+        };
+        shared.release(node);
+        walker.leave(scratch, node, dir, parent_dir.as_deref())?;
+        let (Some(p), Some(pd)) = (parent, parent_dir) else {
+            return Ok(());
+        };
+        if p.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        (node, dir) = (p, pd);
+    }
+}
+
 /// Takes a job, waiting while other threads may still produce some. `None`
 /// when the walk is over (done or failed).
-fn next_job<T>(shared: &Shared<T>) -> Option<Arc<Node<T>>> {
-    let mut state = shared.lock();
+fn next_job<T, D>(shared: &Shared<T, D>) -> Option<Arc<Node<T, D>>> {
+    let mut state = lock(&shared.state);
     loop {
         if state.error.is_some() {
             return None;
@@ -184,24 +389,6 @@ fn next_job<T>(shared: &Shared<T>) -> Option<Arc<Node<T>>> {
         }
         state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
     }
-}
-
-/// `node` is complete: run `leave` for each ancestor whose last pending
-/// subdirectory this was.
-fn complete_ancestors<W: Walker>(
-    walker: &W,
-    scratch: &mut W::Scratch,
-    node: &Node<W::Data>,
-) -> Result<()> {
-    let mut parent = node.parent.as_deref();
-    while let Some(p) = parent {
-        if p.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
-            break;
-        }
-        walker.leave(scratch, p)?;
-        parent = p.parent.as_deref();
-    }
-    Ok(())
 }
 
 /// How many threads a walk should use: a few, as the work is mostly
@@ -222,6 +409,7 @@ mod tests {
     use std::sync::Mutex as StdMutex;
 
     /// A synthetic tree: every directory at depth < 3 has 3 subdirectories.
+    /// Its "open directories" are the relative paths.
     struct Fake {
         log: StdMutex<Vec<String>>,
         fail_at: Option<&'static str>,
@@ -229,39 +417,54 @@ mod tests {
 
     impl Walker for Fake {
         type Data = ();
+        type Dir = PathBuf;
         type Scratch = ();
         fn scratch(&self) {}
+        fn open(&self, parent: &PathBuf, node: &Node<(), PathBuf>) -> Result<PathBuf> {
+            Ok(parent.join(OsStr::from_bytes(node.name.to_bytes())))
+        }
+        fn open_parent(&self, child: &PathBuf, _: &Node<(), PathBuf>) -> Result<PathBuf> {
+            Ok(child.parent().map(Path::to_path_buf).unwrap_or_default())
+        }
         fn visit(
             &self,
             _: &mut (),
-            node: &Node<()>,
-            children: &mut Vec<(PathBuf, ())>,
+            node: &Node<(), PathBuf>,
+            dir: &PathBuf,
+            children: &mut Vec<(CString, ())>,
         ) -> Result<()> {
-            if self.fail_at == Some(node.rel.to_str().unwrap_or("")) {
+            assert_eq!(*dir, node.rel());
+            if self.fail_at == Some(dir.to_str().unwrap_or("")) {
                 return Err(crate::error::Error::new(libc::EIO, "boom"));
             }
-            if node.rel.components().count() < 3 {
+            if dir.components().count() < 3 {
                 for i in 0..3 {
-                    children.push((node.rel.join(i.to_string()), ()));
+                    children.push((CString::new(i.to_string()).unwrap_or_default(), ()));
                 }
-            } else {
-                self.leave(&mut (), node)?;
             }
             Ok(())
         }
-        fn leave(&self, _: &mut (), node: &Node<()>) -> Result<()> {
+        fn leave(
+            &self,
+            _: &mut (),
+            node: &Node<(), PathBuf>,
+            dir: Arc<PathBuf>,
+            parent: Option<&PathBuf>,
+        ) -> Result<()> {
+            assert_eq!(*dir, node.rel());
+            assert_eq!(parent.cloned(), node.parent().map(Node::rel));
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             // Post-order: every child must already be logged.
             for i in 0..3 {
-                let child = node.rel.join(i.to_string());
-                if node.rel.components().count() < 3 {
+                let child = dir.join(i.to_string());
+                if dir.components().count() < 3 {
                     assert!(
                         log.iter().any(|l| Path::new(l) == child),
                         "{child:?} not done"
                     );
                 }
             }
-            log.push(node.rel.to_string_lossy().into_owned());
+            log.push(dir.to_string_lossy().into_owned());
             Ok(())
         }
     }
@@ -272,7 +475,7 @@ mod tests {
             log: StdMutex::new(Vec::new()),
             fail_at: None,
         };
-        run(&fake, (), 4).expect("walk");
+        run(&fake, PathBuf::new(), (), 4).expect("walk");
         let log = fake.log.into_inner().unwrap_or_else(|p| p.into_inner());
         assert_eq!(log.len(), 1 + 3 + 9 + 27);
         assert_eq!(log.last().map(String::as_str), Some(""));
@@ -284,7 +487,7 @@ mod tests {
             log: StdMutex::new(Vec::new()),
             fail_at: Some("1/2"),
         };
-        let err = run(&fake, (), 3).expect_err("must fail");
+        let err = run(&fake, PathBuf::new(), (), 3).expect_err("must fail");
         assert_eq!(err.errno(), libc::EIO);
         let log = fake.log.into_inner().unwrap_or_else(|p| p.into_inner());
         assert!(!log.iter().any(|l| l.is_empty()), "root must not complete");

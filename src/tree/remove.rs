@@ -2,7 +2,11 @@
 //! in parallel by directory (see [`super::pool`]).
 //!
 //! Entries are unlinked relative to their open directory; a directory is
-//! removed once everything below it is (post-order). Obstacles are dealt with
+//! removed once everything below it is (post-order). Directories are opened
+//! by name in their open parent and checked against what its listing said
+//! (see [`super::pool`]), so a directory swapped for a symlink mid-walk
+//! stops the removal there instead of leading it outside the tree, and any
+//! depth can be removed. Obstacles are dealt with
 //! when they show up, so a plain tree costs nothing extra: on `EPERM`/`EACCES`
 //! the immutable and append-only flags of the entry and its directory are
 //! cleared and the directory made `u+rwx`, then the call is retried once.
@@ -12,7 +16,8 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use nix::dir::Type;
 use nix::errno::Errno;
@@ -22,7 +27,8 @@ use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
 
 use super::pool::{self, Node, Walker};
 use super::sys::{
-    FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, read_names, set_inode_flags,
+    FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, open_dir_checked, read_names,
+    set_inode_flags, walk_what,
 };
 use crate::error::{Error, Result};
 
@@ -31,7 +37,9 @@ use crate::error::{Error, Result};
 /// the immutable or append-only flag. Mount points are not crossed: a mount
 /// below `path` (or at it) makes the removal fail with `EBUSY` rather than
 /// delete inside another filesystem. A missing `path` is `Ok(())`. Symlinks
-/// are removed, never followed.
+/// are removed, never followed, and a directory replaced by another one or
+/// by a symlink while the removal runs makes it fail (`ESTALE`) rather than
+/// remove anything outside the tree. Any depth is removed.
 ///
 /// The first error stops the removal; what was not removed yet stays.
 pub fn remove_tree(path: &Path) -> Result<()> {
@@ -49,7 +57,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     };
     let fail =
         |what: &str, errno: Errno| Error::sys(format_args!("{what} {}", path.display()), errno);
-    let parent_fd = match openat(AT_FDCWD, parent, DIR_FLAGS, Mode::empty()) {
+    let parent_fd = match openat(AT_FDCWD, parent, ROOT_FLAGS, Mode::empty()) {
         Err(Errno::ENOENT) => return Ok(()),
         other => other.map_err(|e| fail("open parent directory of", e))?,
     };
@@ -72,57 +80,41 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     ) {
         return Err(fail("refusing to remove mount point", Errno::EBUSY));
     }
-    let root = retry_unlocked(
-        || {
-            openat(
-                parent_fd,
-                name.as_c_str(),
-                DIR_FLAGS | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-        },
-        || {
-            let _ = fchmodat(
-                parent_fd,
-                name.as_c_str(),
-                Mode::S_IRWXU,
-                FchmodatFlags::FollowSymlink,
-            );
-        },
+    let (root, _) = retry_unlocked(
+        || open_dir_checked(parent_fd, &name, st.inode()),
+        || make_accessible(parent_fd, &name),
     )
-    .map_err(|e| fail("open directory", e))?;
+    .map_err(|e| fail(walk_what("open directory", e), e))?;
     let remover = Remover {
         path,
-        root,
+        parent: parent_fd,
+        name: &name,
         root_stat: st,
         privileged: geteuid().is_root(),
     };
-    pool::run(&remover, (), pool::default_threads())?;
-    let root = remover.root.as_fd();
-    retry_unlocked(
-        || unlinkat(parent_fd, name.as_c_str(), UnlinkatFlags::RemoveDir),
-        || clear_flags(root),
-    )
-    .map_err(|e| fail("remove directory", e))
+    pool::run(&remover, root, st.inode(), pool::default_threads())
 }
 
-/// Flags for opening a directory.
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+/// Flags for opening the parent of the tree, by the caller's path.
+const ROOT_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_CLOEXEC);
 
 /// One removal in progress, shared by the pool's threads.
 struct Remover<'a> {
     path: &'a Path,
-    /// The directory being removed; every other one is reached from it.
-    root: OwnedFd,
+    /// The directory holding the tree, and the tree's name in it.
+    parent: BorrowedFd<'a>,
+    name: &'a CStr,
     root_stat: Stat,
     /// Running as root: permission bits never get in the way.
     privileged: bool,
 }
 
 impl Walker for Remover<'_> {
-    type Data = ();
+    /// The directory's (device, inode), as its parent's listing saw it.
+    type Data = (u64, u64);
+    type Dir = OwnedFd;
     /// Names and the `getdents64` buffer.
     type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
 
@@ -130,33 +122,34 @@ impl Walker for Remover<'_> {
         (Vec::new(), Vec::new())
     }
 
+    fn open(&self, parent: &OwnedFd, node: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+        let (fd, st) = retry_unlocked(
+            || open_dir_checked(parent.as_fd(), &node.name, node.data),
+            || make_accessible(parent.as_fd(), &node.name),
+        )
+        .map_err(|e| self.error(walk_what("open directory", e), node, None, e))?;
+        if is_other_mount(&self.root_stat, &st) {
+            let e = Errno::EBUSY;
+            return Err(self.error("refusing to remove inside mount point", node, None, e));
+        }
+        Ok(fd)
+    }
+
+    fn open_parent(&self, child: &OwnedFd, parent: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+        open_dir_checked(child.as_fd(), c"..", parent.data)
+            .map(|(fd, _)| fd)
+            .map_err(|e| self.error(walk_what("open directory", e), parent, None, e))
+    }
+
     fn visit(
         &self,
         scratch: &mut Self::Scratch,
-        node: &Node<()>,
-        children: &mut Vec<(PathBuf, ())>,
+        node: &Node<(u64, u64), OwnedFd>,
+        dir: &OwnedFd,
+        children: &mut Vec<(CString, (u64, u64))>,
     ) -> Result<()> {
-        let fail = |what: &str, errno: Errno| self.error(what, &node.rel, None, errno);
-        // The root is open already (and visited once, so its entries can be
-        // read from that descriptor).
-        let held;
-        let dir = if node.is_root() {
-            self.root.as_fd()
-        } else {
-            held = retry_unlocked(
-                || {
-                    openat(
-                        self.root.as_fd(),
-                        &node.rel,
-                        DIR_FLAGS | OFlag::O_NOFOLLOW,
-                        Mode::empty(),
-                    )
-                },
-                || self.make_accessible(node),
-            )
-            .map_err(|e| fail("open directory", e))?;
-            held.as_fd()
-        };
+        let dir = dir.as_fd();
+        let fail = |what: &str, errno: Errno| self.error(what, node, None, errno);
         if !self.privileged {
             // Search and write permission are needed below; granting them
             // here, once, spares a failed call per entry.
@@ -167,11 +160,11 @@ impl Walker for Remover<'_> {
         }
         let (names, dirents) = scratch;
         read_names(dir, names, dirents).map_err(|e| fail("read directory", e))?;
-        for (name, kind) in names.iter() {
-            let fail = |what: &str, errno: Errno| self.error(what, &node.rel, Some(name), errno);
+        for (name, kind) in names.drain(..) {
+            let fail = |what: &str, errno: Errno| self.error(what, node, Some(&name), errno);
             let st = match kind {
                 Some(Type::Directory) | None => {
-                    Some(lstatx(dir, name).map_err(|e| fail("stat", e))?)
+                    Some(lstatx(dir, &name).map_err(|e| fail("stat", e))?)
                 }
                 Some(_) => None,
             };
@@ -180,84 +173,74 @@ impl Walker for Remover<'_> {
                     if is_other_mount(&self.root_stat, &st) {
                         return Err(fail("refusing to remove inside mount point", Errno::EBUSY));
                     }
-                    children.push((node.rel.join(OsStr::from_bytes(name.to_bytes())), ()));
+                    children.push((name, st.inode()));
                 }
                 _ => retry_unlocked(
                     || unlinkat(dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir),
                     || {
                         clear_flags(dir);
-                        unlock_entry(dir, name);
+                        unlock_entry(dir, &name);
                     },
                 )
                 .map_err(|e| fail("remove", e))?,
             }
         }
-        if children.is_empty() {
-            self.leave(scratch, node)?;
-        }
         Ok(())
     }
 
-    fn leave(&self, _: &mut Self::Scratch, node: &Node<()>) -> Result<()> {
-        // The root itself is removed from its parent by `remove_tree`.
-        if node.is_root() {
-            return Ok(());
-        }
+    fn leave(
+        &self,
+        _: &mut Self::Scratch,
+        node: &Node<(u64, u64), OwnedFd>,
+        dir: Arc<OwnedFd>,
+        parent: Option<&OwnedFd>,
+    ) -> Result<()> {
+        let (parent, name) = match parent {
+            Some(p) => (p.as_fd(), node.name.as_c_str()),
+            None => (self.parent, self.name),
+        };
+        // Closed first: a directory removed while open costs ext4 a trip
+        // through its orphan list when it is closed.
+        drop(dir);
         retry_unlocked(
-            || unlinkat(self.root.as_fd(), &node.rel, UnlinkatFlags::RemoveDir),
-            || self.unlock_for_rmdir(&node.rel),
+            || unlinkat(parent, name, UnlinkatFlags::RemoveDir),
+            || {
+                if let Ok((dir, _)) = open_dir_checked(parent, name, node.data) {
+                    clear_flags(dir.as_fd());
+                }
+                // The tree's own parent is not ours to unlock.
+                if !node.is_root() {
+                    clear_flags(parent);
+                    let _ = fchmod(parent, Mode::S_IRWXU);
+                }
+            },
         )
-        .map_err(|e| self.error("remove directory", &node.rel, None, e))
+        .map_err(|e| self.error("remove directory", node, None, e))
     }
 }
 
 impl Remover<'_> {
-    /// Makes the directory `node` openable (`u+rwx`).
-    fn make_accessible(&self, node: &Node<()>) {
-        let _ = if node.is_root() {
-            fchmod(self.root.as_fd(), Mode::S_IRWXU)
-        } else {
-            fchmodat(
-                self.root.as_fd(),
-                &node.rel,
-                Mode::S_IRWXU,
-                FchmodatFlags::FollowSymlink,
-            )
-        };
-    }
-
-    /// Clears the flags that forbid removing the directory `rel`: its own,
-    /// and its parent's (made `u+rwx` too).
-    fn unlock_for_rmdir(&self, rel: &Path) {
-        let open = |p: &Path| {
-            openat(
-                self.root.as_fd(),
-                p,
-                DIR_FLAGS | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-        };
-        if let Ok(fd) = open(rel) {
-            clear_flags(fd.as_fd());
-        }
-        let parent = match rel.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(fd) = open(parent) {
-            clear_flags(fd.as_fd());
-            let _ = fchmod(fd.as_fd(), Mode::S_IRWXU);
-        }
-    }
-
-    /// The error for `what` failing on `rel/name`.
-    fn error(&self, what: &str, rel: &Path, name: Option<&CStr>, errno: Errno) -> Error {
-        let mut path = self.path.join(rel);
+    /// The error for `what` failing on the entry `name` of `node` (or on
+    /// `node` itself).
+    fn error(
+        &self,
+        what: &str,
+        node: &Node<(u64, u64), OwnedFd>,
+        name: Option<&CStr>,
+        errno: Errno,
+    ) -> Error {
+        let mut path = self.path.join(node.rel());
         if let Some(name) = name {
             path.push(OsStr::from_bytes(name.to_bytes()));
         }
         Error::sys(format_args!("{what} {}", path.display()), errno)
     }
+}
+
+/// Makes the directory `name` of `dir` openable (`u+rwx`), not following a
+/// symlink.
+fn make_accessible(dir: BorrowedFd<'_>, name: &CStr) {
+    let _ = fchmodat(dir, name, Mode::S_IRWXU, FchmodatFlags::NoFollowSymlink);
 }
 
 /// Runs `call`; if it fails with `EPERM` or `EACCES`, runs `unlock` and

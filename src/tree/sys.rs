@@ -3,10 +3,12 @@
 
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::dir::Type;
 use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::Mode;
 
 /// `FS_IMMUTABLE_FL` from `linux/fs.h` (`chattr +i`).
 pub(crate) const FS_IMMUTABLE_FL: libc::c_int = 0x10;
@@ -118,6 +120,84 @@ pub(crate) fn fstatx(fd: BorrowedFd<'_>) -> nix::Result<Stat> {
 /// `statx` of `name` in `dir`, not following a symlink.
 pub(crate) fn lstatx(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<Stat> {
     statx(dir, name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Flags for opening a directory of a walk by its name: never through a
+/// symlink, never as a controlling terminal.
+pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+/// What [`open_dir_checked`] fails with when the directory is not the one
+/// expected: it was replaced since it was listed.
+pub(crate) const REPLACED: Errno = Errno::ESTALE;
+
+/// Opens the directory `name` (one component, or `..`) of `dir` without
+/// following a symlink and checks that it is the inode `key` (device,
+/// inode) seen before, as `rm` and `fts` do; fails with [`REPLACED`] when it
+/// is another one. Returns the descriptor and its `statx`.
+pub(crate) fn open_dir_checked(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    key: (u64, u64),
+) -> nix::Result<(OwnedFd, Stat)> {
+    let fd = openat(dir, name, DIR_FLAGS, Mode::empty())?;
+    let st = fstatx(std::os::fd::AsFd::as_fd(&fd))?;
+    if st.inode() != key {
+        return Err(REPLACED);
+    }
+    Ok((fd, st))
+}
+
+/// Opens the directory `rel` (relative) below `root` without leaving it:
+/// `openat2` refusing symlinks, mounts and `..` above `root`, in steps
+/// shorter than `PATH_MAX` so that any depth is reached. An empty `rel` is
+/// `root` itself. The descriptor is `O_PATH`: good for the `*at` calls.
+pub(crate) fn open_beneath(root: BorrowedFd<'_>, rel: &std::path::Path) -> nix::Result<OwnedFd> {
+    /// Bytes of path per `openat2` call, well below `PATH_MAX`.
+    const STEP: usize = 3072;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let mut dir = openat2(root, c".", how)?;
+    let mut step = std::path::PathBuf::new();
+    let mut components = rel.components().peekable();
+    while let Some(c) = components.next() {
+        step.push(c);
+        let full = components
+            .peek()
+            .is_none_or(|next| step.as_os_str().len() + next.as_os_str().len() + 1 > STEP);
+        if full {
+            dir = openat2(&dir, &step, how)?;
+            step.clear();
+        }
+    }
+    Ok(dir)
+}
+
+/// The message for an errno of a walk: [`REPLACED`] gets its own.
+pub(crate) fn walk_what(what: &'static str, errno: Errno) -> &'static str {
+    if errno == REPLACED {
+        "directory replaced during the walk:"
+    } else {
+        what
+    }
+}
+
+/// `/proc/self/fd/<dir>/<name>`: the entry `name` of the open directory
+/// `dir` as a path, for the `l*xattr` calls on what is never opened. Only
+/// its last component is looked up by name, in the directory already open.
+pub(crate) fn fd_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    // Neither part holds a NUL byte.
+    CString::new(path).unwrap_or_default()
 }
 
 /// Where to read or write extended attributes: an open descriptor, or a path

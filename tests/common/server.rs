@@ -55,8 +55,29 @@ impl Client {
         let iov = [IoSlice::new(packet)];
         let cmsgs = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
-        socket::sendmsg::<UnixAddr>(self.fd.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
-            .expect("sendmsg");
+        // A packet of several MiB needs the kernel to find that much memory
+        // for one buffer; on a machine short of it at that moment sendmsg
+        // says ENOBUFS, which is the machine's state, not the server's: the
+        // send is tried again, a bounded number of times.
+        let mut tries = 0;
+        loop {
+            match socket::sendmsg::<UnixAddr>(
+                self.fd.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::empty(),
+                None,
+            ) {
+                Err(nix::errno::Errno::ENOBUFS) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => {
+                    result.expect("sendmsg");
+                    break;
+                }
+            }
+        }
     }
 
     /// One packet (up to 64 KiB) and the descriptors that came with it.

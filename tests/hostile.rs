@@ -1,0 +1,331 @@
+//! Hostile trees (issue 9): removal, copy and export stay inside their trees
+//! when a process that can write in them swaps a directory for a symlink
+//! mid-walk, and work at any depth.
+//!
+//! The attacker watches a directory with inotify and, at the first deletion
+//! (removal) or creation (export) in it, exchanges it for a symlink to an
+//! outside directory (`renameat2(RENAME_EXCHANGE)`). Each attack runs a few
+//! trials; the outside directory must come out untouched every time.
+
+#[path = "common/attack.rs"]
+mod attack;
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use attack::{
+    Attacker, FdLimit, Trigger, check_deep, fast_tempdir, fill, make_deep, snapshot, touched,
+};
+use common::quick;
+
+/// Trials per attack, at most: each lets the attacker swap once.
+const TRIALS: usize = 10;
+/// Trials that must see a swap (the attack stops once they did).
+const SWAPS: usize = 3;
+/// Files per directory, and subdirectories of `x`, in attacked trees.
+const FILES: usize = 50;
+const DIRS: usize = 10;
+
+/// Plants `x/` in the work tree `tree`, to be swapped with the symlink
+/// `link` to `victim` (made beside, where the walk does not remove it first).
+fn plant(tree: &Path, link: &Path, victim: &Path) {
+    fill(&tree.join("x"), FILES, DIRS);
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    symlink(victim, link).expect("symlink");
+}
+
+/// A temporary directory with a store and a victim directory outside it.
+fn arena() -> (tempfile::TempDir, osstore::Store, PathBuf) {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let victim = tmp.path().join("victim");
+    fill(&victim, FILES, DIRS);
+    (tmp, store, victim)
+}
+
+/// Runs `trial` (given its number; it returns whether the attacker swapped
+/// and how many outside entries changed) until [`SWAPS`] trials saw a swap
+/// or [`TRIALS`] ran; asserts that some did and that nothing outside was
+/// touched by `what`.
+fn attack(what: &str, mut trial: impl FnMut(usize) -> (bool, usize)) {
+    let (mut swaps, mut outside) = (0, 0);
+    for n in 0..TRIALS {
+        if swaps == SWAPS {
+            break;
+        }
+        let (swapped, touched) = trial(n);
+        swaps += usize::from(swapped);
+        outside += touched;
+    }
+    assert!(swaps > 0, "the attacker never swapped");
+    assert_eq!(outside, 0, "outside entries touched by {what}");
+}
+
+/// Runs `remove` on `tree` (planted) with the attacker armed on `tree/x`,
+/// then a collection for what the interrupted removal left (which must go
+/// too); returns (swapped, outside entries touched).
+fn attack_removal(
+    store: &osstore::Store,
+    tree: &Path,
+    link: &Path,
+    victim: &Path,
+    remove: impl FnOnce(),
+) -> (bool, usize) {
+    let before = snapshot(victim);
+    let attacker = Attacker::arm(&tree.join("x"), Trigger::Delete, &tree.join("x"), link);
+    remove();
+    let swapped = attacker.swapped();
+    store.gc().expect("gc after the attack");
+    assert!(!tree.exists(), "tree left after gc");
+    (swapped, touched(&before, &snapshot(victim)))
+}
+
+#[test]
+fn hostile_release_exchange_race_stays_inside() {
+    let (tmp, store, victim) = arena();
+    attack("release", |trial| {
+        let obj = store.new_object("w").expect("new");
+        let tree = obj.tree().to_path_buf();
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        plant(&tree, &link, &victim);
+        attack_removal(&store, &tree, &link, &victim, || drop(obj))
+    });
+}
+
+#[test]
+fn hostile_gc_exchange_race_stays_inside() {
+    let (tmp, store, victim) = arena();
+    attack("gc", |trial| {
+        // A dead builder's work dir: in tmp/, locked by nobody.
+        let tree = tmp.path().join(format!("store/tmp/dead-{trial}/tree"));
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        plant(&tree, &link, &victim);
+        attack_removal(&store, &tree, &link, &victim, || {
+            let _ = store.gc();
+        })
+    });
+}
+
+#[test]
+fn hostile_export_destination_exchange_race_stays_inside() {
+    let (tmp, store, victim) = arena();
+    let mut obj = store.new_object("src").expect("new");
+    fill(&obj.tree().join("x"), FILES, DIRS);
+    store.commit(&mut obj, "src").expect("commit");
+    attack("export", |trial| {
+        let dst = tmp.path().join(format!("dst{trial}"));
+        fs::create_dir_all(dst.join("x")).expect("mkdir");
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        symlink(&victim, &link).expect("symlink");
+        let before = snapshot(&victim);
+        let attacker = Attacker::arm(&dst.join("x"), Trigger::Create, &dst.join("x"), &link);
+        let _ = obj.export(&dst);
+        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+    });
+}
+
+/// A chain of `depth` directories of `name_len`-byte names (deeper than
+/// `PATH_MAX`) through write, commit by move and by copy, init, export,
+/// release and the collection of a dead builder's work dir.
+fn deep_tree_lifecycle(name_len: usize, depth: usize) {
+    let tmp = fast_tempdir();
+    let store = quick(&tmp.path().join("store"));
+    let mut a = store.new_object("a").expect("new");
+    make_deep(a.tree(), name_len, depth);
+    store.commit(&mut a, "a").expect("commit by move");
+    check_deep(a.tree(), name_len, depth);
+
+    store.commit(&mut a, "a2").expect("commit by copy");
+    let a2 = store.get("a2").expect("get").expect("a2 exists");
+    check_deep(a2.tree(), name_len, depth);
+
+    let mut b = store.new_object("b").expect("new");
+    b.init(&a).expect("init");
+    check_deep(b.tree(), name_len, depth);
+
+    let export = tmp.path().join("export");
+    fs::create_dir(&export).expect("mkdir");
+    a.export(&export).expect("export");
+    check_deep(&export, name_len, depth);
+    let diffs = osstore::tree::compare_trees(a.tree(), &export).expect("compare");
+    assert!(
+        diffs.is_empty(),
+        "export differs: {:?}",
+        &diffs[..diffs.len().min(5)]
+    );
+
+    let workdir = b.tree().parent().expect("work dir").to_path_buf();
+    drop(b);
+    assert!(!workdir.exists(), "release left the work dir");
+
+    // The export becomes a dead builder's work dir (in tmp/, unlocked).
+    let dead = tmp.path().join("store/tmp/dead");
+    fs::create_dir(&dead).expect("mkdir");
+    fs::rename(&export, dead.join("tree")).expect("rename");
+    store.gc().expect("gc");
+    assert!(!dead.exists(), "gc left the dead work dir");
+}
+
+#[test]
+fn hostile_deep_tree_long_names() {
+    // 20 levels of 250-byte names: 5,020 bytes of path.
+    deep_tree_lifecycle(250, 20);
+}
+
+#[test]
+fn hostile_deep_tree_5000_levels_bounded_descriptors() {
+    // 5,000 levels of 1-byte names, with fewer descriptors allowed than
+    // levels: a walk holding one per level fails.
+    let _limit = FdLimit::lower_to(1024);
+    deep_tree_lifecycle(1, 5000);
+}
+
+/// Sends one request to the server at `socket` as uid/gid 65534 (a child
+/// that drops to it before running the client) and returns the reply.
+fn request_as_nobody(socket: &Path, request: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    const CLIENT: &str = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        s.connect(sys.argv[1])\n\
+        s.send(sys.argv[2].encode())\n\
+        sys.stdout.write(s.recv(1 << 20).decode())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", CLIENT])
+        .arg(socket)
+        .arg(request)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the client");
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 reply")
+}
+
+fn read_tree_at(target: &Path) -> String {
+    format!(
+        r#"{{"method": "read-tree-at", "object-id": "obj", "target": "{}", "subtree": "/"}}"#,
+        target.display()
+    )
+}
+
+/// A server on `socket` (mode 0666) admitting uid 65534, with `mount_roots`.
+fn serve_nobody(
+    store: &osstore::Store,
+    socket: &Path,
+    mount_roots: Option<Vec<PathBuf>>,
+) -> osstore::server::Server {
+    let options = osstore::server::ServerOptions {
+        socket_path: Some(socket.to_path_buf()),
+        socket_mode: 0o666,
+        allowed_uids: Some(vec![65534]),
+        mount_roots,
+    };
+    osstore::server::Server::start(store.clone(), options).expect("start")
+}
+
+#[test]
+fn hostile_unprivileged_read_tree_at_confined() {
+    use std::os::unix::fs::PermissionsExt;
+    if common::skip_without_private_mounts("hostile_unprivileged_read_tree_at_confined") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = quick(&tmp.path().join("store"));
+    let mut obj = store.new_object("obj").expect("new");
+    fs::write(obj.tree().join("from-store"), b"x").expect("write");
+    store.commit(&mut obj, "obj").expect("commit");
+    let allowed = tmp.path().join("allowed");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(allowed.join("ok")).expect("mkdir");
+    fs::create_dir_all(&outside).expect("mkdir");
+    fs::write(outside.join("host-file"), b"host").expect("write");
+    symlink(&outside, allowed.join("evil")).expect("symlink");
+    let mounted_over = |dir: &Path| dir.join("from-store").exists();
+
+    // Explicit mount roots.
+    let socket = tmp.path().join("sock");
+    let server = serve_nobody(&store, &socket, Some(vec![allowed.clone()]));
+    for target in [
+        outside.clone(),
+        allowed.join("evil"),
+        allowed.join("ok/../../outside"),
+        allowed.clone(),
+    ] {
+        let reply = request_as_nobody(&socket, &read_tree_at(&target));
+        assert!(reply.contains("\"error\""), "{target:?} accepted: {reply}");
+    }
+    assert!(!mounted_over(&outside), "mounted outside the allowed root");
+    assert!(outside.join("host-file").exists());
+    let reply = request_as_nobody(&socket, &read_tree_at(&allowed.join("ok")));
+    assert!(
+        reply.contains("\"path\""),
+        "allowed target refused: {reply}"
+    );
+    assert!(
+        mounted_over(&allowed.join("ok")),
+        "allowed target not mounted"
+    );
+    server.stop().expect("stop");
+
+    // No list, uids set: only below the server's own temp root.
+    let socket = tmp.path().join("sock2");
+    let server = serve_nobody(&store, &socket, None);
+    let reply = request_as_nobody(&socket, &read_tree_at(&outside));
+    assert!(reply.contains("\"error\""), "host path accepted: {reply}");
+    assert!(!mounted_over(&outside), "mounted over a host path");
+    let reply = request_as_nobody(
+        &socket,
+        r#"{"method": "mkdtemp", "prefix": "t-", "suffix": ""}"#,
+    );
+    let dir = reply
+        .split('"')
+        .nth(3)
+        .unwrap_or_else(|| panic!("mkdtemp reply: {reply}"));
+    let reply = request_as_nobody(&socket, &read_tree_at(Path::new(dir)));
+    assert!(reply.contains("\"path\""), "mkdtemp dir refused: {reply}");
+    assert!(mounted_over(Path::new(dir)), "mkdtemp dir not mounted");
+    server.stop().expect("stop");
+}
+
+/// A caller built against 0.1's smaller `os_server_options_t` (without the
+/// mount roots) still starts a server: the members it lacks are not read.
+#[test]
+fn hostile_server_options_of_0_1_size_accepted() {
+    use osstore::ffi::server::{os_server_options_t, os_server_start_ex, os_server_stop};
+    use osstore::ffi::store::{os_store_free, os_store_open};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("path");
+    let (store_path, sock) = (c(&tmp.path().join("store")), c(&tmp.path().join("sock")));
+    let mut store = std::ptr::null_mut();
+    // SAFETY: valid arguments.
+    assert_eq!(unsafe { os_store_open(store_path.as_ptr(), &mut store) }, 0);
+    let options = os_server_options_t {
+        struct_size: std::mem::offset_of!(os_server_options_t, mount_roots),
+        socket_mode: 0,
+        allowed_uids: std::ptr::null(),
+        allowed_uids_len: 0,
+        // Past the 0.1 struct: must not be looked at.
+        mount_roots: std::ptr::dangling(),
+        mount_roots_len: 7,
+    };
+    let mut server = std::ptr::null_mut();
+    // SAFETY: valid arguments; `options` has struct_size readable bytes.
+    let rc = unsafe { os_server_start_ex(store, sock.as_ptr(), &options, &mut server) };
+    assert_eq!(rc, 0);
+    assert!(!server.is_null());
+    // SAFETY: a live server, then the store's last use.
+    unsafe {
+        os_server_stop(server);
+        os_store_free(store);
+    }
+}
