@@ -5,6 +5,7 @@
 //! server. The [`ffi`] module is a thin `extern "C"` layer over it with opaque
 //! handles, from which `include/osstore.h` is generated.
 
+pub mod cache;
 pub mod error;
 pub mod ffi;
 pub mod hosttree;

@@ -1,0 +1,6 @@
+//! The store as a long-lived, bounded cache (`shared/spec/cache.md`):
+//! settings, per-object sidecars, last use, eviction.
+
+pub mod lastuse;
+pub mod settings;
+pub mod sidecar;
