@@ -21,4 +21,4 @@ pub mod tree;
 
 pub use error::{Error, Result};
 pub use object::{Mode, Object};
-pub use store::{GcReport, OpenOptions, Store};
+pub use store::{EvictReport, FsckReport, GcReport, ObjectInfo, OpenOptions, Store, StoreStat};

@@ -34,6 +34,7 @@ fn quick() -> OpenOptions {
     OpenOptions {
         durable: false,
         collect_garbage: true,
+        read_only: false,
     }
 }
 
@@ -126,6 +127,7 @@ fn crash_writer() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .expect("open");
@@ -139,7 +141,7 @@ fn crash_writer() {
                 let mut obj = store.new_object(id).unwrap();
                 fill_tree(obj.tree(), id, &mut rng, MAX_FILE).unwrap();
                 if rng.below(2) == 0 {
-                    obj.finalize();
+                    obj.finalize().unwrap();
                 }
                 store.commit(&mut obj, id).unwrap();
                 check_tree(obj.tree(), id).unwrap();
@@ -331,6 +333,7 @@ fn commit_three_times() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();
@@ -378,6 +381,7 @@ fn measure_durability_cost() {
             OpenOptions {
                 durable,
                 collect_garbage: true,
+                read_only: false,
             },
         )
         .unwrap();

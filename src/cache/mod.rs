@@ -2,5 +2,9 @@
 //! settings, per-object sidecars, last use, eviction.
 
 pub mod lastuse;
+pub mod layout;
+mod object;
 pub mod settings;
 pub mod sidecar;
+
+pub use object::ObjectCache;

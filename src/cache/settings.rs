@@ -226,20 +226,25 @@ pub fn set(root: &Path, key: &str, value: &str) -> Result<()> {
     members.insert(key.into(), Value::String(canonical));
     let text = serde_json::to_vec_pretty(&Value::Object(members))
         .map_err(|e| Error::new(libc::EIO, format!("cannot encode settings: {e}")))?;
-    write_atomically(root, FILE, &text)
+    write_atomically(root, FILE, &text, true)
 }
 
-/// Writes `dir/name` through a temporary file that is flushed and renamed
-/// over it, then flushes `dir`.
-pub fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<()> {
+/// Writes `dir/name` through a temporary file renamed over it; with
+/// `durable`, the file is flushed before and `dir` after the rename.
+pub fn write_atomically(dir: &Path, name: &str, text: &[u8], durable: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let path = dir.join(name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

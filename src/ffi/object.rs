@@ -145,7 +145,9 @@ pub unsafe extern "C" fn os_object_init(
 /// finalized but never committed is "floating": the store's look-ups
 /// (`os_store_get()`,
 /// `os_store_contains()`, the server)
-/// find it. Finalizing a READ object does nothing.
+/// find it. Finalizing a READ object does nothing. With a source epoch
+/// (`os_object_set_source_epoch()`) the tree's timestamps are clamped first;
+/// if that fails (its errno is returned) the object stays WRITE.
 ///
 /// # Safety
 ///
@@ -156,7 +158,7 @@ pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
         // SAFETY: forwarded contract.
         unsafe { handle::borrow_mut(Kind::Object, object) }?
             .object
-            .finalize();
+            .finalize()?;
         Ok(0)
     })
 }

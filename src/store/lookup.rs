@@ -12,7 +12,8 @@ use crate::object::{Holding, Object};
 
 impl Store {
     /// `true` for a floating object with `id`, else whether `refs/<id>`
-    /// resolves to an existing tree. An empty id is never contained.
+    /// resolves to an existing tree (a use of that object). An empty id is
+    /// never contained.
     pub fn contains(&self, id: &str) -> Result<bool> {
         if id.is_empty() {
             return Ok(false);
@@ -21,12 +22,12 @@ impl Store {
         if self.floating_tree(id).is_some() {
             return Ok(true);
         }
-        self.ref_resolves(id)
+        self.contains_cached(id)
     }
 
     /// Whether `refs/<id>` and its target exist (`id` valid), answered from
     /// the ref cache when nothing changed since the last look-up.
-    fn ref_resolves(&self, id: &str) -> Result<bool> {
+    pub(crate) fn ref_resolves(&self, id: &str) -> Result<bool> {
         lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
     }
 
@@ -60,32 +61,45 @@ impl Store {
     }
 
     /// The floating READ object with `id` if there is one (a view of it),
-    /// else a READ object whose tree is `refs/<id>` when that resolves, else
+    /// else a READ object for the committed object `refs/<id>` names, else
     /// `None`.
     ///
-    /// The handle pins nothing: its tree is the ref's path, which shows
-    /// whatever the ref names at the time, so an object that a later commit
-    /// unnames may be collected. (A work tree, or a tree committed by move,
-    /// stays locked by the handle that owns it.)
+    /// A committed object's handle names the object itself
+    /// (`objects/<name>`), not the ref, and pins it: while the handle lives
+    /// no eviction or collection in any process removes it, even when a
+    /// later commit replaces the ref. The look-up counts as a use.
     pub fn get(&self, id: &str) -> Result<Option<Object>> {
         ids::check_id(id)?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(self.read_object(id, tree, Holding::View)));
         }
-        let found = self
-            .ref_resolves(id)
-            .map_err(|e| e.context(format!("cannot get object {id:?}")))?;
-        Ok(found.then(|| self.read_object(id, self.inner.refs.join(id), Holding::View)))
+        let context = || format!("cannot get object {id:?}");
+        if !self.ref_resolves(id).map_err(|e| e.context(context()))? {
+            return Ok(None);
+        }
+        let Some((name, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
+            return Ok(None);
+        };
+        self.record_use(&name);
+        let tree = self.inner.objects.join(&name);
+        Ok(Some(self.read_object(id, tree, Holding::Committed(pin))))
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
-    /// object's tree or `refs/<id>` when it resolves; `None` when unknown.
+    /// object's tree or `refs/<id>` when it resolves (a use of the object it
+    /// names); `None` when unknown.
     pub fn lookup_tree(&self, id: &str) -> Result<Option<PathBuf>> {
         ids::check_id(id)?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
-        Ok(self.ref_resolves(id)?.then(|| self.inner.refs.join(id)))
+        if !self.ref_resolves(id)? {
+            return Ok(None);
+        }
+        if let Some(name) = self.ref_name(id)? {
+            self.record_use(&name);
+        }
+        Ok(Some(self.inner.refs.join(id)))
     }
 
     /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against

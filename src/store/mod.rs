@@ -2,11 +2,15 @@
 //! commit, garbage collection and the floating-object registry live in the
 //! submodules (see `shared/spec/store.md` for the contract).
 
+mod cached;
 mod commit;
+mod evict;
 mod floating;
 mod gc;
 mod lookup;
 
+pub use cached::{FsckReport, ObjectInfo, StoreStat};
+pub use evict::EvictReport;
 pub use gc::GcReport;
 
 use std::collections::HashMap;
@@ -20,6 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::stat::{Mode as FileMode, mkdirat};
 
+use crate::cache::lastuse::LastUse;
+use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
 use crate::hosttree::HostTree;
 use crate::ids;
@@ -36,6 +42,10 @@ pub struct OpenOptions {
     pub durable: bool,
     /// Sweep what dead processes left behind when opening (the default).
     pub collect_garbage: bool,
+    /// Change nothing on disk (see `shared/spec/cache.md`): no directories
+    /// created, no collection, no last-use updates; what writes fails with
+    /// `EROFS`; temp dirs and the host tree go to `$TMPDIR`.
+    pub read_only: bool,
 }
 
 impl Default for OpenOptions {
@@ -43,6 +53,7 @@ impl Default for OpenOptions {
         OpenOptions {
             durable: true,
             collect_garbage: true,
+            read_only: false,
         }
     }
 }
@@ -78,6 +89,12 @@ struct Inner {
     floating: Mutex<HashMap<String, Vec<(u64, PathBuf)>>>,
     next_key: AtomicU64,
     host_tree: Mutex<Option<HostTree>>,
+    /// `meta/` (the sidecars) and its descriptor; `None` in a read-only
+    /// store that has none (made by osstore 0.1).
+    meta: PathBuf,
+    meta_dir: Option<OwnedFd>,
+    /// Last uses this process recorded.
+    last_use: LastUse,
 }
 
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,10 +118,28 @@ impl Store {
             return Err(Error::invalid("store path is empty"));
         }
         let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
-        let (objects, refs, tmp) = (root.join("objects"), root.join("refs"), root.join("tmp"));
-        for dir in [&root, &objects, &refs, &tmp] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::path("cannot create store directory", dir, e))?;
+        // Checked before anything is created: another tool's cache, or a
+        // store of a newer osstore, is left exactly as it is.
+        if std::fs::symlink_metadata(&root).is_ok() {
+            layout::refuse_foreign(&root)?;
+            settings::read_raw(&root)?;
+        }
+        let (objects, refs) = (root.join("objects"), root.join("refs"));
+        let meta = root.join("meta");
+        let tmp = if options.read_only {
+            std::env::temp_dir()
+        } else {
+            root.join("tmp")
+        };
+        let mut dirs = vec![&root, &objects, &refs, &tmp];
+        if !options.read_only {
+            dirs.push(&meta);
+        }
+        for dir in dirs {
+            if !options.read_only {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::path("cannot create store directory", dir, e))?;
+            }
             let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
             if !meta.is_dir() {
                 return Err(Error::new(
@@ -113,6 +148,14 @@ impl Store {
                 ));
             }
         }
+        if !options.read_only {
+            layout::write_tag(&root)?;
+        }
+        let meta_dir = match open_dir_path(&meta) {
+            Ok(fd) => Some(fd),
+            Err(e) if options.read_only && e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
         let (objects_dir, refs_dir) = (open_dir_path(&objects)?, open_dir_path(&refs)?);
         let tmp_dir = Arc::new(open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
@@ -130,9 +173,12 @@ impl Store {
                 floating: Mutex::new(HashMap::new()),
                 next_key: AtomicU64::new(1),
                 host_tree: Mutex::new(None),
+                meta,
+                meta_dir,
+                last_use: LastUse::default(),
             }),
         };
-        if options.collect_garbage {
+        if options.collect_garbage && !options.read_only {
             // Best effort: what cannot be removed now (a read-only store, an
             // entry of another user) is harmless and left for a later `gc`;
             // it must not keep anybody from opening the store to read it.
@@ -146,6 +192,20 @@ impl Store {
         &self.inner.root
     }
 
+    /// `EROFS` in a read-only store, saying what could not be done.
+    pub(crate) fn require_writable(&self, what: &str) -> Result<()> {
+        if self.inner.options.read_only {
+            return Err(Error::new(
+                libc::EROFS,
+                format!(
+                    "cannot {what}: the store {} is open read-only",
+                    self.inner.root.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> OpenOptions {
         self.inner.options
@@ -155,6 +215,7 @@ impl Store {
     /// `tmp/object-<first 7 characters of id>-<random>-workdir/object`.
     pub fn new_object(&self, id: &str) -> Result<Object> {
         ids::check_id(id)?;
+        self.require_writable("create an object")?;
         // Characters, as the reference's `id[:7]`: a byte count could split
         // a character and make the tree's path invalid UTF-8, which the
         // socket protocol cannot carry. For ASCII ids both are 7 bytes.
@@ -179,6 +240,7 @@ impl Store {
             tree,
             holding: Holding::Work(workdir),
             floating_key: None,
+            cache: ObjectCache::new_object(),
         })
     }
 
@@ -215,6 +277,7 @@ impl Store {
             tree,
             holding,
             floating_key: None,
+            cache: ObjectCache::default(),
         }
     }
 }
