@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod error;
+mod fd;
 pub mod ffi;
 pub mod hosttree;
 pub mod ids;

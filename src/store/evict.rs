@@ -22,12 +22,11 @@ use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::Store;
+use super::{Store, gc};
 use super::cached::RefEntry;
 use crate::cache::settings::{self, Settings};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
-use crate::mount;
 use crate::tree;
 
 /// The running total's file in `meta/`.
@@ -150,7 +149,7 @@ impl Store {
                 continue;
             }
             let object = self.inner.objects.join(&entry.name);
-            let Some(_held) = DirLock::try_exclusive(&object).or_else(|e| {
+            let Some(held) = DirLock::try_exclusive(&object).or_else(|e| {
                 if e.errno() == libc::ENOENT {
                     Ok(None)
                 } else {
@@ -168,8 +167,7 @@ impl Store {
             }
             // Another ref may name the same object (made by hand).
             if self.ref_entries()?.0.iter().all(|e| e.name != entry.name) {
-                mount::detach_mounts_below(&object)?;
-                tree::remove_tree(&object).map_err(|e| e.context(context()))?;
+                gc::remove_locked(&object, &held).map_err(|e| e.context(context()))?;
                 tree::remove_tree(&self.inner.meta.join(&entry.name))
                     .map_err(|e| e.context(context()))?;
                 total -= size;

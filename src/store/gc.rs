@@ -2,6 +2,7 @@
 //! that no ref names.
 
 use std::collections::HashSet;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -24,9 +25,8 @@ impl Store {
     /// handle (in any process) holds, and objects that no ref names and no
     /// live handle holds. Mounts left inside abandoned entries are detached.
     ///
-    /// Creating objects and temp dirs and committing go on while a
-    /// collection runs; only pinning a tree (for a read-only mount) waits
-    /// for it (see [`crate::lock`]). An entry that cannot be removed does not stop the
+    /// Creating objects and temp dirs, committing, look-ups and pinning go
+    /// on while a collection runs (see [`crate::lock`]). An entry that cannot be removed does not stop the
     /// sweep: everything else is collected and then the first such error is
     /// returned.
     pub fn gc(&self) -> Result<GcReport> {
@@ -79,13 +79,17 @@ impl Store {
             // its ref names it, so one that ended after the first reading
             // shows its ref now, and none can still be under way.
             let named = self.names_in_refs().map_err(|e| e.context(context()))?;
-            for (path, _lock) in locked {
-                let referenced = path
-                    .file_name()
-                    .is_some_and(|n| named.contains(n.as_bytes()));
-                if !referenced {
-                    note(remove_locked(path).map(|()| true));
-                }
+            // Objects a ref names are let go of before anything is removed:
+            // pinning one waits for exactly this (see `crate::lock`).
+            let doomed: Vec<_> = locked
+                .into_iter()
+                .filter(|(path, _)| {
+                    path.file_name()
+                        .is_none_or(|n| !named.contains(n.as_bytes()))
+                })
+                .collect();
+            for (path, lock) in doomed {
+                note(remove_locked(path, &lock).map(|()| true));
             }
         }
         // Sidecars whose object is gone (removed by a collection or an
@@ -138,7 +142,7 @@ fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
         return Ok(false);
     }
     match lock_unowned(path)? {
-        Some(_owned) => remove_locked(path).map(|()| true),
+        Some(owned) => remove_locked(path, &owned).map(|()| true),
         None => Ok(false),
     }
 }
@@ -154,10 +158,10 @@ fn lock_unowned(path: &Path) -> Result<Option<DirLock>> {
     }
 }
 
-/// Removes the directory `path`, which the caller holds locked, with the
+/// Removes the directory `path`, which the caller holds locked as `lock`, with the
 /// mounts left inside it.
-fn remove_locked(path: &Path) -> Result<()> {
-    mount::detach_mounts_below(path)?;
+pub(super) fn remove_locked(path: &Path, lock: &DirLock) -> Result<()> {
+    mount::detach_mounts_below(lock.fd().as_fd())?;
     tree::remove_tree(path)
 }
 

@@ -107,11 +107,27 @@ impl Store {
     /// it is mounted somewhere: a later commit may unname the object, but
     /// nobody removes it under the mount. Through a ref, the object pinned
     /// is the one the ref names now; the lock's descriptor is that tree.
+    ///
+    /// Takes no store-wide lock: a collection under way delays this by its
+    /// re-reading of the refs at most (see [`crate::lock`]).
     pub fn pin_tree(&self, tree: &Path) -> Result<DirLock> {
-        // Under the store lock, so that no collection runs between resolving
-        // the ref and locking what it names.
-        let _store_lock = DirLock::shared(&self.inner.tmp)?;
-        DirLock::shared_following(tree)
+        let mut pause = std::time::Duration::from_micros(50);
+        loop {
+            if let Some(lock) = DirLock::try_shared_following(tree)? {
+                if lock.is_at(tree)? {
+                    return Ok(lock);
+                }
+                // The ref moved on before the lock was taken: pin its new
+                // target instead.
+                continue;
+            }
+            // A collector holds the object: either it is checking whether a
+            // ref names it (it lets go within that check), or the ref has
+            // moved on and the object is being removed (the next resolution
+            // finds the new one).
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
     }
 
     /// The path `refs/<id>`, whether or not it exists.

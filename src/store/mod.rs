@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +26,7 @@ use nix::sys::stat::{Mode as FileMode, mkdirat};
 use crate::cache::lastuse::LastUse;
 use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
+use crate::fd;
 use crate::hosttree::HostTree;
 use crate::ids;
 use crate::object::{Holding, Mode, Object};
@@ -151,13 +151,13 @@ impl Store {
         if !options.read_only {
             layout::write_tag(&root)?;
         }
-        let meta_dir = match open_dir_path(&meta) {
+        let meta_dir = match fd::open_dir_path(&meta) {
             Ok(fd) => Some(fd),
             Err(e) if options.read_only && e.errno() == libc::ENOENT => None,
             Err(e) => return Err(e),
         };
-        let (objects_dir, refs_dir) = (open_dir_path(&objects)?, open_dir_path(&refs)?);
-        let tmp_dir = Arc::new(open_dir_path(&tmp)?);
+        let (objects_dir, refs_dir) = (fd::open_dir_path(&objects)?, fd::open_dir_path(&refs)?);
+        let tmp_dir = Arc::new(fd::open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
         let store = Store {
             inner: Arc::new(Inner {
@@ -288,14 +288,4 @@ impl Drop for Inner {
         // owned by their handles, which hold a `Store` and so are gone.
         lock_ignoring_poison(&self.host_tree).take();
     }
-}
-
-/// A directory of the store opened for `*at` calls (`O_PATH`).
-fn open_dir_path(dir: &Path) -> Result<OwnedFd> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(dir)
-        .map(OwnedFd::from)
-        .map_err(|e| Error::path("cannot open", dir, e))
 }
