@@ -5,6 +5,8 @@
 //! server. The [`ffi`] module is a thin `extern "C"` layer over it with opaque
 //! handles, from which `include/osstore.h` is generated.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cache;
 pub mod error;
 mod fd;

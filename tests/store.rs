@@ -1,4 +1,4 @@
-//! The store's behaviour (shared/spec/store.md) through the Rust core.
+//! The store's behaviour (docs/store.md) through the Rust core.
 
 mod common;
 
