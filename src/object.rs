@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::ObjectCache;
+use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::store::Store;
@@ -27,6 +28,9 @@ pub(crate) enum Holding {
     /// A lock on a committed tree in `objects/`, so that garbage collection
     /// leaves it alone while the handle lives.
     Committed(#[expect(dead_code, reason = "held for the lock, released on drop")] DirLock),
+    /// A pin on a committed tree in `objects/` that a look-up found (see
+    /// [`crate::cache::pins`]).
+    Pinned(#[expect(dead_code, reason = "held for the pin, released on drop")] Pin),
     /// A view of another handle's floating tree; owns nothing.
     View,
 }

@@ -8,3 +8,4 @@ pub mod settings;
 pub mod sidecar;
 
 pub use object::ObjectCache;
+pub mod pins;

@@ -38,7 +38,9 @@ impl Object {
     /// or got from a ref), else `None`.
     pub(crate) fn committed_name(&self) -> Option<&str> {
         match self.holding {
-            Holding::Committed(_) => self.tree.file_name().and_then(|n| n.to_str()),
+            Holding::Committed(_) | Holding::Pinned(_) => {
+                self.tree.file_name().and_then(|n| n.to_str())
+            }
             _ => None,
         }
     }

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Store;
+use crate::cache::pins::{Pin, PinnedDir};
 use crate::cache::settings;
 use crate::cache::sidecar::{self, Info};
 use crate::error::{Error, Result};
@@ -92,17 +94,31 @@ impl Store {
     /// are ignored). A hit counts as a use.
     pub fn contains_cached(&self, id: &str) -> Result<bool> {
         ids::check_id(id)?;
-        if !self.ref_resolves(id)? {
-            return Ok(false);
+        self.note_use_of_ref(id)
+    }
+
+    /// Whether `refs/<id>` resolves; if it does, a use of the object it
+    /// names is recorded.
+    pub(crate) fn note_use_of_ref(&self, id: &str) -> Result<bool> {
+        let (found, name, _) = self.ref_lookup(id)?;
+        if found {
+            match name {
+                Some(name) => self.record_use(&name),
+                None => {
+                    if let Some(name) = self.ref_name(id)? {
+                        self.record_use(&name);
+                    }
+                }
+            }
         }
-        if let Some(name) = self.ref_name(id)? {
-            self.record_use(&name);
-        }
-        Ok(true)
+        Ok(found)
     }
 
     /// Records a use of `objects/<name>` (not in a read-only store).
     pub(crate) fn record_use(&self, name: &str) {
+        if !self.inner.track_use {
+            return;
+        }
         if let (false, Some(meta)) = (self.inner.options.read_only, &self.inner.meta_dir) {
             self.inner.last_use.record(meta.as_fd(), name);
         }
@@ -135,22 +151,34 @@ impl Store {
     /// Pins the object `refs/<id>` names: a shared lock on `objects/<name>`
     /// that eviction and collection respect. `None` when the ref names no
     /// object (any more).
-    pub(crate) fn pin_ref(&self, id: &str) -> Result<Option<(String, DirLock)>> {
+    pub(crate) fn pin_ref(&self, id: &str) -> Result<Option<(String, Arc<PinnedDir>, Pin)>> {
         // An eviction or collection that took the object first removes the
         // ref before the object: retry with the ref read again.
         for _ in 0..8 {
             let Some(name) = self.ref_name(id)? else {
                 return Ok(None);
             };
-            let path = self.inner.objects.join(&name);
             let c = CString::new(name.as_str()).map_err(|_| Error::invalid("bad object name"))?;
-            let lock = match DirLock::shared_at(self.inner.objects_dir.as_fd(), &c, &path) {
-                Ok(lock) => lock,
-                Err(e) if e.errno() == libc::ENOENT => continue,
-                Err(e) => return Err(e),
-            };
-            if !lock.is_unlinked(&path)? {
-                return Ok(Some((name, lock)));
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: `c` is NUL-terminated; `objects_dir` is open.
+            let raw =
+                unsafe { libc::openat(self.inner.objects_dir.as_raw_fd(), c.as_ptr(), flags) };
+            if raw < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    continue;
+                }
+                return Err(Error::path(
+                    "cannot open",
+                    &self.inner.objects.join(&name),
+                    e,
+                ));
+            }
+            // SAFETY: a descriptor we just opened and own.
+            let dir = PinnedDir::new(unsafe { OwnedFd::from_raw_fd(raw) });
+            let pin = dir.pin()?;
+            if !dir.is_unlinked()? {
+                return Ok(Some((name, dir, pin)));
             }
         }
         Ok(None)

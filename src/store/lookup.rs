@@ -3,8 +3,10 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{Store, lock_ignoring_poison};
+use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::ids;
 use crate::lock::DirLock;
@@ -26,9 +28,16 @@ impl Store {
     }
 
     /// Whether `refs/<id>` and its target exist (`id` valid), answered from
-    /// the ref cache when nothing changed since the last look-up.
-    pub(crate) fn ref_resolves(&self, id: &str) -> Result<bool> {
+    /// the ref cache when nothing changed since the last look-up; with the
+    /// name of the object the ref names and the ref cache's generation when
+    /// the cache knows them.
+    pub(crate) fn ref_lookup(&self, id: &str) -> Result<(bool, Option<Arc<str>>, Option<u64>)> {
         lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
+    }
+
+    /// The ref cache's generation, once pending changes are read.
+    pub(crate) fn ref_generation(&self) -> Option<u64> {
+        lock_ignoring_poison(&self.inner.ref_cache).generation()
     }
 
     /// Whether `refs/<id>` and its target exist, asked of the filesystem;
@@ -74,15 +83,42 @@ impl Store {
             return Ok(Some(self.read_object(id, tree, Holding::View)));
         }
         let context = || format!("cannot get object {id:?}");
-        if !self.ref_resolves(id).map_err(|e| e.context(context()))? {
+        // Fast path: the object's directory is open already and nothing
+        // changed in the store since (checked once it is locked).
+        let peeked = lock_ignoring_poison(&self.inner.ref_cache).peek(id);
+        if let (true, Some((name, generation))) = (self.inner.track_use, peeked) {
+            if let Some(dir) = self.inner.pins.get(&name, generation) {
+                let pin = dir.pin().map_err(|e| e.context(context()))?;
+                if self.ref_generation() == Some(generation) {
+                    return Ok(Some(self.pinned_object(id, &name, pin)));
+                }
+            }
+        }
+        let (found, _, _) = self.ref_lookup(id).map_err(|e| e.context(context()))?;
+        if !found {
             return Ok(None);
         }
-        let Some((name, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
+        if !self.inner.track_use {
+            let tree = self.inner.refs.join(id);
+            return Ok(Some(self.read_object(id, tree, Holding::View)));
+        }
+        let generation = self.ref_generation();
+        let Some((name, dir, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
             return Ok(None);
         };
-        self.record_use(&name);
-        let tree = self.inner.objects.join(&name);
-        Ok(Some(self.read_object(id, tree, Holding::Committed(pin))))
+        if let Some(generation) = generation {
+            self.inner
+                .pins
+                .insert(Arc::from(name.as_str()), generation, &dir);
+        }
+        Ok(Some(self.pinned_object(id, &name, pin)))
+    }
+
+    /// A READ handle pinning `objects/<name>`; the look-up is a use of it.
+    fn pinned_object(&self, id: &str, name: &str, pin: Pin) -> Object {
+        self.record_use(name);
+        let tree = self.inner.objects.join(name);
+        self.read_object(id, tree, Holding::Pinned(pin))
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
@@ -93,11 +129,8 @@ impl Store {
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
-        if !self.ref_resolves(id)? {
+        if !self.note_use_of_ref(id)? {
             return Ok(None);
-        }
-        if let Some(name) = self.ref_name(id)? {
-            self.record_use(&name);
         }
         Ok(Some(self.inner.refs.join(id)))
     }

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::sys::stat::{Mode as FileMode, mkdirat};
 
 use crate::cache::lastuse::LastUse;
+use crate::cache::pins::PinTable;
 use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
 use crate::fd;
@@ -95,6 +96,11 @@ struct Inner {
     meta_dir: Option<OwnedFd>,
     /// Last uses this process recorded.
     last_use: LastUse,
+    /// Object directories kept open for pinning.
+    pins: PinTable,
+    /// Whether look-ups pin and record use; off only for the benchmark's
+    /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).
+    track_use: bool,
 }
 
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +188,8 @@ impl Store {
                 meta,
                 meta_dir,
                 last_use: LastUse::default(),
+                pins: PinTable::default(),
+                track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),
             }),
         };
         if options.collect_garbage && !options.read_only {
