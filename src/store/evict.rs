@@ -125,14 +125,17 @@ impl Store {
         let mut candidates = Vec::new();
         let mut total = 0;
         let (entries, _) = self.ref_entries().map_err(|e| e.context(context()))?;
-        let mut seen = std::collections::HashSet::new();
+        // Refs per object (several refs may name one object, made by hand).
+        let mut naming: std::collections::HashMap<String, usize> = Default::default();
         for e in entries {
             let (info, used) = self
                 .object_info(&e.name)
                 .map_err(|e| e.context(context()))?;
-            if seen.insert(e.name.clone()) {
+            let refs = naming.entry(e.name.clone()).or_default();
+            if *refs == 0 {
                 total += info.size;
             }
+            *refs += 1;
             candidates.push((used, info.created, info.size, e));
         }
         candidates.sort_by_key(|c| (c.0, c.1));
@@ -165,8 +168,9 @@ impl Store {
             {
                 continue;
             }
-            // Another ref may name the same object (made by hand).
-            if self.ref_entries()?.0.iter().all(|e| e.name != entry.name) {
+            let refs = naming.entry(entry.name.clone()).or_default();
+            *refs = refs.saturating_sub(1);
+            if *refs == 0 {
                 gc::remove_locked(&object, &held).map_err(|e| e.context(context()))?;
                 tree::remove_tree(&self.inner.meta.join(&entry.name))
                     .map_err(|e| e.context(context()))?;
