@@ -245,6 +245,20 @@ static double paired_ratio(const double *ref, const double *ours, int n)
     return median(v, i);
 }
 
+/* A row comparing paired runs (rates, higher is better): medians of each
+ * side, the median per-round ratio ours / ref, and its minimum. */
+static void paired_rate_row(struct row *r, const double *ref_v, const char *ref_note,
+                            const double *ours_v, int n, const char *unit, double min_ratio)
+{
+    double ratio = paired_ratio(ref_v, ours_v, n);
+    snprintf(r->ref, sizeof r->ref, "%.0f %s%s", median(ref_v, n), unit, ref_note);
+    snprintf(r->ours, sizeof r->ours, "%.0f %s", median(ours_v, n), unit);
+    snprintf(r->ratio, sizeof r->ratio, "%.3f", ratio);
+    snprintf(r->target, sizeof r->target, ">= %.1f", min_ratio);
+    r->met = ratio >= min_ratio ? "yes" : "**no**";
+    print_row(r);
+}
+
 /* A row whose times (seconds, lower is better) are compared; `ratio` is the
  * paired ratio. */
 static void time_row(struct row *r, double ref, double ours, double ratio, double max_ratio)
@@ -1008,6 +1022,20 @@ static void flat_row(struct row *r, const double *fresh_v, const double *after_v
     print_row(r);
 }
 
+/* Commits the 100 objects `lookup_ids` names (tiny trees) in `store`. */
+static void commit_lookup_ids(os_store_t *store)
+{
+    long i;
+    for (i = 0; i < 100; i++) {
+        os_object_t *obj;
+        snprintf(lookup_ids[i], sizeof lookup_ids[i], "stage-%03ld", i);
+        check(os_store_new(store, lookup_ids[i], &obj), "new");
+        tiny_tree(obj);
+        check(os_store_commit(store, obj, lookup_ids[i], NULL), "commit");
+        os_object_release(obj);
+    }
+}
+
 static void lookup_rows(const char *mnt)
 {
     os_store_t *store;
@@ -1022,13 +1050,7 @@ static void lookup_rows(const char *mnt)
     printf("look-up rows (%ld pairs per run)\n", ops);
     /* 100 committed objects, made by another handle */
     check(os_store_open_ex(path, OS_STORE_NO_SYNC, &store), "open");
-    for (i = 0; i < 100; i++) {
-        os_object_t *obj;
-        snprintf(lookup_ids[i], sizeof lookup_ids[i], "stage-%03ld", i);
-        check(os_store_new(store, lookup_ids[i], &obj), "new");
-        tiny_tree(obj);
-        check(os_store_commit(store, obj, lookup_ids[i], NULL), "commit");
-    }
+    commit_lookup_ids(store);
     os_store_free(store);
 
     check(os_store_open_ex(path, OS_STORE_NO_SYNC, &store), "open");
@@ -1673,14 +1695,7 @@ static void cache_rows(const char *mnt)
     /* Look-ups with pinning and last use, and the same loop with both off
      * (a second handle opened with OSSTORE_BENCH_NO_TRACKING=1). */
     check(os_store_open_ex(path, OS_STORE_NO_SYNC, &on), "open");
-    for (i = 0; i < 100; i++) {
-        os_object_t *obj;
-        snprintf(lookup_ids[i], sizeof lookup_ids[i], "stage-%03ld", i);
-        check(os_store_new(on, lookup_ids[i], &obj), "new");
-        tiny_tree(obj);
-        check(os_store_commit(on, obj, lookup_ids[i], NULL), "commit");
-        os_object_release(obj);
-    }
+    commit_lookup_ids(on);
     setenv("OSSTORE_BENCH_NO_TRACKING", "1", 1);
     check(os_store_open_ex(path, OS_STORE_NO_SYNC | OS_STORE_NO_GC, &off), "open");
     unsetenv("OSSTORE_BENCH_NO_TRACKING");
@@ -1695,15 +1710,7 @@ static void cache_rows(const char *mnt)
                 "the look-up pair of the rows above (the get pins the object with a shared flock "
                 "and records its use, at most once a second per object); ref = the same loop on "
                 "a handle with both off, alternating, paired per round");
-    snprintf(r->ref, sizeof r->ref, "%.0f pairs/s (off)", median(off_v, n));
-    snprintf(r->ours, sizeof r->ours, "%.0f pairs/s", median(on_v, n));
-    {
-        double ratio = paired_ratio(off_v, on_v, n);
-        snprintf(r->ratio, sizeof r->ratio, "%.2f", ratio);
-        snprintf(r->target, sizeof r->target, ">= 0.5");
-        r->met = ratio >= 0.5 ? "yes" : "**no**";
-    }
-    print_row(r);
+    paired_rate_row(r, off_v, " (off)", on_v, n, "pairs/s", 0.5);
     os_store_free(off);
     os_store_free(on);
     free(path);
@@ -1763,15 +1770,7 @@ static void cache_rows(const char *mnt)
                     "commit by move of a tiny tree that takes the total over max-size (low-water "
                     "100%: it evicts about one tiny object, whose removal is included); ref = "
                     "the same commit while the total stays under max-size; paired per round");
-        snprintf(r->ref, sizeof r->ref, "%.0f ops/s", median(plain_v, n));
-        snprintf(r->ours, sizeof r->ours, "%.0f ops/s", median(evict_v, n));
-        {
-            double ratio = paired_ratio(plain_v, evict_v, n);
-            snprintf(r->ratio, sizeof r->ratio, "%.3f", ratio);
-            snprintf(r->target, sizeof r->target, ">= 0.5");
-            r->met = ratio >= 0.5 ? "yes" : "**no**";
-        }
-        print_row(r);
+        paired_rate_row(r, plain_v, "", evict_v, n, "ops/s", 0.5);
     }
     os_store_free(big);
     free(path);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -13,42 +12,6 @@ use osstore::{Mode, OpenOptions, Store};
 
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-/// Allocated bytes of every entry below and including `root`, hard links
-/// once: the size rule of cache.md, measured independently of the library.
-fn du(root: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-        let m = fs::symlink_metadata(p).unwrap();
-        let mut total = if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-            0
-        } else {
-            m.blocks() * 512
-        };
-        if m.is_dir() {
-            for e in fs::read_dir(p).unwrap() {
-                total += walk(&e.unwrap().path(), seen);
-            }
-        }
-        total
-    }
-    walk(root, &mut HashSet::new())
-}
-
-/// Sum of fresh measurements of every object a ref names.
-fn measured_total(root: &Path) -> u64 {
-    let mut names = HashSet::new();
-    for e in fs::read_dir(root.join("refs")).unwrap() {
-        let target = fs::read_link(e.unwrap().path()).unwrap();
-        let name = target.file_name().unwrap().to_owned();
-        if root.join("objects").join(&name).is_dir() {
-            names.insert(name);
-        }
-    }
-    names
-        .iter()
-        .map(|n| du(&root.join("objects").join(n)))
-        .sum()
 }
 
 /// Commits an object `id` holding `bytes` bytes of data; returns its name.
@@ -136,7 +99,10 @@ fn sidecars_carry_size_files_creation_and_metadata_through_init_and_commit() {
         (list[0].id.as_str(), list[0].name.as_str()),
         ("a", a_name.as_str())
     );
-    assert_eq!(list[0].size, du(&dir.path().join("objects").join(&a_name)));
+    assert_eq!(
+        list[0].size,
+        common::du(&dir.path().join("objects").join(&a_name))
+    );
     assert_eq!(list[0].files, 3);
 
     // init copies creation time and metadata; a copy commit carries them.
@@ -160,11 +126,14 @@ fn stat_is_exact_after_commits_replacements_evictions_and_gc() {
         commit_sized(&store, &format!("o{i}"), 1000 * i);
     }
     commit_sized(&store, "o2", 70_000); // replaces o2's object
-    assert_eq!(store.stat().unwrap().bytes, measured_total(dir.path()));
-    store.evict(measured_total(dir.path()) / 2).unwrap();
+    assert_eq!(
+        store.stat().unwrap().bytes,
+        common::measured_total(dir.path())
+    );
+    store.evict(common::measured_total(dir.path()) / 2).unwrap();
     store.gc().unwrap();
     let stat = store.stat().unwrap();
-    assert_eq!(stat.bytes, measured_total(dir.path()));
+    assert_eq!(stat.bytes, common::measured_total(dir.path()));
     assert_eq!(stat.refs, stat.objects);
     assert!(stat.fs_free > 0);
 }
@@ -334,7 +303,7 @@ fn a_store_of_osstore_0_1_is_upgraded_on_first_need() {
     let store = common::quick(dir.path());
     assert!(store.contains("v1").unwrap());
     let stat = store.stat().unwrap();
-    assert_eq!(stat.bytes, measured_total(dir.path()));
+    assert_eq!(stat.bytes, common::measured_total(dir.path()));
     for n in &names {
         assert!(dir.path().join("meta").join(n).join("info").is_file());
     }
@@ -381,6 +350,17 @@ fn listing(root: &Path) -> Vec<String> {
     out
 }
 
+/// Every entry below `root` with its mtime.
+fn listing_with_mtimes(root: &Path) -> Vec<(String, i64, i64)> {
+    listing(root)
+        .into_iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(root.join(&p)).unwrap();
+            (p, m.mtime(), m.mtime_nsec())
+        })
+        .collect()
+}
+
 fn walkdir(p: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(p).unwrap() {
@@ -425,13 +405,7 @@ fn read_only_stores_change_nothing_and_still_read() {
     let store = common::quick(root);
     commit_sized(&store, "r", 100);
     drop(store);
-    let before: Vec<(String, i64, i64)> = listing(root)
-        .into_iter()
-        .map(|p| {
-            let m = fs::symlink_metadata(root.join(&p)).unwrap();
-            (p, m.mtime(), m.mtime_nsec())
-        })
-        .collect();
+    let before = listing_with_mtimes(root);
     let ro = Store::open_with(
         root,
         OpenOptions {
@@ -460,12 +434,5 @@ fn read_only_stores_change_nothing_and_still_read() {
     }
     drop(obj);
     drop(ro);
-    let after: Vec<(String, i64, i64)> = listing(root)
-        .into_iter()
-        .map(|p| {
-            let m = fs::symlink_metadata(root.join(&p)).unwrap();
-            (p, m.mtime(), m.mtime_nsec())
-        })
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, listing_with_mtimes(root));
 }

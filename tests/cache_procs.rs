@@ -7,10 +7,8 @@ mod common;
 #[path = "common/reliability.rs"]
 mod reliability;
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::BufReader;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use osstore::Store;
@@ -18,35 +16,6 @@ use reliability::{announce_ready, die_with_parent, env_path, helper, kill_and_re
 
 const STORE_VAR: &str = "OSSTORE_CACHE_PROCS_STORE";
 const ROLE_VAR: &str = "OSSTORE_CACHE_PROCS_ROLE";
-
-/// Allocated bytes of a tree, hard links once (independent of the library).
-fn du(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-    let m = fs::symlink_metadata(p).unwrap();
-    let mut total = if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-        0
-    } else {
-        m.blocks() * 512
-    };
-    if m.is_dir() {
-        for e in fs::read_dir(p).unwrap() {
-            total += du(&e.unwrap().path(), seen);
-        }
-    }
-    total
-}
-
-/// Sum of fresh measurements of the objects the refs name.
-fn measured_total(root: &Path) -> u64 {
-    let mut names = HashSet::new();
-    for e in fs::read_dir(root.join("refs")).unwrap() {
-        let target = fs::read_link(e.unwrap().path()).unwrap();
-        let obj = root.join("objects").join(target.file_name().unwrap());
-        if obj.is_dir() {
-            names.insert(obj);
-        }
-    }
-    names.iter().map(|o| du(o, &mut HashSet::new())).sum()
-}
 
 fn commit_files(store: &Store, id: &str, files: usize, bytes: usize) -> String {
     let mut obj = store.new_object(id).unwrap();
@@ -151,7 +120,7 @@ fn totals_stay_exact_after_kills_during_commits_and_evictions() {
         println!("round {round}: {left} of 4 big objects left when the evictor was killed");
         let fresh = Store::open(root).unwrap();
         let stat = fresh.stat().unwrap();
-        assert_eq!(stat.bytes, measured_total(root), "round {round}");
+        assert_eq!(stat.bytes, common::measured_total(root), "round {round}");
         assert_eq!(stat.refs, stat.objects, "round {round}");
         fresh.gc().unwrap();
         let problems = fresh.fsck().unwrap().problems;
@@ -178,7 +147,7 @@ fn concurrent_committers_over_max_size_leave_an_exact_bounded_store() {
         );
     }
     let stat = store.stat().unwrap();
-    assert_eq!(stat.bytes, measured_total(root));
+    assert_eq!(stat.bytes, common::measured_total(root));
     assert!(stat.bytes <= 200 * 1024, "{stat:?}");
     assert!(store.fsck().unwrap().problems.is_empty());
 }

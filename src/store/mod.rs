@@ -126,7 +126,7 @@ impl Store {
         let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
         // Checked before anything is created: another tool's cache, or a
         // store of a newer osstore, is left exactly as it is.
-        if std::fs::symlink_metadata(&root).is_ok() {
+        if std::fs::metadata(&root).is_ok_and(|m| m.is_dir()) {
             layout::refuse_foreign(&root)?;
             settings::read_raw(&root)?;
         }

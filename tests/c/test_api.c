@@ -27,19 +27,6 @@
 
 static char scratch[256];
 
-/* snprintf that treats truncation as a broken test set-up. */
-static void fmt(char *out, size_t size, const char *format, ...)
-{
-    va_list ap;
-    va_start(ap, format);
-    int n = vsnprintf(out, size, format, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size) {
-        fprintf(stderr, "path too long: %s\n", format);
-        exit(2);
-    }
-}
-
 static void write_file(const char *dir, const char *name, const char *content)
 {
     char path[PATH_MAX];

@@ -26,19 +26,6 @@
 
 static char base_dir[PATH_MAX];
 
-/* snprintf that stops the test when the result does not fit. */
-static void fmt(char *out, size_t size, const char *format, ...)
-{
-    va_list ap;
-    va_start(ap, format);
-    int n = vsnprintf(out, size, format, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size) {
-        fprintf(stderr, "string too long: %s\n", format);
-        exit(2);
-    }
-}
-
 static void path_of(char *out, const char *a, const char *b)
 {
     fmt(out, PATH_MAX, "%s/%s", a, b);
