@@ -10,7 +10,7 @@
 //!
 //! Each handle also remembers the process that made it. In a child after
 //! `fork()` every use of an inherited handle fails with `-ECHILD`, and
-//! freeing one only forgets it: its value is parked in [`ORPHANS`] and never
+//! freeing one only forgets it: its value is parked in `ORPHANS` and never
 //! dropped, since dropping would run the parent's clean-ups (remove work
 //! dirs, stop the parent's server, unmount). The child gets that memory back
 //! when it exits or execs.

@@ -4,8 +4,8 @@
 //! Conventions (`docs/c-api.md`): functions return `0` (or a documented
 //! non-negative value) or a negative errno, and a failure sets this
 //! thread's `os_last_error()`; every exported function runs inside
-//! [`boundary`], so no panic unwinds into C. Handles are tokens looked up in
-//! a table ([`handle`]), never addresses: a NULL, released, forged or
+//! `boundary`, so no panic unwinds into C. Handles are tokens looked up in
+//! a table (`handle`), never addresses: a NULL, released, forged or
 //! inherited (after `fork()`) handle is refused instead of dereferenced.
 //!
 //! The doc comments of exported items become the header's documentation:
@@ -13,6 +13,35 @@
 //! `Threads: ...`, no rustdoc links or sections), and
 //! `tests/check_header.py` holds them to that. The caller's side of each
 //! function's contract is in those comments, hence no `# Safety` sections.
+//!
+//! A new function follows this shape (handles through `handle::with_*`,
+//! strings through `strings`, out-parameters cleared first, strings handed
+//! out for `os_free()`):
+//!
+//! ```ignore
+//! /// What it does, in C words.
+//! ///
+//! /// Returns 0, or -EINVAL when ..., -ECHILD when ....
+//! ///
+//! /// Threads: any, concurrently with other calls on the store.
+//! #[unsafe(no_mangle)]
+//! pub unsafe extern "C" fn os_store_example(
+//!     store: *mut os_store_t,
+//!     key: *const c_char,
+//!     value_out: *mut *mut c_char,
+//! ) -> c_int {
+//!     boundary(|| {
+//!         // SAFETY: `value_out` is NULL or writable (the C contract).
+//!         unsafe { strings::out_param(value_out, "value_out")? };
+//!         // SAFETY: `key` is NULL or a C string (the C contract).
+//!         let key = unsafe { strings::bytes(key, "key") }?;
+//!         let value = handle::with_store(store, |s| s.store.example(key))?;
+//!         // SAFETY: checked above.
+//!         unsafe { strings::hand_out(value_out, strings::c_string(value.as_bytes())?) };
+//!         Ok(0)
+//!     })
+//! }
+//! ```
 
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
 #![allow(clippy::missing_safety_doc)] // see above: the contract is in C words
