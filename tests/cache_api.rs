@@ -436,3 +436,60 @@ fn read_only_stores_change_nothing_and_still_read() {
     drop(ro);
     assert_eq!(before, listing_with_mtimes(root));
 }
+
+/// One request to the store server at `path`, and its JSON reply.
+fn ask(path: &Path, request: &str) -> serde_json::Value {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    send(fd.as_raw_fd(), request.as_bytes(), MsgFlags::empty()).unwrap();
+    let mut buf = [0u8; 8192];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    serde_json::from_slice(&buf[..n]).unwrap()
+}
+
+#[test]
+fn a_read_only_store_is_served_with_its_temp_root_under_tmpdir() {
+    use osstore::server::{Server, ServerOptions};
+    let dir = scratch();
+    let root = dir.path();
+    commit_sized(&common::quick(root), "r", 10);
+    let before = listing_with_mtimes(root);
+    let ro = Store::open_with(
+        root,
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let sockets = scratch();
+    let socket = sockets.path().join("store");
+    let server = Server::start(
+        ro,
+        ServerOptions {
+            socket_path: Some(socket.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let reply = ask(&socket, r#"{"method": "read-tree", "object-id": "r"}"#);
+    assert_eq!(reply["path"], root.join("refs/r").to_str().unwrap());
+    let reply = ask(
+        &socket,
+        r#"{"method": "mkdtemp", "prefix": "p-", "suffix": ""}"#,
+    );
+    let temp = reply["path"].as_str().unwrap();
+    assert!(Path::new(temp).starts_with(std::env::temp_dir()), "{temp}");
+    server.stop().unwrap();
+    assert_eq!(before, listing_with_mtimes(root));
+}
