@@ -35,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -1311,7 +1312,7 @@ static void client_proc(int idx, const char *sock, int use_osc, double duration,
 }
 
 struct load_result {
-    double rate, p50, p99; /* req/s, us, us */
+    double rate, p50, p99, max; /* req/s, us, us, us */
 };
 
 static int cmp_u32(const void *a, const void *b)
@@ -1373,6 +1374,7 @@ static struct load_result run_load(const char *sock, int nclients, int use_osc, 
     res.rate = (double)total / (end - start);
     res.p50 = all[kept / 2] / 1e3;
     res.p99 = all[kept * 99 / 100] / 1e3;
+    res.max = all[kept - 1] / 1e3;
     free(all);
     return res;
 }
@@ -1463,6 +1465,115 @@ static void idle_memory_row(const char *sock)
     snprintf(r->target, sizeof r->target, "<= 16 KiB");
     r->met = (double)(rss1 - rss0) / n <= 16 ? "yes" : "**no**";
     print_row(r);
+}
+
+/* gc alongside the server: `osstore-bench --gc-store PATH` (this program run
+ * again, so the collection is another process, as in the issue) sweeps the
+ * store at PATH once. */
+static int gc_store(const char *path)
+{
+    os_store_t *s;
+    double t;
+    int rc;
+    check(os_store_open_ex(path, OS_STORE_NO_SYNC | OS_STORE_NO_GC, &s), "open for gc");
+    t = now();
+    rc = os_store_gc(s);
+    if (rc < 0)
+        die("gc: %s", os_last_error());
+    printf("  gc process: removed %d entries in %.3f s\n", rc, now() - t);
+    os_store_free(s);
+    return 0;
+}
+
+/* A client that mounts the object with `read-tree-at` (then unmounts it)
+ * every 20 ms until killed: what pins a tree, the path a sweep held up. */
+static pid_t mounting_client(const char *sock, const char *target)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        osc_client_t *cl = NULL;
+        if (osc_connect(sock, &cl) < 0)
+            _exit(1);
+        for (;;) {
+            char *path = NULL;
+            if (osc_read_tree_at(cl, server_id, target, NULL, &path) < 0)
+                _exit(2);
+            free(path);
+            umount2(target, MNT_DETACH);
+            usleep(20000);
+        }
+    }
+    return pid;
+}
+
+/* Worst `read-tree` round trip of one client while another process collects
+ * an unnamed copy of the bench tree, next to the worst without collection;
+ * a mounting client runs alongside in both. */
+static void gc_stall_row(os_store_t *store, const char *store_path, const char *sock,
+                         const char *mnt)
+{
+    long files = quick ? 2000 : 20000;
+    int rounds = quick ? 1 : 3, k;
+    double d = quick ? 0.5 : 1.0, with = 0, without = 0, with_p50 = 0, without_p50 = 0;
+    char *target = fmt("%s/gc-stall-target", mnt);
+    char *self = realpath("/proc/self/exe", NULL);
+    struct row *r;
+
+    printf("  read-tree during gc of a %ld-file tree in another process\n", files);
+    mkdir(target, 0755);
+    for (k = 0; k < rounds; k++) {
+        os_object_t *big, *small;
+        struct tree_stats gs;
+        struct load_result quiet, busy;
+        pid_t mounter, gc;
+        char *argv[] = {"osstore-bench", "--gc-store", (char *)store_path, NULL};
+
+        check(os_store_new(store, "gc-victim", &big), "new");
+        gen_tree(os_object_tree(big), files, 7 + k, &gs);
+        check(os_store_commit(store, big, "gc-victim", NULL), "commit");
+        os_object_release(big);
+        check(os_store_new(store, "gc-victim", &small), "new");
+        check(os_store_commit(store, small, "gc-victim", NULL), "commit"); /* unnames the tree */
+        os_object_release(small);
+
+        mounter = mounting_client(sock, target);
+        quiet = run_load(sock, 1, 1, d);
+        if (posix_spawn(&gc, self, NULL, NULL, argv, environ) != 0)
+            die("spawn the gc process");
+        busy = run_load(sock, 1, 1, d);
+        waitpid(gc, NULL, 0);
+        kill(mounter, SIGKILL);
+        waitpid(mounter, NULL, 0);
+        umount2(target, MNT_DETACH);
+        printf("  round %d: worst read-tree %.0f us without gc (p50 %.1f us), %.0f us with gc "
+               "(p50 %.1f us)\n",
+               k, quiet.max, quiet.p50, busy.max, busy.p50);
+        if (quiet.max > without) {
+            without = quiet.max;
+            without_p50 = quiet.p50;
+        }
+        if (busy.max > with) {
+            with = busy.max;
+            with_p50 = busy.p50;
+        }
+    }
+    r = add_row("server, worst `read-tree` while another process runs gc",
+                fmt("worst round trip of one client's `read-tree` loop (osc) over %.1f s while "
+                    "another process collects an unnamed %ld-file tree of the store, a client "
+                    "mounting the object (`read-tree-at`) every 20 ms alongside; reference: the "
+                    "same without the collection; worst of %d rounds each (p50 %.1f us with gc, "
+                    "%.1f us without)",
+                    d, files, rounds, with_p50, without_p50));
+    snprintf(r->ref, sizeof r->ref, "%.2f ms (no gc)", without / 1e3);
+    snprintf(r->ours, sizeof r->ours, "%.2f ms", with / 1e3);
+    snprintf(r->ratio, sizeof r->ratio, "%.2f", with / (without > 0 ? without : 1));
+    snprintf(r->target, sizeof r->target, "<= ref + 5 ms");
+    r->met = with - without <= 5000 ? "yes" : "**no**";
+    print_row(r);
+    free(self);
+    free(target);
 }
 
 static void server_rows(const char *mnt)
@@ -1576,6 +1687,7 @@ static void server_rows(const char *mnt)
     r->met = o.p99 / 930.0 <= 1.0 / 3 ? "yes" : "**no**";
     print_row(r);
 
+    gc_stall_row(store, path, our_sock, mnt);
     munmap(lat, sizeof *lat);
     idle_memory_row(our_sock);
     os_server_stop(srv);
@@ -1833,6 +1945,8 @@ int main(int argc, char **argv)
             quick = 1;
         else if (!strcmp(argv[i], "--notes") && i + 1 < argc)
             notes_file = argv[++i];
+        else if (!strcmp(argv[i], "--gc-store") && i + 1 < argc)
+            return gc_store(argv[i + 1]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) {

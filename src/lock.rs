@@ -46,17 +46,9 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Opens `path` (a directory, not following a final symlink) and takes a
-    /// shared lock on it, waiting if a collector holds it exclusively.
-    pub fn shared(path: &Path) -> Result<DirLock> {
-        let fd = open_dir(path)?;
-        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
-        Ok(DirLock { fd })
-    }
-
     /// Opens the directory `name` in `dir` (not following a final symlink)
     /// and takes a shared lock on it; `path` names it in errors.
-    pub fn shared_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<DirLock> {
+    pub(crate) fn shared_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<DirLock> {
         let fd = open_at(dir, name, DIR_FLAGS, path)?;
         flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
         Ok(DirLock { fd })
@@ -64,7 +56,7 @@ impl DirLock {
 
     /// Whether the locked directory has been removed (a collector took it
     /// before the lock was granted).
-    pub fn is_unlinked(&self, path: &Path) -> Result<bool> {
+    pub(crate) fn is_unlinked(&self, path: &Path) -> Result<bool> {
         let st = nix::sys::stat::fstat(&self.fd)
             .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
         Ok(st.st_nlink == 0)
@@ -73,7 +65,7 @@ impl DirLock {
     /// Tries to take a shared lock on the directory `path` resolves to,
     /// following symlinks (for `refs/<id>`, a link to the object), without
     /// waiting; `None` when a collector holds it exclusively.
-    pub fn try_shared_following(path: &Path) -> Result<Option<DirLock>> {
+    pub(crate) fn try_shared_following(path: &Path) -> Result<Option<DirLock>> {
         let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY)?;
         match flock(&fd, libc::LOCK_SH | libc::LOCK_NB) {
             Ok(()) => Ok(Some(DirLock { fd })),
@@ -83,7 +75,7 @@ impl DirLock {
     }
 
     /// Whether `path`, following symlinks, still names the locked directory.
-    pub fn is_at(&self, path: &Path) -> Result<bool> {
+    pub(crate) fn is_at(&self, path: &Path) -> Result<bool> {
         let held = nix::sys::stat::fstat(&self.fd)
             .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
         match nix::sys::stat::stat(path) {
@@ -153,7 +145,7 @@ mod tests {
     #[test]
     fn shared_lock_blocks_exclusive_try() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::shared(dir.path()).unwrap();
+        let held = DirLock::try_shared_following(dir.path()).unwrap().unwrap();
         assert!(DirLock::try_exclusive(dir.path()).unwrap().is_none());
         drop(held);
         assert!(DirLock::try_exclusive(dir.path()).unwrap().is_some());

@@ -209,11 +209,17 @@ pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
         .split(|b| *b == b'\n')
         .filter_map(|line| line.split(|b| *b == b' ').nth(4))
         .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
-        .filter(|p| is_at_or_below(p, (here.st_dev, here.st_ino)))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for point in points {
-        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+        // Opened, checked and detached through one descriptor: a path
+        // changed in between (a rename, a symlink planted by a process still
+        // running in the tree) cannot redirect the unmount.
+        let Some(mount) = open_if_at_or_below(&point, (here.st_dev, here.st_ino)) else {
+            continue;
+        };
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
+        match nix::mount::umount2(&by_fd, nix::mount::MntFlags::MNT_DETACH) {
             // Gone with a mount detached before it.
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => {
@@ -224,36 +230,29 @@ pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Whether walking up from the mount point `point` meets the directory
-/// with device and inode `dir`. A point that cannot be opened (outside this
-/// process's view) is not below anything it can reach.
-fn is_at_or_below(point: &Path, dir: (libc::dev_t, libc::ino_t)) -> bool {
-    let start = match fd::open(point, libc::O_PATH) {
-        Ok(top) if is_dir(&top) => top,
+/// The topmost mount at `point`, opened, when walking up from it meets the
+/// directory with device and inode `dir`; `None` otherwise. A point that
+/// cannot be opened (outside this process's view) is below nothing here.
+fn open_if_at_or_below(point: &Path, dir: (libc::dev_t, libc::ino_t)) -> Option<OwnedFd> {
+    let top = fd::open(point, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+    let mut current = if is_dir(&top) {
+        top.try_clone().ok()?
+    } else {
         // A file mount point: walk up from its directory.
-        Ok(_) => match point.parent().map(|p| fd::open(p, libc::O_PATH)) {
-            Some(Ok(parent)) => parent,
-            _ => return false,
-        },
-        Err(_) => return false,
+        fd::open(point.parent()?, libc::O_PATH | libc::O_DIRECTORY).ok()?
     };
-    let mut current = start;
     loop {
-        let Ok(st) = nix::sys::stat::fstat(&current) else {
-            return false;
-        };
+        let st = nix::sys::stat::fstat(&current).ok()?;
         if (st.st_dev, st.st_ino) == dir {
-            return true;
+            return Some(top);
         }
-        let Ok(parent) = fd::open_at(current.as_fd(), c"..", libc::O_PATH | libc::O_DIRECTORY)
-        else {
-            return false;
-        };
-        match nix::sys::stat::fstat(&parent) {
+        let parent = fd::open_at(current.as_fd(), c"..", libc::O_PATH | libc::O_DIRECTORY).ok()?;
+        let up = nix::sys::stat::fstat(&parent).ok()?;
+        if (up.st_dev, up.st_ino) == (st.st_dev, st.st_ino) {
             // `..` of the root is the root.
-            Ok(up) if (up.st_dev, up.st_ino) != (st.st_dev, st.st_ino) => current = parent,
-            _ => return false,
+            return None;
         }
+        current = parent;
     }
 }
 

@@ -1,12 +1,18 @@
 //! Objects: a tree under an id, in WRITE or READ mode.
+//!
+//! An object changes state only through its own methods: the store hands
+//! it a new tree and lock when it commits it ([`Object::committed`]), and
+//! the object enters and leaves its store's floating registry itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cache::ObjectCache;
 use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
+use crate::ids::{ObjectId, ObjectIdBuf};
 use crate::lock::DirLock;
-use crate::store::Store;
+use crate::store::floating::{Registration, Registry};
 use crate::tempdir::TempDir;
 use crate::tree;
 
@@ -21,38 +27,119 @@ pub enum Mode {
 
 /// What an object handle owns, which decides what releasing it does.
 #[derive(Debug)]
-pub(crate) enum Holding {
+enum Holding {
     /// A work dir in `tmp/` holding the tree at `<workdir>/object`; removed
-    /// with the handle.
-    Work(TempDir),
+    /// with the handle. While finalized and not committed the object is
+    /// also in the floating registry (declared first: it leaves the
+    /// registry before its tree goes).
+    Work {
+        floating: Option<Registration>,
+        dir: TempDir,
+    },
     /// A lock on a committed tree in `objects/`, so that garbage collection
     /// leaves it alone while the handle lives.
     Committed(#[expect(dead_code, reason = "held for the lock, released on drop")] DirLock),
     /// A pin on a committed tree in `objects/` that a look-up found (see
     /// [`crate::cache::pins`]).
     Pinned(#[expect(dead_code, reason = "held for the pin, released on drop")] Pin),
-    /// A view of another handle's floating tree; owns nothing.
+    /// A view of another handle's tree; owns nothing.
     View,
 }
 
-/// An object of a [`Store`]: an id, a mode and a tree (a directory path the
-/// caller reads and writes with ordinary file I/O).
+/// An object of a [`crate::Store`]: an id, a mode and a tree (a directory
+/// path the caller reads and writes with ordinary file I/O).
 #[derive(Debug)]
 pub struct Object {
-    pub(crate) store: Store,
-    pub(crate) id: String,
-    pub(crate) mode: Mode,
-    pub(crate) tree: PathBuf,
-    pub(crate) holding: Holding,
-    /// Key in the store's floating registry while this is a floating object.
-    pub(crate) floating_key: Option<u64>,
+    /// The floating registry of the store the object belongs to.
+    registry: Arc<Registry>,
+    id: ObjectIdBuf,
+    mode: Mode,
+    tree: PathBuf,
+    holding: Holding,
     /// Creation time, metadata, base and source epoch (see [`crate::cache`]).
-    pub(crate) cache: ObjectCache,
+    cache: ObjectCache,
 }
 
 impl Object {
+    /// A WRITE object whose tree is `tree`, inside the work dir `dir`.
+    pub(crate) fn in_work_dir(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        tree: PathBuf,
+        dir: TempDir,
+        cache: ObjectCache,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Write,
+            tree,
+            holding: Holding::Work {
+                floating: None,
+                dir,
+            },
+            cache,
+        }
+    }
+
+    /// A READ view of `tree`, owning nothing.
+    pub(crate) fn view(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        tree: PathBuf,
+        cache: ObjectCache,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Read,
+            tree,
+            holding: Holding::View,
+            cache,
+        }
+    }
+
+    /// A READ handle of the committed tree `tree`, pinned by `pin`.
+    pub(crate) fn pinned(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        tree: PathBuf,
+        pin: Pin,
+        cache: ObjectCache,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Read,
+            tree,
+            holding: Holding::Pinned(pin),
+            cache,
+        }
+    }
+
+    /// `objects/<name>` for a committed object (one this handle committed
+    /// or got from a ref), else `None`.
+    pub(crate) fn committed_name(&self) -> Option<&str> {
+        match self.holding {
+            Holding::Committed(_) | Holding::Pinned(_) => {
+                self.tree.file_name().and_then(|n| n.to_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The cache's part of the handle.
+    pub(crate) fn cache(&self) -> &ObjectCache {
+        &self.cache
+    }
+
+    /// The cache's part of the handle, to change.
+    pub(crate) fn cache_mut(&mut self) -> &mut ObjectCache {
+        &mut self.cache
+    }
+
     /// The object's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &ObjectId {
         &self.id
     }
 
@@ -66,6 +153,28 @@ impl Object {
         &self.tree
     }
 
+    /// Whether the object belongs to the store whose registry is `registry`.
+    pub(crate) fn belongs_to(&self, registry: &Arc<Registry>) -> bool {
+        Arc::ptr_eq(&self.registry, registry)
+    }
+
+    /// The work dir holding the tree, while the tree is a work tree.
+    pub(crate) fn work_dir(&self) -> Option<&TempDir> {
+        match &self.holding {
+            Holding::Work { dir, .. } => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// The tree was moved into the store as `tree`, locked by `lock`: the
+    /// object becomes READ, leaves the floating registry and lets its
+    /// (now empty) work dir go.
+    pub(crate) fn committed(&mut self, tree: PathBuf, lock: DirLock) {
+        self.mode = Mode::Read;
+        self.tree = tree;
+        self.holding = Holding::Committed(lock);
+    }
+
     /// Copies the whole of `base`'s tree into this object's tree, with the
     /// fidelity of `cp -a`, and takes over `base`'s creation time and
     /// metadata. The object must be in WRITE mode. Using a committed base
@@ -76,13 +185,16 @@ impl Object {
     /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
         self.require_write("init")?;
-        let what = format!("cannot initialise {:?} from {:?}", self.id, base.id);
-        let context = || what.clone();
+        let what = format!(
+            "cannot initialise {:?} from {:?}",
+            self.id.as_str(),
+            base.id.as_str()
+        );
         if let Some(name) = base.committed_name() {
-            self.store.record_use(name);
+            base.cache.record_use(name);
         }
-        tree::copy_tree(&base.tree, &self.tree).map_err(|e| e.context(context()))?;
-        self.inherit(base).map_err(|e| e.context(context()))
+        tree::copy_tree(&base.tree, &self.tree).map_err(|e| e.context(&what))?;
+        self.inherit(base).map_err(|e| e.context(&what))
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was
@@ -94,21 +206,9 @@ impl Object {
         if self.mode == Mode::Write {
             self.clamp_times()?;
             self.mode = Mode::Read;
-            if matches!(self.holding, Holding::Work(_)) {
-                self.floating_key = Some(self.store.register_floating(&self.id, &self.tree));
+            if let Holding::Work { floating, .. } = &mut self.holding {
+                *floating = Some(self.registry.register(&self.id, &self.tree));
             }
-        }
-        Ok(())
-    }
-
-    /// Clamps the tree's timestamps to the source epoch, if there is one.
-    pub(crate) fn clamp_times(&self) -> Result<()> {
-        if let Some(epoch) = self.cache.source_epoch {
-            let clamp = tree::Clamp {
-                epoch,
-                since: self.created()?,
-            };
-            tree::measure_tree(&self.tree, Some(clamp))?;
         }
         Ok(())
     }
@@ -120,7 +220,7 @@ impl Object {
     /// Exporting a committed object counts as a use of it.
     pub fn export(&self, to: &Path) -> Result<()> {
         if let Some(name) = self.committed_name() {
-            self.store.record_use(name);
+            self.cache.record_use(name);
         }
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {
@@ -129,31 +229,22 @@ impl Object {
                 format!("cannot export to {}: not a directory", to.display()),
             ));
         }
-        tree::copy_tree(&self.tree, to)
-            .map_err(|e| e.context(format!("cannot export {:?} to {}", self.id, to.display())))
+        tree::copy_tree(&self.tree, to).map_err(|e| {
+            e.context(format!(
+                "cannot export {:?} to {}",
+                self.id.as_str(),
+                to.display()
+            ))
+        })
     }
 
-    pub(crate) fn require_write(&self, what: &str) -> Result<()> {
+    fn require_write(&self, what: &str) -> Result<()> {
         if self.mode != Mode::Write {
             return Err(Error::invalid(format!(
                 "cannot {what} object {:?}: it is in READ mode",
-                self.id
+                self.id.as_str()
             )));
         }
         Ok(())
-    }
-
-    /// Leaves the floating registry (on commit or release).
-    pub(crate) fn stop_floating(&mut self) {
-        if let Some(key) = self.floating_key.take() {
-            self.store.unregister_floating(&self.id, key);
-        }
-    }
-}
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        self.stop_floating();
-        // `holding` drops next: a work dir is removed, a lock released.
     }
 }

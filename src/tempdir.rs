@@ -45,7 +45,7 @@ impl TempDir {
     ///
     /// A collector may remove the new directory before it is locked (see
     /// [`crate::lock`]); another name is tried then.
-    pub fn create_in(
+    pub(crate) fn create_in(
         parent_fd: &Arc<OwnedFd>,
         parent: &Path,
         prefix: &[u8],
@@ -127,7 +127,7 @@ impl Drop for TempDir {
 
 /// Creates a fresh directory `<parent>/<prefix><random><suffix>` with mode
 /// 0700, as `mkdtemp(3)` does, and returns its path.
-pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
+pub(crate) fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
     let dir = fd::open_dir_path(parent)?;
     make_unique_dir(dir.as_fd(), parent, prefix, suffix).map(|(_, path)| path)
 }

@@ -455,7 +455,7 @@ fn dead_builders_mount_is_reclaimed_through_any_store_path() {
                 .filter(|l| l.contains(&format!("{}/tmp/", canonical.display())))
                 .count()
         };
-        assert_eq!(mounted_below(), 1, "the builder's mount is left ({via})");
+        assert_eq!(mounted_below(), 4, "the builder's mounts are left ({via})");
 
         let store = Store::open_with(
             &other_path,
@@ -470,7 +470,7 @@ fn dead_builders_mount_is_reclaimed_through_any_store_path() {
             .gc()
             .unwrap_or_else(|e| panic!("gc through a {via}: {e}"));
         assert_eq!(report.removed, 1, "the dead builder's work dir ({via})");
-        assert_eq!(mounted_below(), 0, "the mount is detached ({via})");
+        assert_eq!(mounted_below(), 0, "the mounts are detached ({via})");
         assert!(
             names(&root.join("tmp")).is_empty(),
             "tmp/ is empty ({via}): {:?}",
@@ -489,7 +489,8 @@ impl Drop for Unmount {
 }
 
 /// Run by `dead_builders_mount_is_reclaimed_through_any_store_path`: creates
-/// an object, mounts a tmpfs inside its tree, and waits to be killed.
+/// an object, mounts tmpfs inside its tree (one, one inside it, two stacked
+/// on another point), and waits to be killed.
 #[test]
 #[ignore = "helper process of dead_builders_mount_is_reclaimed_through_any_store_path"]
 fn builder_mounting_in_its_tree() {
@@ -511,6 +512,21 @@ fn builder_mounting_in_its_tree() {
     )
     .expect("mount tmpfs");
     std::fs::write(point.join("file"), "on the tmpfs").unwrap();
+    // A mount inside that mount, and two stacked on one point.
+    let inner = point.join("inner");
+    let stacked = object.tree().join("stacked");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::create_dir(&stacked).unwrap();
+    for at in [&inner, &stacked, &stacked] {
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+    }
     announce_ready();
     loop {
         std::thread::park();

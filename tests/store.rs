@@ -149,6 +149,65 @@ fn lookups_follow_the_spec() {
     assert!(store.get("dangling").unwrap().is_none());
 }
 
+/// The store, not its callers, refuses an object of another store, even
+/// one of the same directory opened twice: nothing moves, nothing is named.
+#[test]
+fn commit_refuses_an_object_of_another_store() {
+    let dir = scratch();
+    let store = common::quick(dir.path());
+    let other = common::quick(dir.path());
+    for (what, new_id) in [("its own id", "foreign"), ("another id", "copy")] {
+        let mut obj = other.new_object("foreign").unwrap();
+        fs::write(obj.tree().join("f"), "1").unwrap();
+        let e = store.commit(&mut obj, new_id).unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL, "{what}: {e}");
+        assert!(e.to_string().contains("another store"), "{what}: {e}");
+        assert_eq!(obj.mode(), Mode::Write, "{what}");
+        assert!(obj.tree().join("f").exists(), "{what}");
+        assert!(!store.contains(new_id).unwrap(), "{what}");
+        other.commit(&mut obj, new_id).unwrap();
+    }
+    assert!(store.contains("foreign").unwrap() && store.contains("copy").unwrap());
+}
+
+/// Ids are checked once, where they enter: an `ObjectId` made from a string
+/// is accepted everywhere as is, and an invalid string is refused by every
+/// method that takes one.
+#[test]
+fn ids_are_validated_where_they_enter() {
+    let dir = scratch();
+    let store = common::quick(dir.path());
+    let id = osstore::ObjectId::new("checked").unwrap();
+    let mut obj = store.new_object(&id).unwrap();
+    assert_eq!(obj.id(), id);
+    store.commit(&mut obj, &id).unwrap();
+    assert!(store.contains(&id).unwrap());
+    assert!(store.get(&id).unwrap().is_some());
+    assert_eq!(
+        store.resolve_ref(&id).unwrap(),
+        dir.path().join("refs/checked")
+    );
+    for bad in ["..", "a/b", "a\0b"] {
+        assert_eq!(
+            osstore::ObjectId::new(bad).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(store.new_object(bad).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(store.contains(bad).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(store.get(bad).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(store.lookup_tree(bad).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(store.resolve_ref(bad).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(
+            store.commit(&mut obj, bad).unwrap_err().errno(),
+            libc::EINVAL
+        );
+    }
+    assert!(
+        !store.contains("").unwrap(),
+        "an empty id is never contained"
+    );
+}
+
 #[test]
 fn floating_objects_are_found_first() {
     let dir = scratch();

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // An id is a name that is a string: the same rules.
-    assert_eq!(ids::check_id(text).is_ok(), valid_name(data), "{text:?}");
+    assert_eq!(ids::ObjectId::new(text).is_ok(), valid_name(data), "{text:?}");
     if let Ok(path) = fixture.store.resolve_ref(text) {
         assert_eq!(
             path.parent(),

@@ -7,11 +7,15 @@ use super::lastuse;
 use super::sidecar::Info;
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::object::{Holding, Mode, Object};
+use crate::object::{Mode, Object};
+use crate::store::Store;
+use crate::tree;
 
 /// The cache's part of an object handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ObjectCache {
+    /// The store, for the sidecar and last use of a committed object.
+    store: Store,
     /// Set when the handle is made for a new object; loaded from the
     /// sidecar on first need for a committed one.
     pub(crate) info: OnceLock<Info>,
@@ -20,46 +24,52 @@ pub struct ObjectCache {
 }
 
 impl ObjectCache {
-    /// The cache part of a new WRITE object: created now.
-    pub(crate) fn new_object() -> ObjectCache {
+    /// The cache part of a new WRITE object of `store`: created now.
+    pub(crate) fn new_object(store: &Store) -> ObjectCache {
         let info = Info {
             created: lastuse::now(),
             ..Info::default()
         };
         ObjectCache {
+            store: store.clone(),
             info: OnceLock::from(info),
             source_epoch: None,
         }
     }
-}
 
-impl Object {
-    /// `objects/<name>` for a committed object (one this handle committed
-    /// or got from a ref), else `None`.
-    pub(crate) fn committed_name(&self) -> Option<&str> {
-        match self.holding {
-            Holding::Committed(_) | Holding::Pinned(_) => {
-                self.tree.file_name().and_then(|n| n.to_str())
-            }
-            _ => None,
+    /// The cache part of a READ handle of `store` (information loaded on
+    /// first need).
+    pub(crate) fn read(store: &Store) -> ObjectCache {
+        ObjectCache {
+            store: store.clone(),
+            info: OnceLock::new(),
+            source_epoch: None,
         }
     }
 
+    /// Records a use of `objects/<name>`.
+    pub(crate) fn record_use(&self, name: &str) {
+        self.store.record_use(name);
+    }
+}
+
+impl Object {
     /// What the store knows about the object (its sidecar for a committed
     /// object, measured and written on first need for one from osstore 0.1).
     pub(crate) fn info(&self) -> Result<&Info> {
-        if let Some(info) = self.cache.info.get() {
+        let cache = self.cache();
+        if let Some(info) = cache.info.get() {
             return Ok(info);
         }
         let info = match self.committed_name() {
-            Some(name) => self.store.object_info(name)?.0,
+            Some(name) => cache.store.object_info(name)?.0,
             // A view of another handle's floating object: what its tree shows.
             None => Info {
-                created: self.store.created_from_tree(&self.tree)?,
+                created: cache.store.created_from_tree(self.tree())?,
                 ..Info::default()
             },
         };
-        Ok(self.cache.info.get_or_init(|| info))
+        Ok(cache.info.get_or_init(|| info))
     }
 
     /// The object's creation time (Unix seconds): set by `new`, copied from
@@ -75,7 +85,7 @@ impl Object {
             Some(v) => Ok(v.to_string()),
             None => Err(Error::new(
                 libc::ENOENT,
-                format!("object {:?} has no metadata {key:?}", self.id),
+                format!("object {:?} has no metadata {key:?}", self.id().as_str()),
             )),
         }
     }
@@ -93,7 +103,7 @@ impl Object {
         self.require_writable_meta("set metadata of")?;
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| Error::invalid(format!("metadata {key:?} is not valid JSON: {e}")))?;
-        if let Some(info) = self.cache.info.get_mut() {
+        if let Some(info) = self.cache_mut().info.get_mut() {
             info.meta.insert(key.to_owned(), value);
         }
         Ok(())
@@ -103,16 +113,16 @@ impl Object {
     /// entry whose mtime is at or after the creation second gets the epoch
     /// as atime and mtime. `EPERM` once the object is committed.
     pub fn set_source_epoch(&mut self, epoch: i64) -> Result<()> {
-        if !matches!(self.holding, Holding::Work(_)) {
+        if self.work_dir().is_none() {
             return Err(Error::new(
                 libc::EPERM,
                 format!(
                     "cannot set the source epoch of object {:?}: it is committed or a view",
-                    self.id
+                    self.id().as_str()
                 ),
             ));
         }
-        self.cache.source_epoch = Some(epoch);
+        self.cache_mut().source_epoch = Some(epoch);
         Ok(())
     }
 
@@ -136,15 +146,30 @@ impl Object {
                 .or_else(|| from.base.clone()),
             meta: from.meta.clone(),
         };
-        self.cache.info = OnceLock::from(inherited);
+        self.cache_mut().info = OnceLock::from(inherited);
+        Ok(())
+    }
+
+    /// Clamps the tree's timestamps to the source epoch, if there is one.
+    pub(crate) fn clamp_times(&self) -> Result<()> {
+        if let Some(epoch) = self.cache().source_epoch {
+            let clamp = tree::Clamp {
+                epoch,
+                since: self.created()?,
+            };
+            tree::measure_tree(self.tree(), Some(clamp))?;
+        }
         Ok(())
     }
 
     fn require_writable_meta(&self, what: &str) -> Result<()> {
-        if self.mode != Mode::Write {
+        if self.mode() != Mode::Write {
             return Err(Error::new(
                 libc::EPERM,
-                format!("cannot {what} object {:?}: it is in READ mode", self.id),
+                format!(
+                    "cannot {what} object {:?}: it is in READ mode",
+                    self.id().as_str()
+                ),
             ));
         }
         Ok(())

@@ -14,7 +14,7 @@ use crate::cache::pins::{Pin, PinnedDir};
 use crate::cache::settings;
 use crate::cache::sidecar::{self, Info};
 use crate::error::{Error, Result};
-use crate::ids;
+use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::tree;
 
@@ -92,14 +92,13 @@ impl Store {
 
     /// Whether a committed object for `id` is in the store (floating objects
     /// are ignored). A hit counts as a use.
-    pub fn contains_cached(&self, id: &str) -> Result<bool> {
-        ids::check_id(id)?;
-        self.note_use_of_ref(id)
+    pub fn contains_cached(&self, id: &(impl ToObjectId + ?Sized)) -> Result<bool> {
+        self.note_use_of_ref(id.to_object_id()?)
     }
 
     /// Whether `refs/<id>` resolves; if it does, a use of the object it
     /// names is recorded.
-    pub(crate) fn note_use_of_ref(&self, id: &str) -> Result<bool> {
+    pub(crate) fn note_use_of_ref(&self, id: &ObjectId) -> Result<bool> {
         let (found, name, _) = self.ref_lookup(id)?;
         if found {
             match name {

@@ -13,9 +13,9 @@ use super::{NEW_REF_NAME, Store, TREE_NAME, evict};
 use crate::cache::settings::Settings;
 use crate::cache::sidecar::{self, Info};
 use crate::error::{Error, Result};
-use crate::ids;
+use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
-use crate::object::{Holding, Mode, Object};
+use crate::object::Object;
 use crate::tempdir::TempDir;
 use crate::tree::{Clamp, measure_tree};
 
@@ -40,13 +40,29 @@ impl Store {
     /// then, so the commit has happened (`object` is committed as for a
     /// success) and the error says that it may not survive a power cut
     /// (the ref then names the old tree or the new one, both complete).
-    pub fn commit(&self, object: &mut Object, id: &str) -> Result<String> {
-        ids::check_id(id)?;
+    ///
+    /// An object of another store (another `Store` value, even of the same
+    /// directory) is refused with `EINVAL`.
+    pub fn commit(&self, object: &mut Object, id: &(impl ToObjectId + ?Sized)) -> Result<String> {
+        let id = id.to_object_id()?;
         self.require_writable("commit")?;
-        if object.id == id {
+        if !object.belongs_to(&self.inner.floating) {
+            return Err(Error::invalid(format!(
+                "cannot commit object {:?} to the store {}: it belongs to another store",
+                object.id().as_str(),
+                self.inner.root.display()
+            )));
+        }
+        if object.id() == id {
             return self.move_in(object);
         }
-        let context = || format!("cannot commit a copy of object {:?} as {id:?}", object.id);
+        let context = || {
+            format!(
+                "cannot commit a copy of object {:?} as {:?}",
+                object.id().as_str(),
+                id.as_str()
+            )
+        };
         let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
         // On failure `copy` is dropped, which removes its work dir and
         // whatever was copied so far.
@@ -55,14 +71,14 @@ impl Store {
     }
 
     fn move_in(&self, object: &mut Object) -> Result<String> {
-        let Holding::Work(workdir) = &object.holding else {
+        let Some(workdir) = object.work_dir() else {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} under its own id: its tree is not a work tree \
                  (it was committed already or is a view); commit it under another id to copy it",
-                object.id
+                object.id().as_str()
             )));
         };
-        let context = || format!("cannot commit object {:?}", object.id);
+        let context = || format!("cannot commit object {:?}", object.id().as_str());
         let name = uuid::Uuid::new_v4().hyphenated().to_string();
         let dest = self.inner.objects.join(&name);
         // The sidecar, written in the work dir: clamped timestamps, size,
@@ -77,7 +93,7 @@ impl Store {
         // work dir is locked by its owner until the tree has left it, and a
         // collection reads the refs again once it holds an object; see
         // `gc`.)
-        let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, &object.tree)
+        let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, object.tree())
             .map_err(|e| e.context(context()))?;
         // Opened before anything moves, so that once the ref is swapped only
         // the sync itself can still fail.
@@ -99,7 +115,7 @@ impl Store {
             .and_then(|()| self.make_durable(&tree_lock))
             .and_then(|()| {
                 total = self.count_in(&settings, info.size)?;
-                self.swap_ref(&object.id, &name, workdir)
+                self.swap_ref(object.id(), &name, workdir)
             })
         {
             let _ = crate::tree::remove_tree(&self.inner.meta.join(&name));
@@ -123,12 +139,8 @@ impl Store {
             };
             return Err(e.context(context()));
         }
-        object.stop_floating();
-        object.mode = Mode::Read;
-        object.tree = dest;
-        // Dropping the work dir removes it (it is empty now).
-        object.holding = Holding::Committed(tree_lock);
-        object.cache.info = std::sync::OnceLock::from(info);
+        object.committed(dest, tree_lock);
+        object.cache_mut().info = std::sync::OnceLock::from(info);
         // Best effort: the commit has happened; an eviction that fails now
         // is retried by the next commit or `evict`.
         let _ = self.evict_after_commit(&settings, total, &name);
@@ -136,7 +148,7 @@ impl Store {
             refs.sync_all().map_err(|e| {
                 Error::path("cannot sync", &self.inner.refs, e).context(format!(
                     "object {:?} was committed as {name} but may not survive a power cut",
-                    object.id
+                    object.id().as_str()
                 ))
             })?;
         }
@@ -147,14 +159,14 @@ impl Store {
     /// refuses it with `EFBIG` when it is larger than `max-size`; returns
     /// its sidecar information.
     fn measure_for_commit(&self, object: &Object, settings: &Settings) -> Result<Info> {
-        let clamp = match object.cache.source_epoch {
+        let clamp = match object.cache().source_epoch {
             Some(epoch) => Some(Clamp {
                 epoch,
                 since: object.created()?,
             }),
             None => None,
         };
-        let measured = measure_tree(&object.tree, clamp)?;
+        let measured = measure_tree(object.tree(), clamp)?;
         self.check_fits(settings, measured.bytes)?;
         let mut info = object.info()?.clone();
         info.size = measured.bytes;
@@ -219,10 +231,10 @@ impl Store {
     /// name in the committing object's work dir and renamed over it. (The
     /// work dir is locked by its owner, so no collection removes the link
     /// before the rename, and none needs to wait.)
-    fn swap_ref(&self, id: &str, name: &str, workdir: &TempDir) -> Result<()> {
+    fn swap_ref(&self, id: &ObjectId, name: &str, workdir: &TempDir) -> Result<()> {
         let target = format!("../objects/{name}");
-        let ref_path = || self.inner.refs.join(id);
-        match symlinkat(target.as_str(), &self.inner.refs_dir, id) {
+        let ref_path = || self.ref_path(id);
+        match symlinkat(target.as_str(), &self.inner.refs_dir, id.as_str()) {
             Ok(()) => return Ok(()),
             Err(Errno::EEXIST) => {}
             Err(e) => {
@@ -238,7 +250,12 @@ impl Store {
                 .join(OsStr::from_bytes(NEW_REF_NAME.to_bytes()));
             Error::sys(format_args!("cannot create link {}", path.display()), e)
         })?;
-        if let Err(e) = renameat(workdir.fd(), NEW_REF_NAME, &self.inner.refs_dir, id) {
+        if let Err(e) = renameat(
+            workdir.fd(),
+            NEW_REF_NAME,
+            &self.inner.refs_dir,
+            id.as_str(),
+        ) {
             let _ = unlinkat(workdir.fd(), NEW_REF_NAME, UnlinkatFlags::NoRemoveDir);
             return Err(Error::sys(
                 format_args!("cannot replace ref {}", ref_path().display()),

@@ -6,21 +6,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Store, lock_ignoring_poison};
+use crate::cache::ObjectCache;
 use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
-use crate::ids;
+use crate::ids::{self, ObjectId, ToObjectId};
 use crate::lock::DirLock;
-use crate::object::{Holding, Object};
+use crate::object::Object;
 
 impl Store {
     /// `true` for a floating object with `id`, else whether `refs/<id>`
     /// resolves to an existing tree (a use of that object). An empty id is
     /// never contained.
-    pub fn contains(&self, id: &str) -> Result<bool> {
-        if id.is_empty() {
+    pub fn contains(&self, id: &(impl ToObjectId + ?Sized)) -> Result<bool> {
+        if id.is_empty_id() {
             return Ok(false);
         }
-        ids::check_id(id)?;
+        let id = id.to_object_id()?;
         if self.floating_tree(id).is_some() {
             return Ok(true);
         }
@@ -31,7 +32,10 @@ impl Store {
     /// the ref cache when nothing changed since the last look-up; with the
     /// name of the object the ref names and the ref cache's generation when
     /// the cache knows them.
-    pub(crate) fn ref_lookup(&self, id: &str) -> Result<(bool, Option<Arc<str>>, Option<u64>)> {
+    pub(crate) fn ref_lookup(
+        &self,
+        id: &ObjectId,
+    ) -> Result<(bool, Option<Arc<str>>, Option<u64>)> {
         lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
     }
 
@@ -42,8 +46,8 @@ impl Store {
 
     /// Whether `refs/<id>` and its target exist, asked of the filesystem;
     /// errors other than a missing entry (e.g. `EACCES`) are reported, not
-    /// taken for "absent". `id` must be valid (checked by the caller).
-    fn stat_ref(&self, id: &str) -> Result<bool> {
+    /// taken for "absent".
+    fn stat_ref(&self, id: &ObjectId) -> Result<bool> {
         // A valid id has at most 255 bytes and no NUL: build the C string
         // on the stack, since this is the hot path of every look-up.
         let mut name = [0u8; ids::MAX_NAME_BYTES + 1];
@@ -65,7 +69,7 @@ impl Store {
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
-            _ => Err(Error::path("cannot look up", &self.inner.refs.join(id), e)),
+            _ => Err(Error::path("cannot look up", &self.ref_path(id), e)),
         }
     }
 
@@ -77,12 +81,12 @@ impl Store {
     /// (`objects/<name>`), not the ref, and pins it: while the handle lives
     /// no eviction or collection in any process removes it, even when a
     /// later commit replaces the ref. The look-up counts as a use.
-    pub fn get(&self, id: &str) -> Result<Option<Object>> {
-        ids::check_id(id)?;
+    pub fn get(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<Object>> {
+        let id = id.to_object_id()?;
         if let Some(tree) = self.floating_tree(id) {
-            return Ok(Some(self.read_object(id, tree, Holding::View)));
+            return Ok(Some(self.view(id, tree)));
         }
-        let context = || format!("cannot get object {id:?}");
+        let context = || format!("cannot get object {:?}", id.as_str());
         // Fast path: the object's directory is open already and nothing
         // changed in the store since (checked once it is locked).
         let peeked = lock_ignoring_poison(&self.inner.ref_cache).peek(id);
@@ -99,8 +103,7 @@ impl Store {
             return Ok(None);
         }
         if !self.inner.track_use {
-            let tree = self.inner.refs.join(id);
-            return Ok(Some(self.read_object(id, tree, Holding::View)));
+            return Ok(Some(self.view(id, self.ref_path(id))));
         }
         let generation = self.ref_generation();
         let Some((name, dir, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
@@ -115,24 +118,30 @@ impl Store {
     }
 
     /// A READ handle pinning `objects/<name>`; the look-up is a use of it.
-    fn pinned_object(&self, id: &str, name: &str, pin: Pin) -> Object {
+    fn pinned_object(&self, id: &ObjectId, name: &str, pin: Pin) -> Object {
         self.record_use(name);
         let tree = self.inner.objects.join(name);
-        self.read_object(id, tree, Holding::Pinned(pin))
+        Object::pinned(
+            &self.inner.floating,
+            id.to_owned(),
+            tree,
+            pin,
+            ObjectCache::read(self),
+        )
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
     /// object's tree or `refs/<id>` when it resolves (a use of the object it
     /// names); `None` when unknown.
-    pub fn lookup_tree(&self, id: &str) -> Result<Option<PathBuf>> {
-        ids::check_id(id)?;
+    pub fn lookup_tree(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<PathBuf>> {
+        let id = id.to_object_id()?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
-        if !self.note_use_of_ref(id)? {
-            return Ok(None);
-        }
-        Ok(Some(self.inner.refs.join(id)))
+        let found = self
+            .note_use_of_ref(id)
+            .map_err(|e| e.context(format!("cannot look up object {:?}", id.as_str())))?;
+        Ok(found.then(|| self.ref_path(id)))
     }
 
     /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against
@@ -164,8 +173,11 @@ impl Store {
     }
 
     /// The path `refs/<id>`, whether or not it exists.
-    pub fn resolve_ref(&self, id: &str) -> Result<PathBuf> {
-        ids::check_id(id)?;
-        Ok(self.inner.refs.join(id))
+    pub fn resolve_ref(&self, id: &(impl ToObjectId + ?Sized)) -> Result<PathBuf> {
+        Ok(self.ref_path(id.to_object_id()?))
+    }
+
+    pub(super) fn ref_path(&self, id: &ObjectId) -> PathBuf {
+        self.inner.refs.join(id.as_str())
     }
 }

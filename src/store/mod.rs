@@ -1,11 +1,11 @@
 //! The store: opening, objects, temp dirs and the host tree; look-ups,
 //! commit, garbage collection and the floating-object registry live in the
-//! submodules (see `shared/spec/store.md` for the contract).
+//! submodules (see `docs/store.md` for the contract).
 
 mod cached;
 mod commit;
 mod evict;
-mod floating;
+pub(crate) mod floating;
 mod gc;
 mod lookup;
 
@@ -13,12 +13,10 @@ pub use cached::{FsckReport, ObjectInfo, StoreStat};
 pub use evict::EvictReport;
 pub use gc::GcReport;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::stat::{Mode as FileMode, mkdirat};
@@ -29,8 +27,8 @@ use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
 use crate::fd;
 use crate::hosttree::HostTree;
-use crate::ids;
-use crate::object::{Holding, Mode, Object};
+use crate::ids::{self, ObjectId, ToObjectId};
+use crate::object::Object;
 use crate::refcache::RefCache;
 use crate::tempdir::TempDir;
 
@@ -86,9 +84,8 @@ struct Inner {
     ref_cache: Mutex<RefCache>,
     tmp: PathBuf,
     options: OpenOptions,
-    /// Floating objects by id: (registry key, tree), newest last.
-    floating: Mutex<HashMap<String, Vec<(u64, PathBuf)>>>,
-    next_key: AtomicU64,
+    /// Floating objects by id.
+    floating: Arc<floating::Registry>,
     host_tree: Mutex<Option<HostTree>>,
     /// `meta/` (the sidecars) and its descriptor; `None` in a read-only
     /// store that has none (made by osstore 0.1).
@@ -182,8 +179,7 @@ impl Store {
                 tmp,
                 root,
                 options,
-                floating: Mutex::new(HashMap::new()),
-                next_key: AtomicU64::new(1),
+                floating: Arc::default(),
                 host_tree: Mutex::new(None),
                 meta,
                 meta_dir,
@@ -227,15 +223,15 @@ impl Store {
 
     /// A fresh WRITE object for `id`, with an empty tree at
     /// `tmp/object-<first 7 characters of id>-<random>-workdir/object`.
-    pub fn new_object(&self, id: &str) -> Result<Object> {
-        ids::check_id(id)?;
+    pub fn new_object(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Object> {
+        let id = id.to_object_id()?.to_owned();
         self.require_writable("create an object")?;
         // Characters, as the reference's `id[:7]`: a byte count could split
         // a character and make the tree's path invalid UTF-8, which the
         // socket protocol cannot carry. For ASCII ids both are 7 bytes.
         let short: String = id.chars().take(7).collect();
         let prefix = format!("object-{short}-");
-        let context = || format!("cannot create object {id:?}");
+        let context = || format!("cannot create object {:?}", id.as_str());
         let workdir = self
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
@@ -247,15 +243,13 @@ impl Store {
             )
             .context(context())
         })?;
-        Ok(Object {
-            store: self.clone(),
-            id: id.to_owned(),
-            mode: Mode::Write,
+        Ok(Object::in_work_dir(
+            &self.inner.floating,
+            id,
             tree,
-            holding: Holding::Work(workdir),
-            floating_key: None,
-            cache: ObjectCache::new_object(),
-        })
+            workdir,
+            ObjectCache::new_object(self),
+        ))
     }
 
     /// A fresh directory `tmp/<prefix><random><suffix>`, removed when the
@@ -283,23 +277,27 @@ impl Store {
         Ok(path)
     }
 
-    fn read_object(&self, id: &str, tree: PathBuf, holding: Holding) -> Object {
-        Object {
-            store: self.clone(),
-            id: id.to_owned(),
-            mode: Mode::Read,
+    /// A READ view of `tree` under `id`.
+    fn view(&self, id: &ObjectId, tree: PathBuf) -> Object {
+        Object::view(
+            &self.inner.floating,
+            id.to_owned(),
             tree,
-            holding,
-            floating_key: None,
-            cache: ObjectCache::default(),
-        }
+            ObjectCache::read(self),
+        )
+    }
+
+    /// The tree of the newest floating object with `id`, if any (no I/O).
+    fn floating_tree(&self, id: &ObjectId) -> Option<PathBuf> {
+        self.inner.floating.tree(id)
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The host tree is unmounted and removed; work and temp dirs are
-        // owned by their handles, which hold a `Store` and so are gone.
+        // owned by their handles, which remove them (they hold the `tmp/`
+        // descriptor they need).
         lock_ignoring_poison(&self.host_tree).take();
     }
 }

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use osstore::{OpenOptions, Store};
 
+pub mod server;
+
 /// Opens a store without durability (tests need no power-cut safety).
 pub fn quick(path: &Path) -> Store {
     Store::open_with(
