@@ -182,9 +182,14 @@ impl Store {
             .meta_dir
             .as_ref()
             .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
-        // Left over by an earlier attempt that failed.
-        crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
-        sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
+        if let Err(e) = sidecar::write_in(workdir.fd(), SIDECAR_NAME, info) {
+            if e.errno() != libc::EEXIST {
+                return Err(e);
+            }
+            // Left over by an earlier attempt that failed.
+            crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
+            sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
+        }
         renameat(workdir.fd(), SIDECAR_NAME, meta, name).map_err(|e| {
             Error::sys(
                 format_args!(
