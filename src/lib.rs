@@ -7,6 +7,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cache;
 pub mod error;
 mod fd;
 pub mod ffi;
@@ -25,4 +26,4 @@ pub mod tree;
 pub use error::{Error, Result};
 pub use ids::{ObjectId, ObjectIdBuf};
 pub use object::{Mode, Object};
-pub use store::{GcReport, OpenOptions, Store};
+pub use store::{EvictReport, FsckReport, GcReport, ObjectInfo, OpenOptions, Store, StoreStat};

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::cache::ObjectCache;
+use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectIdBuf};
 use crate::lock::DirLock;
@@ -37,6 +39,9 @@ enum Holding {
     /// A lock on a committed tree in `objects/`, so that garbage collection
     /// leaves it alone while the handle lives.
     Committed(#[expect(dead_code, reason = "held for the lock, released on drop")] DirLock),
+    /// A pin on a committed tree in `objects/` that a look-up found (see
+    /// [`crate::cache::pins`]).
+    Pinned(#[expect(dead_code, reason = "held for the pin, released on drop")] Pin),
     /// A view of another handle's tree; owns nothing.
     View,
 }
@@ -51,6 +56,8 @@ pub struct Object {
     mode: Mode,
     tree: PathBuf,
     holding: Holding,
+    /// Creation time, metadata, base and source epoch (see [`crate::cache`]).
+    cache: ObjectCache,
 }
 
 impl Object {
@@ -60,6 +67,7 @@ impl Object {
         id: ObjectIdBuf,
         tree: PathBuf,
         dir: TempDir,
+        cache: ObjectCache,
     ) -> Object {
         Object {
             registry: Arc::clone(registry),
@@ -70,18 +78,64 @@ impl Object {
                 floating: None,
                 dir,
             },
+            cache,
         }
     }
 
     /// A READ view of `tree`, owning nothing.
-    pub(crate) fn view(registry: &Arc<Registry>, id: ObjectIdBuf, tree: PathBuf) -> Object {
+    pub(crate) fn view(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        tree: PathBuf,
+        cache: ObjectCache,
+    ) -> Object {
         Object {
             registry: Arc::clone(registry),
             id,
             mode: Mode::Read,
             tree,
             holding: Holding::View,
+            cache,
         }
+    }
+
+    /// A READ handle of the committed tree `tree`, pinned by `pin`.
+    pub(crate) fn pinned(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        tree: PathBuf,
+        pin: Pin,
+        cache: ObjectCache,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode: Mode::Read,
+            tree,
+            holding: Holding::Pinned(pin),
+            cache,
+        }
+    }
+
+    /// `objects/<name>` for a committed object (one this handle committed
+    /// or got from a ref), else `None`.
+    pub(crate) fn committed_name(&self) -> Option<&str> {
+        match self.holding {
+            Holding::Committed(_) | Holding::Pinned(_) => {
+                self.tree.file_name().and_then(|n| n.to_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The cache's part of the handle.
+    pub(crate) fn cache(&self) -> &ObjectCache {
+        &self.cache
+    }
+
+    /// The cache's part of the handle, to change.
+    pub(crate) fn cache_mut(&mut self) -> &mut ObjectCache {
+        &mut self.cache
     }
 
     /// The object's id.
@@ -122,7 +176,9 @@ impl Object {
     }
 
     /// Copies the whole of `base`'s tree into this object's tree, with the
-    /// fidelity of `cp -a`. The object must be in WRITE mode.
+    /// fidelity of `cp -a`, and takes over `base`'s creation time and
+    /// metadata. The object must be in WRITE mode. Using a committed base
+    /// counts as a use of it.
     ///
     /// On failure (e.g. `ENOSPC`) what was copied until then stays in this
     /// object's tree, which is then partial: release the object or empty its
@@ -135,31 +191,41 @@ impl Object {
     /// [`CopyOptions`]); a cancelled init leaves the tree as it was before.
     pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
+        let what = format!(
+            "cannot initialise {:?} from {:?}",
+            self.id.as_str(),
+            base.id.as_str()
+        );
+        if let Some(name) = base.committed_name() {
+            base.cache.record_use(name);
+        }
         let totals = base.known_totals();
-        tree::copy_tree_with(&base.tree, &self.tree, options, totals).map_err(|e| {
-            e.context(format!(
-                "cannot initialise {:?} from {:?}",
-                self.id.as_str(),
-                base.id.as_str()
-            ))
-        })
+        tree::copy_tree_with(&base.tree, &self.tree, options, totals)
+            .map_err(|e| e.context(&what))?;
+        self.inherit(base).map_err(|e| e.context(&what))
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was
     /// never committed is then "floating": the store's look-ups find it.
-    /// Finalizing a READ object does nothing.
-    pub fn finalize(&mut self) {
+    /// Finalizing a READ object does nothing. With a source epoch, the
+    /// tree's timestamps are clamped first (see
+    /// [`Object::set_source_epoch`]); on failure the object stays WRITE.
+    pub fn finalize(&mut self) -> Result<()> {
         if self.mode == Mode::Write {
+            self.clamp_times()?;
             self.mode = Mode::Read;
             if let Holding::Work { floating, .. } = &mut self.holding {
                 *floating = Some(self.registry.register(&self.id, &self.tree));
             }
         }
+        Ok(())
     }
 
     /// Copies the tree's contents into the existing directory `to`, with the
     /// fidelity of `cp -a`. On failure what was copied until then stays in
     /// `to`.
+    ///
+    /// Exporting a committed object counts as a use of it.
     pub fn export(&self, to: &Path) -> Result<()> {
         self.export_with(to, CopyOptions::default())
     }
@@ -168,6 +234,9 @@ impl Object {
     /// of owners (see [`CopyOptions`]); a cancelled export removes what it
     /// added to `to`.
     pub fn export_with(&self, to: &Path, options: CopyOptions<'_>) -> Result<()> {
+        if let Some(name) = self.committed_name() {
+            self.cache.record_use(name);
+        }
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {
             return Err(Error::new(

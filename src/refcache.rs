@@ -12,8 +12,10 @@
 //! `stat` would give.
 //!
 //! Only answers that the watches cover are cached: a ref that is a link to
-//! `../objects/<name>` with `<name>` a directory, or a ref that does not
-//! exist at all. Without inotify (e.g. the per-user limit of instances is
+//! `../objects/<name>` with `<name>` a directory (the name is remembered
+//! too), or a ref that does not exist at all. A generation number counts the
+//! times the cache was emptied: equal generations mean nothing changed in
+//! between (see `cache::pins`). Without inotify (e.g. the per-user limit of instances is
 //! reached) every look-up goes to the filesystem. Not covered, as no inotify
 //! event reports them: mounting over `refs/`, `objects/` or an object, and
 //! moving the store or changing the permissions of the directories above it
@@ -24,6 +26,7 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::Result;
 
@@ -51,8 +54,10 @@ pub struct RefCache {
     inotify: Option<OwnedFd>,
     refs: PathBuf,
     objects: PathBuf,
-    /// Per id: whether `refs/<id>` resolves.
-    entries: HashMap<String, bool>,
+    /// Per id: the object `refs/<id>` names, `None` when there is no ref.
+    entries: HashMap<String, Option<Arc<str>>>,
+    /// How many times the entries were forgotten.
+    generation: u64,
     /// Where events are read to (room for many; a name is at most 255 bytes).
     events: Vec<u8>,
 }
@@ -66,50 +71,78 @@ impl RefCache {
             refs: refs.to_path_buf(),
             objects: objects.to_path_buf(),
             entries: HashMap::new(),
+            generation: 0,
             events: vec![0; 4096],
         }
     }
 
     /// Whether `refs/<id>` resolves (`id` valid), from the cache when
-    /// nothing changed since it was last asked, else from `look_up`.
-    pub fn resolves(&mut self, id: &str, look_up: impl FnOnce() -> Result<bool>) -> Result<bool> {
+    /// nothing changed since it was last asked, else from `look_up`; with
+    /// the name of the object it names when the answer is cached, and the
+    /// generation the answer belongs to (`None` when the cache is off).
+    pub fn resolves(
+        &mut self,
+        id: &str,
+        look_up: impl FnOnce() -> Result<bool>,
+    ) -> Result<(bool, Option<Arc<str>>, Option<u64>)> {
         if !self.drain() {
-            return look_up();
+            return Ok((look_up()?, None, None));
         }
-        if let Some(answer) = self.entries.get(id) {
-            return Ok(*answer);
+        let generation = Some(self.generation);
+        if let Some(name) = self.entries.get(id) {
+            return Ok((name.is_some(), name.clone(), generation));
         }
         let answer = look_up()?;
-        if self.covered(id, answer) {
+        if let Some(name) = self.covered(id, answer) {
             if self.entries.len() >= MAX_ENTRIES {
-                self.entries.clear();
+                self.forget();
             }
-            self.entries.insert(id.to_owned(), answer);
+            self.entries.insert(id.to_owned(), name.clone());
+            return Ok((answer, name, Some(self.generation)));
         }
-        Ok(answer)
+        Ok((answer, None, generation))
+    }
+
+    /// The cached object name of `refs/<id>` and its generation, without
+    /// reading pending events: possibly stale, to be confirmed by an
+    /// unchanged [`RefCache::generation`] afterwards.
+    pub fn peek(&self, id: &str) -> Option<(Arc<str>, u64)> {
+        self.inotify.as_ref()?;
+        let name = self.entries.get(id)?.clone()?;
+        Some((name, self.generation))
+    }
+
+    /// The current generation once pending events are read; `None` when the
+    /// cache is off.
+    pub fn generation(&mut self) -> Option<u64> {
+        self.drain().then_some(self.generation)
+    }
+
+    fn forget(&mut self) {
+        self.entries.clear();
+        self.generation += 1;
     }
 
     /// Reads the pending events, forgetting every answer if there are any.
     /// `false` when the cache is off (or just turned off because a watch
     /// was lost).
     fn drain(&mut self) -> bool {
-        let Some(inotify) = &self.inotify else {
+        let Some(raw) = self.inotify.as_ref().map(|fd| fd.as_raw_fd()) else {
             return false;
         };
         // Asking how many bytes are queued is cheaper for the kernel than a
         // read that finds nothing (no wait-queue set-up), and nothing queued
         // is by far the common case.
         let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int to `queued`; `inotify` is open.
-        if unsafe { libc::ioctl(inotify.as_raw_fd(), libc::FIONREAD, &mut queued) } == 0
-            && queued == 0
-        {
+        // SAFETY: FIONREAD writes one int to `queued`; `raw` is the open inotify
+        // descriptor, owned by `self`.
+        if unsafe { libc::ioctl(raw, libc::FIONREAD, &mut queued) } == 0 && queued == 0 {
             return true;
         }
         loop {
             let buf = &mut self.events;
-            // SAFETY: `buf` is writable for its length; `inotify` is open.
-            let n = unsafe { libc::read(inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // SAFETY: `buf` is writable for its length; `raw` is open (as above).
+            let n = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
                 match std::io::Error::last_os_error().raw_os_error() {
                     Some(libc::EAGAIN) => return true,
@@ -117,7 +150,7 @@ impl RefCache {
                     _ => return self.turn_off(),
                 }
             }
-            self.entries.clear();
+            self.forget();
             if n == 0 || event_masks(&self.events[..n as usize]).any(|mask| mask & LOST != 0) {
                 return self.turn_off();
             }
@@ -126,28 +159,28 @@ impl RefCache {
 
     fn turn_off(&mut self) -> bool {
         self.inotify = None;
-        self.entries.clear();
+        self.forget();
         false
     }
 
-    /// Whether the watches see every change that could alter `resolves`.
-    fn covered(&self, id: &str, resolves: bool) -> bool {
+    /// When the watches see every change that could alter the answer: the
+    /// entry to cache (the object's name, or `None` for no ref).
+    #[allow(clippy::option_option)]
+    fn covered(&self, id: &str, resolves: bool) -> Option<Option<Arc<str>>> {
         let link = self.refs.join(id);
         if !resolves {
-            return matches!(std::fs::symlink_metadata(&link), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            let absent = matches!(std::fs::symlink_metadata(&link), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            return absent.then_some(None);
         }
-        let Ok(target) = std::fs::read_link(&link) else {
-            return false;
-        };
-        let Ok(name) = target.strip_prefix("../objects") else {
-            return false;
-        };
+        let target = std::fs::read_link(&link).ok()?;
+        let name = target.strip_prefix("../objects").ok()?;
         let mut components = name.components();
         let single = matches!(
             (components.next(), components.next()),
             (Some(std::path::Component::Normal(_)), None)
         );
-        single && std::fs::symlink_metadata(self.objects.join(name)).is_ok_and(|m| m.is_dir())
+        let is_dir = std::fs::symlink_metadata(self.objects.join(name)).is_ok_and(|m| m.is_dir());
+        (single && is_dir).then(|| name.to_str().map(Arc::from))
     }
 }
 
@@ -220,6 +253,7 @@ mod tests {
                     Ok(path.exists())
                 })
                 .unwrap()
+                .0
         }
     }
 

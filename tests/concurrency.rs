@@ -56,7 +56,7 @@ impl Live {
         let id = format!("{tag}-floating");
         let mut floating = store.new_object(&id).unwrap();
         fill_tree(floating.tree(), &id, rng, 8192).unwrap();
-        floating.finalize();
+        floating.finalize().unwrap();
         self.floating.push(floating);
 
         // Committed, held, then replaced: no ref names it any more.
@@ -498,6 +498,7 @@ fn same_id_writer() {
         OpenOptions {
             durable: writer % 4 == 0,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();

@@ -35,6 +35,7 @@ fn quick() -> OpenOptions {
     OpenOptions {
         durable: false,
         collect_garbage: true,
+        read_only: false,
     }
 }
 
@@ -127,6 +128,7 @@ fn crash_writer() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .expect("open");
@@ -140,7 +142,7 @@ fn crash_writer() {
                 let mut obj = store.new_object(id).unwrap();
                 fill_tree(obj.tree(), id, &mut rng, MAX_FILE).unwrap();
                 if rng.below(2) == 0 {
-                    obj.finalize();
+                    obj.finalize().unwrap();
                 }
                 store.commit(&mut obj, id).unwrap();
                 check_tree(obj.tree(), id).unwrap();
@@ -332,6 +334,7 @@ fn commit_three_times() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();
@@ -379,6 +382,7 @@ fn measure_durability_cost() {
             OpenOptions {
                 durable,
                 collect_garbage: true,
+                read_only: false,
             },
         )
         .unwrap();
@@ -458,6 +462,7 @@ fn dead_builders_mount_is_reclaimed_through_any_store_path() {
             OpenOptions {
                 durable: false,
                 collect_garbage: false,
+                read_only: false,
             },
         )
         .unwrap();

@@ -255,5 +255,5 @@ fn progress_export_caller_owns() {
         0o2755,
         "set-gid of the caller's file kept"
     );
-    obj.finalize();
+    obj.finalize().unwrap();
 }

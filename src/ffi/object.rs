@@ -145,7 +145,10 @@ pub unsafe extern "C" fn os_object_init(
 /// Puts the object into OS_MODE_READ; its tree stays where it is. An object
 /// finalized but never committed is "floating": the store's look-ups
 /// (os_store_get(), os_store_contains(), the server) find it until it is
-/// released. Finalizing an object in OS_MODE_READ does nothing.
+/// released. Finalizing an object in OS_MODE_READ does nothing. With a
+/// source epoch (os_object_set_source_epoch()) the tree's timestamps are
+/// clamped first; if that fails, its negative errno is returned and the
+/// object stays in OS_MODE_WRITE.
 ///
 /// Returns 0, or -EINVAL when `object` is NULL or not a live object handle,
 /// -ECHILD when it was inherited through fork().
@@ -155,7 +158,7 @@ pub unsafe extern "C" fn os_object_init(
 pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
     boundary(|| {
         handle::with_object(object, |obj| {
-            obj.object.finalize();
+            obj.object.finalize()?;
             Ok(0)
         })
     })

@@ -19,6 +19,13 @@ use crate::tempdir::TempDir;
 pub const OS_STORE_NO_SYNC: c_uint = 1;
 /// Flag of os_store_open_ex(): the store is not swept when it is opened.
 pub const OS_STORE_NO_GC: c_uint = 2;
+/// Flag for `os_store_open_ex()`: change nothing on disk. No directory is
+/// created, nothing is collected, no last use is recorded; `os_store_new`,
+/// commit, gc, evict and setting changes fail with `-EROFS`; look-ups,
+/// export and the server's reads work. Temp dirs, the host tree and the
+/// server's temp root go to `$TMPDIR` (or `/tmp`). Works on a read-only
+/// mount of a store, alongside writers using it.
+pub const OS_STORE_READ_ONLY: c_uint = 4;
 
 /// A store handle (opaque). os_store_free() ends it.
 pub struct os_store {
@@ -105,12 +112,13 @@ pub unsafe extern "C" fn os_store_open_ex(
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
         let path = unsafe { strings::path(path, "store path")? };
-        if flags & !(OS_STORE_NO_SYNC | OS_STORE_NO_GC) != 0 {
+        if flags & !(OS_STORE_NO_SYNC | OS_STORE_NO_GC | OS_STORE_READ_ONLY) != 0 {
             return Err(Error::invalid(format!("unknown flags {flags:#x}")));
         }
         let options = OpenOptions {
             durable: flags & OS_STORE_NO_SYNC == 0,
             collect_garbage: flags & OS_STORE_NO_GC == 0,
+            read_only: flags & OS_STORE_READ_ONLY != 0,
         };
         let store = Store::open_with(path, options)?;
         let handle = os_store {

@@ -9,12 +9,18 @@ use nix::errno::Errno;
 use nix::fcntl::renameat;
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
-use super::{NEW_REF_NAME, Store, TREE_NAME};
+use super::{NEW_REF_NAME, Store, TREE_NAME, evict};
+use crate::cache::settings::Settings;
+use crate::cache::sidecar::{self, Info};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::object::Object;
 use crate::tempdir::TempDir;
+use crate::tree::{Clamp, measure_tree};
+
+/// Name of the sidecar inside the work dir until it moves to `meta/`.
+const SIDECAR_NAME: &str = "meta";
 
 impl Store {
     /// Commits `object` under `id` and returns the new object's name.
@@ -39,6 +45,7 @@ impl Store {
     /// directory) is refused with `EINVAL`.
     pub fn commit(&self, object: &mut Object, id: &(impl ToObjectId + ?Sized)) -> Result<String> {
         let id = id.to_object_id()?;
+        self.require_writable("commit")?;
         if !object.belongs_to(&self.inner.floating) {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} to the store {}: it belongs to another store",
@@ -74,6 +81,12 @@ impl Store {
         let context = || format!("cannot commit object {:?}", object.id().as_str());
         let name = uuid::Uuid::new_v4().hyphenated().to_string();
         let dest = self.inner.objects.join(&name);
+        // The sidecar, written in the work dir: clamped timestamps, size,
+        // and what the object carries (see `crate::cache`).
+        let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
+        let info = self
+            .measure_for_commit(object, &settings)
+            .map_err(|e| e.context(context()))?;
         // Locked before it moves and held by the committed object: no
         // collection takes the tree while it is in `objects/` without a ref,
         // nor while this handle lives. (No store-wide lock is needed: the
@@ -96,10 +109,16 @@ impl Store {
         .map_err(|e| {
             Error::sys(format_args!("cannot move tree to {}", dest.display()), e).context(context())
         })?;
+        let mut total = None;
         if let Err(e) = self
-            .make_durable(&tree_lock)
-            .and_then(|()| self.swap_ref(object.id(), &name, workdir))
+            .install_sidecar(workdir, &name, &info)
+            .and_then(|()| self.make_durable(&tree_lock))
+            .and_then(|()| {
+                total = self.count_in(&settings, info.size)?;
+                self.swap_ref(object.id(), &name, workdir)
+            })
         {
+            let _ = crate::tree::remove_tree(&self.inner.meta.join(&name));
             // Put the tree back: the object is as it was before the call.
             let e = match renameat(
                 &self.inner.objects_dir,
@@ -121,6 +140,10 @@ impl Store {
             return Err(e.context(context()));
         }
         object.committed(dest, tree_lock);
+        object.cache_mut().info = std::sync::OnceLock::from(info);
+        // Best effort: the commit has happened; an eviction that fails now
+        // is retried by the next commit or `evict`.
+        let _ = self.evict_after_commit(&settings, total, &name);
         if let Some(refs) = refs_dir {
             refs.sync_all().map_err(|e| {
                 Error::path("cannot sync", &self.inner.refs, e).context(format!(
@@ -130,6 +153,52 @@ impl Store {
             })?;
         }
         Ok(name)
+    }
+
+    /// Clamps the tree's timestamps to the source epoch, measures it, and
+    /// refuses it with `EFBIG` when it is larger than `max-size`; returns
+    /// its sidecar information.
+    fn measure_for_commit(&self, object: &Object, settings: &Settings) -> Result<Info> {
+        let clamp = match object.cache().source_epoch {
+            Some(epoch) => Some(Clamp {
+                epoch,
+                since: object.created()?,
+            }),
+            None => None,
+        };
+        let measured = measure_tree(object.tree(), clamp)?;
+        self.check_fits(settings, measured.bytes)?;
+        let mut info = object.info()?.clone();
+        info.size = measured.bytes;
+        info.files = measured.entries;
+        Ok(info)
+    }
+
+    /// Writes the sidecar in the work dir and moves it to `meta/<name>`
+    /// (after the tree has moved to `objects/<name>`: see `gc`).
+    fn install_sidecar(&self, workdir: &TempDir, name: &str, info: &Info) -> Result<()> {
+        let meta = self
+            .inner
+            .meta_dir
+            .as_ref()
+            .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
+        if let Err(e) = sidecar::write_in(workdir.fd(), SIDECAR_NAME, info) {
+            if e.errno() != libc::EEXIST {
+                return Err(e);
+            }
+            // Left over by an earlier attempt that failed.
+            crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
+            sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
+        }
+        renameat(workdir.fd(), SIDECAR_NAME, meta, name).map_err(|e| {
+            Error::sys(
+                format_args!(
+                    "cannot move sidecar to {}",
+                    self.inner.meta.join(name).display()
+                ),
+                e,
+            )
+        })
     }
 
     /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores

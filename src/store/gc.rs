@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::Store;
+use super::cached::is_generated_name;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::log;
@@ -30,6 +31,7 @@ impl Store {
     /// sweep: everything else is collected and then the first such error is
     /// returned.
     pub fn gc(&self) -> Result<GcReport> {
+        self.require_writable("collect garbage")?;
         let context = || format!("cannot collect garbage in {}", self.inner.root.display());
         let _sweeping = DirLock::exclusive(&self.inner.tmp).map_err(|e| e.context(context()))?;
         let mut report = GcReport::default();
@@ -54,21 +56,20 @@ impl Store {
         // Objects only once every ref could be read: a ref that cannot be
         // read might name any of them.
         let named = self.names_in_refs().map_err(|e| e.context(context()))?;
+        // Only names osstore generates: a stranger's entry stays.
         let unnamed: Vec<(PathBuf, bool)> = list_dir(&self.inner.objects)
             .map_err(|e| e.context(context()))?
             .into_iter()
-            .filter(|(path, _)| {
-                path.file_name()
-                    .is_none_or(|n| !named.contains(n.as_bytes()))
+            .filter(|(path, is_dir)| {
+                *is_dir
+                    && path.file_name().is_some_and(|n| {
+                        is_generated_name(n.as_bytes()) && !named.contains(n.as_bytes())
+                    })
             })
             .collect();
         for batch in unnamed.chunks(OBJECT_BATCH) {
             let mut locked = Vec::new();
-            for (path, is_dir) in batch {
-                if !is_dir {
-                    note(path, remove_file_if_present(path));
-                    continue;
-                }
+            for (path, _) in batch {
                 match lock_unowned(path) {
                     Ok(Some(lock)) => locked.push((path, lock)),
                     Ok(None) => {}
@@ -94,6 +95,22 @@ impl Store {
                 .collect();
             for (path, lock) in doomed {
                 note(path, remove_locked(path, &lock).map(|()| true));
+            }
+        }
+        // Sidecars whose object is gone (removed by a collection or an
+        // eviction that was killed). A commit moves its tree into
+        // `objects/` before its sidecar into `meta/`, so a sidecar listed
+        // here whose object is missing afterwards has none.
+        for (path, is_dir) in list_dir(&self.inner.meta).map_err(|e| e.context(context()))? {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if is_dir
+                && is_generated_name(name.as_bytes())
+                && std::fs::symlink_metadata(self.inner.objects.join(name)).is_err()
+            {
+                // Not counted: the report counts trees.
+                note(&path, tree::remove_tree(&path).map(|()| false));
             }
         }
         if let Some(before) = free_before.filter(|_| report.removed > 0) {
@@ -130,8 +147,9 @@ const OBJECT_BATCH: usize = 256;
 /// Removes one unowned entry of `tmp/`; `false` when somebody holds it or it
 /// is gone already.
 fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
+    // osstore makes only directories in `tmp/`: a file is a stranger's.
     if !is_dir {
-        return remove_file_if_present(path);
+        return Ok(false);
     }
     match lock_unowned(path)? {
         Some(owned) => remove_locked(path, &owned).map(|()| true),
@@ -152,18 +170,9 @@ fn lock_unowned(path: &Path) -> Result<Option<DirLock>> {
 
 /// Removes the directory `path`, which the caller holds locked as `lock`, with the
 /// mounts left inside it.
-fn remove_locked(path: &Path, lock: &DirLock) -> Result<()> {
+pub(super) fn remove_locked(path: &Path, lock: &DirLock) -> Result<()> {
     mount::detach_mounts_below(lock.fd().as_fd())?;
     tree::remove_tree(path)
-}
-
-/// Removes a file that is not a directory; `false` when it is gone already.
-fn remove_file_if_present(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::path("cannot remove", path, e)),
-    }
 }
 
 /// Entries of a directory with whether each is a directory (not following

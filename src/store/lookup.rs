@@ -3,8 +3,11 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{Store, lock_ignoring_poison};
+use crate::cache::ObjectCache;
+use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::ids::{self, ObjectId, ToObjectId};
 use crate::lock::DirLock;
@@ -12,7 +15,8 @@ use crate::object::Object;
 
 impl Store {
     /// `true` for a floating object with `id`, else whether `refs/<id>`
-    /// resolves to an existing tree. An empty id is never contained.
+    /// resolves to an existing tree (a use of that object). An empty id is
+    /// never contained.
     pub fn contains(&self, id: &(impl ToObjectId + ?Sized)) -> Result<bool> {
         if id.is_empty_id() {
             return Ok(false);
@@ -21,13 +25,23 @@ impl Store {
         if self.floating_tree(id).is_some() {
             return Ok(true);
         }
-        self.ref_resolves(id)
+        self.contains_cached(id)
     }
 
     /// Whether `refs/<id>` and its target exist (`id` valid), answered from
-    /// the ref cache when nothing changed since the last look-up.
-    fn ref_resolves(&self, id: &ObjectId) -> Result<bool> {
+    /// the ref cache when nothing changed since the last look-up; with the
+    /// name of the object the ref names and the ref cache's generation when
+    /// the cache knows them.
+    pub(crate) fn ref_lookup(
+        &self,
+        id: &ObjectId,
+    ) -> Result<(bool, Option<Arc<str>>, Option<u64>)> {
         lock_ignoring_poison(&self.inner.ref_cache).resolves(id, || self.stat_ref(id))
+    }
+
+    /// The ref cache's generation, once pending changes are read.
+    pub(crate) fn ref_generation(&self) -> Option<u64> {
+        lock_ignoring_poison(&self.inner.ref_cache).generation()
     }
 
     /// Whether `refs/<id>` and its target exist, asked of the filesystem;
@@ -60,27 +74,72 @@ impl Store {
     }
 
     /// The floating READ object with `id` if there is one (a view of it),
-    /// else a READ object whose tree is `refs/<id>` when that resolves, else
+    /// else a READ object for the committed object `refs/<id>` names, else
     /// `None`.
     ///
-    /// The handle pins nothing: its tree is the ref's path, which shows
-    /// whatever the ref names at the time, so an object that a later commit
-    /// unnames may be collected. (A work tree, or a tree committed by move,
-    /// stays locked by the handle that owns it.)
+    /// A committed object's handle names the object itself
+    /// (`objects/<name>`), not the ref, and pins it: while the handle lives
+    /// no eviction or collection in any process removes it, even when a
+    /// later commit replaces the ref. The look-up counts as a use.
     pub fn get(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<Object>> {
         let id = id.to_object_id()?;
-        Ok(self.lookup_tree(id)?.map(|tree| self.view(id, tree)))
+        if let Some(tree) = self.floating_tree(id) {
+            return Ok(Some(self.view(id, tree)));
+        }
+        let context = || format!("cannot get object {:?}", id.as_str());
+        // Fast path: the object's directory is open already and nothing
+        // changed in the store since (checked once it is locked).
+        let peeked = lock_ignoring_poison(&self.inner.ref_cache).peek(id);
+        if let (true, Some((name, generation))) = (self.inner.track_use, peeked) {
+            if let Some(dir) = self.inner.pins.get(&name, generation) {
+                let pin = dir.pin().map_err(|e| e.context(context()))?;
+                if self.ref_generation() == Some(generation) {
+                    return Ok(Some(self.pinned_object(id, &name, pin)));
+                }
+            }
+        }
+        let (found, _, _) = self.ref_lookup(id).map_err(|e| e.context(context()))?;
+        if !found {
+            return Ok(None);
+        }
+        if !self.inner.track_use {
+            return Ok(Some(self.view(id, self.ref_path(id))));
+        }
+        let generation = self.ref_generation();
+        let Some((name, dir, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
+            return Ok(None);
+        };
+        if let Some(generation) = generation {
+            self.inner
+                .pins
+                .insert(Arc::from(name.as_str()), generation, &dir);
+        }
+        Ok(Some(self.pinned_object(id, &name, pin)))
+    }
+
+    /// A READ handle pinning `objects/<name>`; the look-up is a use of it.
+    fn pinned_object(&self, id: &ObjectId, name: &str, pin: Pin) -> Object {
+        self.record_use(name);
+        let tree = self.inner.objects.join(name);
+        Object::pinned(
+            &self.inner.floating,
+            id.to_owned(),
+            tree,
+            pin,
+            ObjectCache::read(self),
+        )
     }
 
     /// The tree path that `read-tree` hands out for `id`: the floating
-    /// object's tree or `refs/<id>` when it resolves; `None` when unknown.
+    /// object's tree or `refs/<id>` when it resolves (a use of the object it
+    /// names); `None` when unknown.
     pub fn lookup_tree(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<PathBuf>> {
         let id = id.to_object_id()?;
         if let Some(tree) = self.floating_tree(id) {
             return Ok(Some(tree));
         }
         let found = self
-            .ref_resolves(id)
+            .note_use_of_ref(id)
             .map_err(|e| e.context(format!("cannot look up object {:?}", id.as_str())))?;
         Ok(found.then(|| self.ref_path(id)))
     }

@@ -2,11 +2,15 @@
 //! commit, garbage collection and the floating-object registry live in the
 //! submodules (see `docs/store.md` for the contract).
 
+mod cached;
 mod commit;
+mod evict;
 pub(crate) mod floating;
 mod gc;
 mod lookup;
 
+pub use cached::{FsckReport, ObjectInfo, StoreStat};
+pub use evict::EvictReport;
 pub use gc::GcReport;
 
 use std::ffi::OsStr;
@@ -17,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::stat::{Mode as FileMode, mkdirat};
 
+use crate::cache::lastuse::LastUse;
+use crate::cache::pins::PinTable;
+use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
 use crate::fd;
 use crate::hosttree::HostTree;
@@ -34,6 +41,10 @@ pub struct OpenOptions {
     pub durable: bool,
     /// Sweep what dead processes left behind when opening (the default).
     pub collect_garbage: bool,
+    /// Change nothing on disk (see `shared/spec/cache.md`): no directories
+    /// created, no collection, no last-use updates; what writes fails with
+    /// `EROFS`; temp dirs and the host tree go to `$TMPDIR`.
+    pub read_only: bool,
 }
 
 impl Default for OpenOptions {
@@ -41,6 +52,7 @@ impl Default for OpenOptions {
         OpenOptions {
             durable: true,
             collect_garbage: true,
+            read_only: false,
         }
     }
 }
@@ -75,6 +87,17 @@ struct Inner {
     /// Floating objects by id.
     floating: Arc<floating::Registry>,
     host_tree: Mutex<Option<HostTree>>,
+    /// `meta/` (the sidecars) and its descriptor; `None` in a read-only
+    /// store that has none (made by osstore 0.1).
+    meta: PathBuf,
+    meta_dir: Option<OwnedFd>,
+    /// Last uses this process recorded.
+    last_use: LastUse,
+    /// Object directories kept open for pinning.
+    pins: PinTable,
+    /// Whether look-ups pin and record use; off only for the benchmark's
+    /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).
+    track_use: bool,
 }
 
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,16 +121,34 @@ impl Store {
             return Err(Error::invalid("store path is empty"));
         }
         let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
-        let (objects, refs, tmp) = (root.join("objects"), root.join("refs"), root.join("tmp"));
-        for dir in [&root, &objects, &refs, &tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
-                // Only a non-directory in the way makes creating one fail so.
-                std::io::ErrorKind::AlreadyExists => Error::new(
-                    libc::ENOTDIR,
-                    format!("cannot open store {}: not a directory", dir.display()),
-                ),
-                _ => Error::path("cannot create store directory", dir, e),
-            })?;
+        // Checked before anything is created: another tool's cache, or a
+        // store of a newer osstore, is left exactly as it is.
+        if std::fs::metadata(&root).is_ok_and(|m| m.is_dir()) {
+            layout::refuse_foreign(&root)?;
+            settings::read_raw(&root)?;
+        }
+        let (objects, refs) = (root.join("objects"), root.join("refs"));
+        let meta = root.join("meta");
+        let tmp = if options.read_only {
+            std::env::temp_dir()
+        } else {
+            root.join("tmp")
+        };
+        let mut dirs = vec![&root, &objects, &refs, &tmp];
+        if !options.read_only {
+            dirs.push(&meta);
+        }
+        for dir in dirs {
+            if !options.read_only {
+                std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+                    // Only a non-directory in the way makes creating one fail so.
+                    std::io::ErrorKind::AlreadyExists => Error::new(
+                        libc::ENOTDIR,
+                        format!("cannot open store {}: not a directory", dir.display()),
+                    ),
+                    _ => Error::path("cannot create store directory", dir, e),
+                })?;
+            }
             let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
             if !meta.is_dir() {
                 return Err(Error::new(
@@ -116,6 +157,14 @@ impl Store {
                 ));
             }
         }
+        if !options.read_only {
+            layout::write_tag(&root)?;
+        }
+        let meta_dir = match fd::open_dir_path(&meta) {
+            Ok(fd) => Some(fd),
+            Err(e) if options.read_only && e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
         let (objects_dir, refs_dir) = (fd::open_dir_path(&objects)?, fd::open_dir_path(&refs)?);
         let tmp_dir = Arc::new(fd::open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
@@ -132,9 +181,14 @@ impl Store {
                 options,
                 floating: Arc::default(),
                 host_tree: Mutex::new(None),
+                meta,
+                meta_dir,
+                last_use: LastUse::default(),
+                pins: PinTable::default(),
+                track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),
             }),
         };
-        if options.collect_garbage {
+        if options.collect_garbage && !options.read_only {
             // Best effort: what cannot be removed now (a read-only store, an
             // entry of another user) is harmless and left for a later `gc`;
             // it must not keep anybody from opening the store to read it.
@@ -148,6 +202,20 @@ impl Store {
         &self.inner.root
     }
 
+    /// `EROFS` in a read-only store, saying what could not be done.
+    pub(crate) fn require_writable(&self, what: &str) -> Result<()> {
+        if self.inner.options.read_only {
+            return Err(Error::new(
+                libc::EROFS,
+                format!(
+                    "cannot {what}: the store {} is open read-only",
+                    self.inner.root.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> OpenOptions {
         self.inner.options
@@ -157,6 +225,7 @@ impl Store {
     /// `tmp/object-<first 7 characters of id>-<random>-workdir/object`.
     pub fn new_object(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Object> {
         let id = id.to_object_id()?.to_owned();
+        self.require_writable("create an object")?;
         // Characters, as the reference's `id[:7]`: a byte count could split
         // a character and make the tree's path invalid UTF-8, which the
         // socket protocol cannot carry. For ASCII ids both are 7 bytes.
@@ -174,7 +243,13 @@ impl Store {
             )
             .context(context())
         })?;
-        Ok(Object::in_work_dir(&self.inner.floating, id, tree, workdir))
+        Ok(Object::in_work_dir(
+            &self.inner.floating,
+            id,
+            tree,
+            workdir,
+            ObjectCache::new_object(self),
+        ))
     }
 
     /// A fresh directory `tmp/<prefix><random><suffix>`, removed when the
@@ -204,7 +279,12 @@ impl Store {
 
     /// A READ view of `tree` under `id`.
     fn view(&self, id: &ObjectId, tree: PathBuf) -> Object {
-        Object::view(&self.inner.floating, id.to_owned(), tree)
+        Object::view(
+            &self.inner.floating,
+            id.to_owned(),
+            tree,
+            ObjectCache::read(self),
+        )
     }
 
     /// The tree of the newest floating object with `id`, if any (no I/O).

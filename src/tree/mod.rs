@@ -14,6 +14,7 @@ pub mod remove;
 
 mod data;
 mod links;
+pub mod measure;
 mod pool;
 mod sys;
 mod undo;
@@ -21,5 +22,6 @@ mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
+pub use measure::{Clamp, Measure, measure_tree};
 pub use progress::{CopyOptions, Progress, Totals, copy_tree_with};
 pub use remove::remove_tree;

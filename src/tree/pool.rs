@@ -273,8 +273,14 @@ fn work<'scope, 'env, W: Walker>(
                 h.scope.spawn(move || work::<W>(walker, shared, None));
             }
         }
+        // Only helper threads wait: before any is started there is nobody
+        // to wake (and a wake-up is a system call, which would double the
+        // cost of walking a tiny tree).
+        let waiters = state.helpers_started;
         drop(state);
-        shared.wake.notify_all();
+        if waiters {
+            shared.wake.notify_all();
+        }
     }
 }
 

@@ -240,8 +240,11 @@ static void test_lookups(os_store_t *store, const char *root)
 
     CHECK_RC(os_store_get(store, "abcdefghij", &obj), 0);
     CHECK(os_object_mode(obj) == OS_MODE_READ);
+    /* cache.md: a get names the object the ref named, not the ref. */
+    char resolved[PATH_MAX];
     fmt(expect, sizeof expect, "%s/refs/abcdefghij", root);
-    CHECK(strcmp(os_object_tree(obj), expect) == 0);
+    CHECK(realpath(expect, resolved) != NULL);
+    CHECK(strcmp(os_object_tree(obj), resolved) == 0);
     CHECK(file_has(os_object_tree(obj), "hello", "world"));
     os_object_release(obj);
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,6 +17,7 @@ pub fn quick(path: &Path) -> Store {
         OpenOptions {
             durable: false,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .expect("open")
@@ -78,4 +80,38 @@ pub fn skip_without_private_mounts(test: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Allocated bytes of every entry below and including `root`, hard links
+/// once: the size rule of cache.md, measured independently of the library.
+pub fn du(root: &Path) -> u64 {
+    fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+        let m = fs::symlink_metadata(p).unwrap();
+        let mut total = if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+            0
+        } else {
+            m.blocks() * 512
+        };
+        if m.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                total += walk(&e.unwrap().path(), seen);
+            }
+        }
+        total
+    }
+    walk(root, &mut HashSet::new())
+}
+
+/// Sum of fresh measurements ([`du`]) of every object a ref of the store
+/// at `root` names.
+pub fn measured_total(root: &Path) -> u64 {
+    let mut objects = HashSet::new();
+    for e in fs::read_dir(root.join("refs")).unwrap() {
+        let target = fs::read_link(e.unwrap().path()).unwrap();
+        let object = root.join("objects").join(target.file_name().unwrap());
+        if object.is_dir() {
+            objects.insert(object);
+        }
+    }
+    objects.iter().map(|o| du(o)).sum()
 }

@@ -150,6 +150,7 @@ impl Fixture {
             OpenOptions {
                 durable: false,
                 collect_garbage: true,
+                read_only: false,
             },
         )
         .expect("open store");
@@ -203,7 +204,7 @@ impl Fixture {
     pub fn floating(&self, id: &str, files: &[(&str, &str)]) -> Object {
         let mut obj = self.store.new_object(id).expect("new");
         fill(&obj, files);
-        obj.finalize();
+        obj.finalize().unwrap();
         obj
     }
 }
