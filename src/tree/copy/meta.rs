@@ -1,0 +1,119 @@
+//! Setting one copied inode's metadata: owner, xattrs, mode, times, in that
+//! order (see the [module doc](super)), leaving out what the inode already
+//! has from its creation ([`Plain`]).
+
+use std::borrow::Cow;
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmod, fchmodat, futimens, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, fchown, fchownat};
+
+use super::{Copier, DirNode, Failure, Scratch, Side, on_dst};
+use crate::tree::sys::{Stat, Time, XattrTarget};
+use crate::tree::xattr::copy_xattrs;
+
+/// What [`Copier::apply_metadata`] may leave out, because the destination
+/// inode already has it from its creation.
+#[derive(Clone, Copy)]
+pub(super) struct Plain {
+    /// The inode was created with the caller's uid and gid, as wanted.
+    pub(super) owner: bool,
+    /// The permission bits the file was created with (before the umask).
+    pub(super) created_mode: Option<u32>,
+}
+
+/// The inode metadata is applied to: an open descriptor, or a name in a
+/// directory for what is never opened (symlinks and special files).
+#[derive(Clone, Copy)]
+pub(super) enum Dest<'a> {
+    Fd(BorrowedFd<'a>),
+    At(BorrowedFd<'a>, &'a CStr),
+}
+
+impl Dest<'_> {
+    fn chown(self, uid: u32, gid: u32) -> nix::Result<()> {
+        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        match self {
+            Dest::Fd(fd) => fchown(fd, uid, gid),
+            Dest::At(dir, name) => fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
+        }
+    }
+
+    /// Never called for a symlink (their mode cannot be set on Linux).
+    fn chmod(self, mode: u32) -> nix::Result<()> {
+        let mode = Mode::from_bits_truncate(mode as libc::mode_t);
+        match self {
+            Dest::Fd(fd) => fchmod(fd, mode),
+            Dest::At(dir, name) => fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink),
+        }
+    }
+
+    fn set_times(self, atime: Time, mtime: Time) -> nix::Result<()> {
+        let ts = |t: Time| TimeSpec::new(t.sec, i64::from(t.nsec));
+        let (atime, mtime) = (ts(atime), ts(mtime));
+        match self {
+            Dest::Fd(fd) => futimens(fd, &atime, &mtime),
+            Dest::At(dir, name) => {
+                utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+            }
+        }
+    }
+}
+
+impl Copier {
+    /// True when an inode created in `node`'s copy already has the owner
+    /// `st` asks for (see [`DirData::plain`](super::DirData::plain)).
+    pub(super) fn owned_as_created(&self, node: &DirNode, st: &Stat) -> bool {
+        node.data.plain && (self.hooks.caller_owns || (st.uid, st.gid) == self.owner)
+    }
+
+    /// Owner, xattrs, mode, times, in that order (see the [module
+    /// doc](super)), leaving out what `plain` says the inode has already.
+    pub(super) fn apply_metadata(
+        &self,
+        scratch: &mut Scratch,
+        src: XattrTarget<'_>,
+        dst: Dest<'_>,
+        dst_xattrs: XattrTarget<'_>,
+        st: &Stat,
+        plain: Plain,
+    ) -> std::result::Result<(), Failure> {
+        let mut mode = st.mode & 0o7777;
+        let chown = if plain.owner || self.hooks.caller_owns {
+            Ok(())
+        } else {
+            dst.chown(st.uid, st.gid)
+        };
+        if self.hooks.caller_owns && (st.uid, st.gid) != self.owner {
+            // The copy is the caller's: no set-id rights of another owner.
+            mode &= !(libc::S_ISUID | libc::S_ISGID);
+        }
+        if let Err(e) = chown {
+            if self.privileged || !matches!(e, Errno::EPERM | Errno::EINVAL) {
+                return Err(on_dst("set owner of")(e));
+            }
+            // Like cp: an unprivileged copy keeps the caller as owner, and
+            // must not grant set-id rights in the caller's name.
+            mode &= !(libc::S_ISUID | libc::S_ISGID);
+        }
+        let xattrs_set = copy_xattrs(src, dst_xattrs, &mut scratch.xattr).map_err(|e| Failure {
+            what: Cow::Owned(e.what),
+            side: if e.source { Side::Src } else { Side::Dst },
+            errno: e.errno,
+        })?;
+        // The mode is right already when the file was created with it, the
+        // umask took nothing away and no xattr (an ACL) changed it since.
+        let mode_as_created = plain.created_mode == Some(mode)
+            && !xattrs_set
+            && self.umask().is_some_and(|umask| mode & umask == 0);
+        if st.kind() != libc::S_IFLNK && !mode_as_created {
+            dst.chmod(mode).map_err(on_dst("set mode of"))?;
+        }
+        dst.set_times(st.atime, st.mtime)
+            .map_err(on_dst("set times of"))
+    }
+}
