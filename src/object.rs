@@ -1,5 +1,7 @@
 //! Objects: a tree under an id, in WRITE or READ mode.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -67,12 +69,28 @@ impl Object {
     /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
         self.require_write("init")?;
+        if self.snapshot_of(base) {
+            return Ok(());
+        }
         tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
             e.context(format!(
                 "cannot initialise {:?} from {:?}",
                 self.id, base.id
             ))
         })
+    }
+
+    /// On btrfs, makes this object's empty work tree a snapshot of `base`'s
+    /// tree when it can be one (see [`tree::btrfs::snapshot_into`]).
+    fn snapshot_of(&self, base: &Object) -> bool {
+        let Holding::Work(workdir) = &self.holding else {
+            return false;
+        };
+        let Some(name) = self.tree.file_name() else {
+            return false;
+        };
+        CString::new(name.as_bytes())
+            .is_ok_and(|name| tree::btrfs::snapshot_into(&base.tree, workdir.fd(), &name).is_ok())
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was

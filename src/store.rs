@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::fcntl::renameat;
-use nix::sys::stat::{Mode as FileMode, mkdirat};
+use nix::sys::stat::Mode as FileMode;
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
 use crate::error::{Error, Result};
@@ -170,13 +170,14 @@ impl Store {
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
         let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
-        mkdirat(workdir.fd(), TREE_NAME, FileMode::from_bits_truncate(0o777)).map_err(|e| {
-            Error::sys(
-                format_args!("cannot create object tree {}", tree.display()),
-                e,
-            )
-            .context(context())
-        })?;
+        tree::btrfs::make_tree_dir(workdir.fd(), TREE_NAME, FileMode::from_bits_truncate(0o777))
+            .map_err(|e| {
+                Error::sys(
+                    format_args!("cannot create object tree {}", tree.display()),
+                    e,
+                )
+                .context(context())
+            })?;
         Ok(Object {
             store: self.clone(),
             id: id.to_owned(),

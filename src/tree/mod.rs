@@ -10,6 +10,8 @@ pub mod compare;
 pub mod copy;
 pub mod remove;
 
+pub(crate) mod btrfs;
+
 mod data;
 mod links;
 mod pool;

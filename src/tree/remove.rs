@@ -8,6 +8,11 @@
 //! cleared and the directory made `u+rwx`, then the call is retried once.
 //! Mounts are never crossed: a directory on another mount is refused with
 //! `EBUSY` (the kernel already refuses to unlink a mount point itself).
+//!
+//! A btrfs subvolume (a tree of a store on btrfs, or one a build made) is
+//! deleted with one ioctl where the kernel allows it; one it refuses (it
+//! holds subvolumes, the caller may not delete subvolumes) is walked like
+//! any directory.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -20,6 +25,7 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{FchmodatFlags, Mode, fchmod, fchmodat};
 use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
 
+use super::btrfs;
 use super::pool::{self, Node, Walker};
 use super::sys::{
     FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, read_names, set_inode_flags,
@@ -66,11 +72,13 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         )
         .map_err(|e| fail("remove", e));
     }
-    if is_other_mount(
-        &fstatx(parent_fd).map_err(|e| fail("stat parent of", e))?,
-        &st,
-    ) {
+    let parent_stat = fstatx(parent_fd).map_err(|e| fail("stat parent of", e))?;
+    if is_other_mount(&parent_stat, &st) {
         return Err(fail("refusing to remove mount point", Errno::EBUSY));
+    }
+    // A subvolume goes at once; if it cannot, the walk empties it.
+    if btrfs::may_be_subvolume(&st, &parent_stat) && delete_subvolume(parent_fd, &name) {
+        return Ok(());
     }
     let root = retry_unlocked(
         || {
@@ -180,6 +188,10 @@ impl Walker for Remover<'_> {
                     if is_other_mount(&self.root_stat, &st) {
                         return Err(fail("refusing to remove inside mount point", Errno::EBUSY));
                     }
+                    if btrfs::may_be_subvolume(&st, &self.root_stat) && delete_subvolume(dir, name)
+                    {
+                        continue;
+                    }
                     children.push((node.rel.join(OsStr::from_bytes(name.to_bytes())), ()));
                 }
                 _ => retry_unlocked(
@@ -273,6 +285,16 @@ fn retry_unlocked<T>(
         }
         other => other,
     }
+}
+
+/// Deletes the entry `name` of `dir` if it is a btrfs subvolume, unlocking
+/// it as other entries are if that is refused; `false` if it is still there.
+fn delete_subvolume(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    retry_unlocked(
+        || btrfs::delete_subvolume(dir, name),
+        || unlock_entry(dir, name),
+    )
+    .is_ok()
 }
 
 /// Clears the immutable and append-only flags of the entry `name` of `dir`
