@@ -6,10 +6,10 @@
 //! visible writable, unlike the classic `MS_BIND` then `MS_REMOUNT|MS_RDONLY`
 //! sequence, which is the fallback for kernels older than 5.12.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -173,4 +173,45 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
 pub fn unmount(target: &Path) -> Result<()> {
     nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| Error::sys(format!("cannot unmount {}", target.display()), e))
+}
+
+/// Detaches every mount at or below `dir` (innermost first), found in this
+/// process's mount table.
+pub(crate) fn detach_mounts_below(dir: &Path) -> Result<()> {
+    let table = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
+    let mut points: Vec<PathBuf> = table
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for point in points {
+        unmount(&point)?;
+    }
+    Ok(())
+}
+
+/// Undoes the octal escapes (`\040` for a space, ...) of `/proc/*/mountinfo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push(
+                (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'),
+            );
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
 }
