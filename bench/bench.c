@@ -15,7 +15,9 @@
  * private mount namespace (tests/in-private-ns.sh) so nothing outlives it.
  *
  *   osstore-bench --compare PATH [--results FILE] [--notes FILE] [--quick]
- *   --only copy|commit|lookup|server runs one section (for development).
+ *   --only copy|btrfs|size|scale|cold|commit|lookup|server runs one section.
+ *   --scale adds the 200k-file tree's rows and, with --disk DIR (a directory
+ *   on the machine's disk for a loop file), the cold-cache rows (scale.c).
  *   osstore-bench --gen DIR [NFILES]   (only generate the tree, for profiling)
  *
  * --compare names the fidelity checker (bench/compare: compare_trees).
@@ -342,6 +344,19 @@ static void set_time(int dirfd, const char *name, struct rng *r)
  * files, files owned by another user, user xattrs, a sparse file, a fifo
  * and a character device; random atime/mtime with nanoseconds everywhere.
  */
+/* Set for the 200k tree (bench/scale.c): files crowd into some directories,
+ * as in a root filesystem (/usr/lib, /usr/bin hold thousands). */
+static int rootfs_shape;
+
+static long pick_dir(struct rng *r, long ndirs)
+{
+    double u;
+    if (!rootfs_shape || ndirs < 2)
+        return (long)(rnd(r) % (uint64_t)ndirs);
+    u = urand(r);
+    return 1 + (long)((double)(ndirs - 1) * u * u);
+}
+
 static void gen_tree(const char *root, long nfiles, uint64_t seed, struct tree_stats *st)
 {
     struct rng r = {seed * 0x9E3779B97F4A7C15ULL + 1};
@@ -364,7 +379,7 @@ static void gen_tree(const char *root, long nfiles, uint64_t seed, struct tree_s
     }
     st->dirs = ndirs;
     for (i = 0; i < nfiles; i++) {
-        const char *dir = dirs[rnd(&r) % (uint64_t)ndirs];
+        const char *dir = dirs[pick_dir(&r, ndirs)];
         long long size;
         mode_t mode = 0644;
         uint64_t k = rnd(&r) % 100;
@@ -1541,6 +1556,8 @@ static void server_rows(const char *mnt)
     free(ep_sock);
 }
 
+#include "scale.c"
+
 /* ------------------------------------------------------------------ */
 /* main                                                                */
 
@@ -1645,6 +1662,10 @@ int main(int argc, char **argv)
             notes_file = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--scale"))
+            scale = 1;
+        else if (!strcmp(argv[i], "--disk") && i + 1 < argc)
+            disk_dir = argv[++i];
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) {
             /* for profiling: only generate the tree into an existing dir */
             struct tree_stats gs;
@@ -1660,7 +1681,8 @@ int main(int argc, char **argv)
             return 0;
         }
         else
-            die("usage: osstore-bench --compare PATH [--results FILE] [--quick]");
+            die("usage: osstore-bench --compare PATH [--results FILE] [--quick] [--scale] "
+                "[--disk DIR]");
     }
     if (getenv("BENCH_QUICK") && *getenv("BENCH_QUICK") && strcmp(getenv("BENCH_QUICK"), "0"))
         quick = 1;
@@ -1709,6 +1731,10 @@ int main(int argc, char **argv)
                  have_xfs ? "a fresh XFS (`mkfs.xfs -m reflink=1`) on a 6 GiB loop file"
                           : "XFS rows **skipped**: mkfs.xfs not found");
 
+    fsnote = fmt("%s Trees as subvolumes: a fresh btrfs (mkfs.btrfs defaults) on a loop file in "
+                 "the tmpfs.%s",
+                 fsnote, scale && disk_dir ? " Cold-cache rows: a fresh ext4 on a loop file on the "
+                                             "machine's disk (--disk)." : "");
     nfiles = quick ? 2000 : 20000;
     tree = "(not generated)";
     small_peak = big_peak = 0;
@@ -1755,6 +1781,17 @@ int main(int argc, char **argv)
     print_row(r);
     }
 
+    if (section("btrfs"))
+        btrfs_rows();
+    if (section("size"))
+        store_size_rows(tmpfs.mnt);
+    if (scale && section("scale")) {
+        char *big_tree;
+        big_tree_rows(small_peak, &big_tree);
+        tree = fmt("%s; the 200k tree (--scale): %s", tree, big_tree);
+    }
+    if (scale && disk_dir && section("cold"))
+        cold_rows();
     if (section("commit"))
         commit_rows(tmpfs.mnt, ext4.mnt);
     if (section("lookup"))
