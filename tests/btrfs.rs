@@ -124,6 +124,12 @@ fn committed_fixture(store: &Store, id: &str) -> Object {
     base
 }
 
+/// Points the ref `id` at a new, empty tree: the old one is garbage.
+fn unreference(store: &Store, id: &str) {
+    let mut again = store.new_object(id).expect("new object");
+    store.commit(&mut again, id).expect("replace the ref");
+}
+
 /// Writing to one tree leaves the other as it was, both ways.
 fn assert_independent(a: &Path, b: &Path) {
     let read = |p: PathBuf| fs::read(p).expect("read");
@@ -218,8 +224,7 @@ fn btrfs_fallbacks_give_the_fast_paths_tree() {
     assert_identical(&plain_tree, &plain_copy);
     drop((plain, base));
     for id in ["plain", "base"] {
-        let mut again = store.new_object(id).expect("new object");
-        store.commit(&mut again, id).expect("replace");
+        unreference(&store, id);
     }
     let before = subvolumes(&fs.mnt);
     store.gc().expect("gc");
@@ -263,8 +268,7 @@ fn btrfs_removal_and_gc_delete_subvolumes() {
         "true".as_ref(),
     ]);
     drop(base);
-    let mut again = store.new_object("base").expect("new object");
-    store.commit(&mut again, "base").expect("replace the ref");
+    unreference(&store, "base");
     store.gc().expect("gc");
     assert!(!base_tree.exists(), "gc left the tree");
     assert!(!listed(&base_tree), "gc left the subvolume");
@@ -320,8 +324,7 @@ fn btrfs_nested_and_read_only_subvolumes_are_copied_and_removed() {
     drop(copy);
     assert!(!copy_tree_path.exists());
     drop(outer);
-    let mut again = store.new_object("outer").expect("new object");
-    store.commit(&mut again, "outer").expect("replace the ref");
+    unreference(&store, "outer");
     store.gc().expect("gc");
     assert!(!outer_tree.exists(), "gc left the tree");
     let left: Vec<PathBuf> = subvolumes(&fs.mnt)
