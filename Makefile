@@ -108,6 +108,7 @@ header: rust-lib
 include examples-c/client.mk
 include fuzz/fuzz.mk
 include bench/bench.mk
+include tests/c/copy.mk
 
 DEMO := $(BUILD)/osstore-demo
 $(DEMO): examples-c/demo.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)

@@ -10,6 +10,41 @@
 #define OSSTORE_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/**
+ * Flag of `os_copy_options_t` for `os_object_export_ex()`: the exported
+ * files belong to the caller (its uid and gid, as new files get them)
+ * instead of the tree's owners; set-id bits of files the caller did not own
+ * in the tree are dropped.
+ */
+#define OS_COPY_NO_OWNER 1
+
+/**
+ * Log level: nothing (for `os_log_set()`).
+ */
+#define OS_LOG_NONE 0
+
+/**
+ * Log level: failures the caller is not told about otherwise.
+ */
+#define OS_LOG_ERROR 1
+
+/**
+ * Log level: something is wrong, but the work goes on.
+ */
+#define OS_LOG_WARNING 2
+
+/**
+ * Log level: what the library decided on its own (what a collection
+ * removed, clients the server refused).
+ */
+#define OS_LOG_INFO 3
+
+/**
+ * Log level: fallbacks and other details of how work was done.
+ */
+#define OS_LOG_DEBUG 4
 
 /**
  * Flag for `os_store_open_ex()`: do not make commits durable (no `syncfs`
@@ -75,6 +110,86 @@ struct os_store;
 typedef struct os_object os_object_t;
 
 /**
+ * Where a copy is. Totals are 0 when not known in advance.
+ */
+struct os_progress {
+  /**
+   * Entries copied so far (files, directories, symlinks, special files;
+   * the root not counted).
+   */
+  uint64_t files_done;
+  /**
+   * Entries to copy, or 0 when not known.
+   */
+  uint64_t files_total;
+  /**
+   * Bytes of regular files copied so far (each inode once).
+   */
+  uint64_t bytes_done;
+  /**
+   * Bytes to copy, or 0 when not known.
+   */
+  uint64_t bytes_total;
+};
+
+/**
+ * The progress type of the C API.
+ */
+typedef struct os_progress os_progress_t;
+
+/**
+ * A progress callback: called with the copy's progress (valid during the
+ * call only) and the options' `userdata`; a non-zero return cancels the
+ * copy.
+ */
+typedef int (*os_progress_fn)(const os_progress_t *progress, void *userdata);
+
+/**
+ * Options of `os_object_init_ex()` and `os_object_export_ex()`. Set it up
+ * with `os_copy_options_t o = { .struct_size = sizeof(os_copy_options_t) };`,
+ * then the members you need: a zero member means its default.
+ *
+ * `struct_size` tells the library which version of the struct the caller
+ * was compiled with: a smaller (older) struct is read up to its size, the
+ * missing members taking their defaults; a larger one is accepted when the
+ * members this library does not know are zero (else `-E2BIG`).
+ */
+struct os_copy_options {
+  /**
+   * `sizeof(os_copy_options_t)` as the caller knows it.
+   */
+  size_t struct_size;
+  /**
+   * A bitwise or of `OS_COPY_NO_OWNER`, or 0. Unknown flags are
+   * `-EINVAL`.
+   */
+  unsigned int flags;
+  /**
+   * Called on the calling thread: once before anything is copied, at
+   * least every 100 ms while the copy works (unless the callback itself
+   * takes longer), and once at the end with the final counts. A non-zero
+   * return cancels the copy: the call then fails with `-ECANCELED` and
+   * removes what it wrote. NULL: no reports.
+   */
+  os_progress_fn progress;
+  /**
+   * Passed to `progress` as is.
+   */
+  void *userdata;
+};
+
+/**
+ * The copy options type of the C API.
+ */
+typedef struct os_copy_options os_copy_options_t;
+
+/**
+ * A log callback: `level` is one of `OS_LOG_ERROR` ... `OS_LOG_DEBUG`,
+ * `message` one line without a newline, valid during the call only.
+ */
+typedef void (*os_log_fn)(int level, const char *message, void *userdata);
+
+/**
  * The mode type of the C API.
  */
 typedef enum os_mode os_mode_t;
@@ -136,14 +251,76 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The library's version, e.g. `"0.1.0"`. The string is static.
+ * `os_object_init()` with `options` (NULL: the defaults, the same as
+ * `os_object_init()`): progress reports and cancellation, see
+ * `os_copy_options_t`. `OS_COPY_NO_OWNER` makes the copy the caller's.
+ *
+ * A cancelled init leaves `object`'s tree as it was before the call
+ * (empty, for a new object) and returns `-ECANCELED`.
+ *
+ * Threads: `progress` is called on the calling thread only, never
+ * concurrently with itself; the copy runs meanwhile in threads of the
+ * library. The callback may call the library, but not with `object` or
+ * `base`.
+ *
+ * Returns 0, `-ECANCELED`, the errors of `os_object_init()`, and
+ * `-EINVAL` (unknown flags, a `struct_size` that is no version of the
+ * struct) or `-E2BIG` (see `os_copy_options_t`). If removing what a
+ * cancelled copy wrote fails, that error is returned instead of
+ * `-ECANCELED`.
+ *
+ * # Safety
+ *
+ * `object` and `base` NULL or live handles not being released; `options`
+ * NULL or pointing to `options->struct_size` readable bytes.
+ */
+int os_object_init_ex(os_object_t *object,
+                      const os_object_t *base,
+                      const os_copy_options_t *options);
+
+/**
+ * `os_object_export()` with `options` (NULL: the defaults, the same as
+ * `os_object_export()`): progress reports and cancellation (see
+ * `os_copy_options_t`), and with `OS_COPY_NO_OWNER` files that belong to
+ * the caller.
+ *
+ * A cancelled export removes everything the call created below
+ * `to_directory` and puts back the owner, mode and times of the
+ * directories that were there before; entries that were there before stay
+ * (a file the export replaced keeps the exported contents). It returns
+ * `-ECANCELED`.
+ *
+ * Threads: as for `os_object_init_ex()`; the callback must not use
+ * `object`.
+ *
+ * Returns 0, `-ECANCELED`, the errors of `os_object_export()`, and
+ * `-EINVAL` or `-E2BIG` for bad options, as `os_object_init_ex()`.
+ *
+ * # Safety
+ *
+ * `object` NULL or a live handle, `to_directory` NULL or a C string,
+ * `options` NULL or pointing to `options->struct_size` readable bytes.
+ */
+int os_object_export_ex(const os_object_t *object,
+                        const char *to_directory,
+                        const os_copy_options_t *options);
+
+/**
+ * The library's version, e.g. `"0.1.0"`, the same as the
+ * `OSSTORE_VERSION_*` macros of the header the program was compiled with
+ * unless it runs with another build of the library. The string is static.
+ * Thread-safe.
  */
 const char *os_version(void);
 
 /**
- * A human-readable message for this thread's last failure, `""` if the last
- * call succeeded. Never NULL. The string stays valid until the next call
- * into the library from this thread.
+ * The message of this thread's last failure, with the rule of errno: a
+ * function that fails sets it, a function that succeeds leaves it alone,
+ * and `""` until the first failure on this thread. Read it only after a
+ * function reported a failure. Never NULL. Each thread has its own; the
+ * string belongs to the library and stays valid until the next failure on
+ * this thread (it is even kept one failure longer, so that a pointer
+ * fetched just before a failing call does not dangle).
  */
 const char *os_last_error(void);
 
@@ -157,6 +334,42 @@ const char *os_last_error(void);
  * freed yet.
  */
 void os_free(void *ptr);
+
+/**
+ * Sends the library's messages at `level` and more important ones to
+ * `callback` with `userdata`: `level` `OS_LOG_ERROR` gives errors only,
+ * `OS_LOG_DEBUG` everything, `OS_LOG_NONE` nothing. With `callback` NULL
+ * the messages go to stderr, one line each (`osstore: <level>: <message>`).
+ *
+ * The library is silent by default, unless the environment variable
+ * `OSSTORE_LOG` is `error`, `warning`, `info` or `debug` when it has its
+ * first message: then that level goes to stderr. A call of `os_log_set()`
+ * replaces that choice and any earlier callback.
+ *
+ * What is logged: what the library decides on its own, such as what
+ * `os_store_gc()` removed (the count at `OS_LOG_INFO`, each path at
+ * `OS_LOG_DEBUG`), fallbacks to slower methods
+ * (copying file data where a reflink was refused, the classic mount calls
+ * where the new mount API is missing) and clients the server refused.
+ *
+ * Threads: the callback is called from the thread where the event
+ * happens, which may be a thread of the library (the server's thread, a
+ * copy's worker threads), and from several threads at the same time. It
+ * must not call `os_log_set()` (that call then fails with `-EDEADLK`);
+ * messages the library has while the callback runs in that thread are
+ * dropped. Once `os_log_set()` returns, the previous callback is not
+ * running and is never called again, so its userdata may be freed.
+ * Messages are never sent at library load time, and no thread is started.
+ *
+ * Returns 0, or `-EINVAL` for a level outside `OS_LOG_NONE` to
+ * `OS_LOG_DEBUG`, `-EDEADLK` when called from the callback.
+ *
+ * # Safety
+ *
+ * `callback` NULL or a function of this signature that stays callable,
+ * with `userdata`, from any thread until it is replaced.
+ */
+int os_log_set(os_log_fn callback, int level, void *userdata);
 
 /**
  * The object's id, valid as long as the handle; NULL if `object` is not a

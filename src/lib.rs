@@ -10,6 +10,7 @@ pub mod ffi;
 pub mod hosttree;
 pub mod ids;
 pub mod lock;
+pub mod log;
 pub mod mount;
 pub mod object;
 mod refcache;

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::log;
 
 // From <linux/mount.h>; libc does not define these yet.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -109,7 +110,10 @@ pub fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
     let src = open_path(source).map_err(|e| Error::path("cannot open", source, e))?;
     match detached_readonly(src.as_fd()) {
         Ok(tree) => attach(tree.as_fd(), target),
-        Err(e) if e.errno() == libc::ENOSYS => bind_readonly_classic(source, target),
+        Err(e) if e.errno() == libc::ENOSYS => {
+            log::debug(format_args!("no new mount API: classic bind-remount"));
+            bind_readonly_classic(source, target)
+        }
         Err(e) => Err(e.context(format!("cannot bind {}", source.display()))),
     }
 }

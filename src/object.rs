@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
+use crate::log;
 use crate::store::Store;
 use crate::tempdir::TempDir;
-use crate::tree;
+use crate::tree::{self, CopyOptions, Totals};
 
 /// Whether an object's tree may still be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +69,18 @@ impl Object {
     /// object's tree, which is then partial: release the object or empty its
     /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
+        self.init_with(base, CopyOptions::default())
+    }
+
+    /// [`Object::init`] with progress reports and cancellation (see
+    /// [`CopyOptions`]); a cancelled init leaves the tree as it was before.
+    pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
-        if self.snapshot_of(base) {
+        if options.progress.is_none() && !options.caller_owns && self.snapshot_of(base) {
             return Ok(());
         }
-        tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
+        let totals = base.known_totals();
+        tree::copy_tree_with(&base.tree, &self.tree, options, totals).map_err(|e| {
             e.context(format!(
                 "cannot initialise {:?} from {:?}",
                 self.id, base.id
@@ -81,7 +89,8 @@ impl Object {
     }
 
     /// On btrfs, makes this object's empty work tree a snapshot of `base`'s
-    /// tree when it can be one (see [`tree::btrfs::snapshot_into`]).
+    /// tree when it can be one (see [`tree::btrfs::snapshot_into`]); logs
+    /// why not when `base` is on btrfs.
     fn snapshot_of(&self, base: &Object) -> bool {
         let Holding::Work(workdir) = &self.holding else {
             return false;
@@ -89,8 +98,19 @@ impl Object {
         let Some(name) = self.tree.file_name() else {
             return false;
         };
-        CString::new(name.as_bytes())
-            .is_ok_and(|name| tree::btrfs::snapshot_into(&base.tree, workdir.fd(), &name).is_ok())
+        let Ok(name) = CString::new(name.as_bytes()) else {
+            return false;
+        };
+        match tree::btrfs::snapshot_into(&base.tree, workdir.fd(), &name) {
+            Ok(done) => done,
+            Err(e) => {
+                log::debug(format_args!(
+                    "init of {:?} from {:?}: no snapshot ({e}): copying file by file",
+                    self.id, base.id
+                ));
+                false
+            }
+        }
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was
@@ -109,6 +129,13 @@ impl Object {
     /// fidelity of `cp -a`. On failure what was copied until then stays in
     /// `to`.
     pub fn export(&self, to: &Path) -> Result<()> {
+        self.export_with(to, CopyOptions::default())
+    }
+
+    /// [`Object::export`] with progress reports, cancellation and a choice
+    /// of owners (see [`CopyOptions`]); a cancelled export removes what it
+    /// added to `to`.
+    pub fn export_with(&self, to: &Path, options: CopyOptions<'_>) -> Result<()> {
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {
             return Err(Error::new(
@@ -116,8 +143,16 @@ impl Object {
                 format!("cannot export to {}: not a directory", to.display()),
             ));
         }
-        tree::copy_tree(&self.tree, to)
+        tree::copy_tree_with(&self.tree, to, options, self.known_totals())
             .map_err(|e| e.context(format!("cannot export {:?} to {}", self.id, to.display())))
+    }
+
+    /// The size and entry count of the tree, where known without walking
+    /// it: the progress totals of a copy from it. Nothing is recorded yet
+    /// (0, "not known"); once the store records the size and entry count of
+    /// each committed object (the cache, issue 11), they are passed in here.
+    fn known_totals(&self) -> Totals {
+        Totals::default()
     }
 
     pub(crate) fn require_write(&self, what: &str) -> Result<()> {

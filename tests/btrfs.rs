@@ -14,6 +14,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use common::{quick, skip_without_private_mounts};
 use osstore::tree::{Difference, compare_trees, copy_tree, remove_tree};
@@ -197,10 +198,26 @@ fn btrfs_fallbacks_give_the_fast_paths_tree() {
     assert!(!is_subvolume(&plain_tree));
     let plain = store.get("plain").expect("get").expect("committed");
 
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logged);
+    osstore::log::set_sink(
+        Some(Arc::new(move |_, message: &str| {
+            sink.lock().unwrap().push(message.to_owned())
+        })),
+        Some(osstore::log::Level::Debug),
+    );
     let mut from_plain = store.new_object("from-plain").expect("new object");
     from_plain
         .init(&plain)
         .expect("init from a plain directory");
+    osstore::log::set_sink(None, None);
+    let logged = logged.lock().unwrap();
+    assert!(
+        logged
+            .iter()
+            .any(|m| m.contains("\"from-plain\"") && m.contains("no snapshot")),
+        "the fallback is not logged: {logged:?}"
+    );
     assert!(is_subvolume(from_plain.tree()) && !is_snapshot(from_plain.tree()));
     assert_identical(fast.tree(), from_plain.tree());
 

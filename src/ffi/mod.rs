@@ -10,48 +10,53 @@
 
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
 
+pub mod copy;
 pub mod error;
 pub mod handle;
+pub mod log;
 pub mod object;
 pub mod server;
 pub mod store;
 mod strings;
+mod versioned;
 
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Error;
 
-/// Runs `f` for an exported function returning `int`: `Ok(n)` becomes `n`,
-/// an error or a panic becomes a negative errno with the thread's message set.
-pub(crate) fn boundary(f: impl FnOnce() -> Result<libc::c_int, Error>) -> libc::c_int {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(n)) => {
-            error::clear();
-            n
-        }
-        Ok(Err(e)) => error::fail(&e),
-        Err(panic) => error::fail(&panic_error(panic)),
+/// What an exported function returns when it fails.
+pub(crate) trait Failed {
+    /// The value for a failure with the (positive) `errno`.
+    fn failed(errno: c_int) -> Self;
+}
+
+impl Failed for c_int {
+    fn failed(errno: c_int) -> Self {
+        -errno
     }
 }
 
-/// Like [`boundary`] for functions returning a pointer: NULL on failure.
-pub(crate) fn boundary_ptr<T>(f: impl FnOnce() -> Result<*const T, Error>) -> *const T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            error::fail(&e);
-            std::ptr::null()
-        }
-        Err(panic) => {
-            error::fail(&panic_error(panic));
-            std::ptr::null()
-        }
+impl<T> Failed for *const T {
+    fn failed(_: c_int) -> Self {
+        std::ptr::null()
     }
 }
 
-/// Like [`boundary`] for functions returning nothing.
-pub(crate) fn boundary_void(f: impl FnOnce() -> Result<(), Error>) {
-    boundary(|| f().map(|()| 0));
+impl Failed for () {
+    fn failed(_: c_int) {}
+}
+
+/// The one panic boundary: every exported function runs its body in it.
+/// `Ok(value)` is returned as it is and leaves `os_last_error()` alone; an
+/// error or a panic records the thread's message and returns the function's
+/// failure value ([`Failed`]). No unwinding crosses into C.
+pub(crate) fn boundary<R: Failed>(f: impl FnOnce() -> Result<R, Error>) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => value,
+        Ok(Err(e)) => R::failed(error::fail(&e)),
+        Err(panic) => R::failed(error::fail(&panic_error(panic))),
+    }
 }
 
 fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {

@@ -2,10 +2,10 @@
 
 use std::ffi::{CString, c_char, c_int};
 
-use super::handle::{self, Kind};
+use super::handle::{self, Token};
 use super::store::{os_store, os_store_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
+use super::{Failed, boundary};
 use crate::error::{Error, Result};
 use crate::object::{Mode, Object};
 
@@ -19,10 +19,17 @@ pub enum os_mode {
     OS_MODE_WRITE = 1,
 }
 
+impl Failed for os_mode {
+    fn failed(_: c_int) -> Self {
+        os_mode::OS_MODE_READ
+    }
+}
+
 /// An object handle (opaque), owned by the store that gave it out.
 pub struct os_object {
     pub(crate) object: Object,
-    owner: *const os_store_t,
+    /// The store handle that gave it out.
+    owner: Token,
     id: CString,
     tree: CString,
 }
@@ -36,7 +43,7 @@ pub type os_mode_t = os_mode;
 impl os_object {
     /// Refuses an object of another store.
     pub(crate) fn check_owner(&self, store: *const os_store_t) -> Result<()> {
-        if self.owner != store {
+        if self.owner != handle::token_of(store) {
             return Err(Error::invalid("the object belongs to another store handle"));
         }
         Ok(())
@@ -49,16 +56,21 @@ impl os_object {
     }
 }
 
-/// Wraps a core object in a handle owned by `store`.
-pub(crate) fn publish(store: &os_store, object: Object) -> Result<*mut os_object_t> {
+/// Wraps a core object in a handle owned by the store handle `store`
+/// (whose value is `owner`).
+pub(crate) fn publish(
+    store: *const os_store_t,
+    owner: &os_store,
+    object: Object,
+) -> Result<*mut os_object_t> {
     let handle = os_object {
         id: strings::c_string(object.id().as_bytes())?,
         tree: strings::c_path(object.tree())?,
-        owner: store,
+        owner: handle::token_of(store),
         object,
     };
-    let ptr = handle::publish(Kind::Object, handle);
-    store.adopt(ptr);
+    let ptr = handle::publish_object(handle)?;
+    owner.adopt(handle::token_of(ptr));
     Ok(ptr)
 }
 
@@ -70,8 +82,7 @@ pub(crate) fn publish(store: &os_store, object: Object) -> Result<*mut os_object
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_char {
-    // SAFETY: forwarded contract.
-    boundary_ptr(|| Ok(unsafe { handle::borrow(Kind::Object, object) }?.id.as_ptr()))
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
 }
 
 /// The object's mode. An invalid handle gives `OS_MODE_READ` with
@@ -82,16 +93,14 @@ pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_ch
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t {
-    let mut mode = os_mode::OS_MODE_READ;
-    boundary_void(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        if obj.object.mode() == Mode::Write {
-            mode = os_mode::OS_MODE_WRITE;
-        }
-        Ok(())
-    });
-    mode
+    boundary(|| {
+        handle::with_object_ref(object, |obj| {
+            Ok(match obj.object.mode() {
+                Mode::Write => os_mode::OS_MODE_WRITE,
+                Mode::Read => os_mode::OS_MODE_READ,
+            })
+        })
+    })
 }
 
 /// The path of the object's tree: a directory the caller reads (and, in
@@ -104,11 +113,7 @@ pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t
 /// `object` must be NULL or a handle not being released.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
-    boundary_ptr(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        Ok(obj.tree.as_ptr())
-    })
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.tree.as_ptr())))
 }
 
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity
@@ -126,19 +131,8 @@ pub unsafe extern "C" fn os_object_init(
     object: *mut os_object_t,
     base: *const os_object_t,
 ) -> c_int {
-    boundary(|| {
-        if std::ptr::eq(object, base) {
-            return Err(Error::invalid(
-                "an object cannot be initialised from itself",
-            ));
-        }
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract; a different handle from `obj`.
-        let base = unsafe { handle::borrow(Kind::Object, base) }?;
-        obj.object.init(&base.object)?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_init_ex(object, base, std::ptr::null()) }
 }
 
 /// Puts the object into READ mode; its tree stays where it is. An object
@@ -153,11 +147,10 @@ pub unsafe extern "C" fn os_object_init(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        unsafe { handle::borrow_mut(Kind::Object, object) }?
-            .object
-            .finalize();
-        Ok(0)
+        handle::with_object(object, |obj| {
+            obj.object.finalize();
+            Ok(0)
+        })
     })
 }
 
@@ -175,14 +168,8 @@ pub unsafe extern "C" fn os_object_export(
     object: *const os_object_t,
     to_directory: *const c_char,
 ) -> c_int {
-    boundary(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
-        let to = unsafe { strings::path(to_directory, "to_directory") }?;
-        obj.object.export(to)?;
-        Ok(0)
-    })
+    // SAFETY: forwarded contract; NULL options.
+    unsafe { super::copy::os_object_export_ex(object, to_directory, std::ptr::null()) }
 }
 
 /// Releases an object handle now: a work dir (of a WRITE or floating
@@ -193,19 +180,19 @@ pub unsafe extern "C" fn os_object_export(
 /// `object` must not be used after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_release(object: *mut os_object_t) {
-    boundary_void(|| {
-        if object.is_null() {
+    boundary(|| {
+        let token = handle::token_of(object);
+        let Some(obj) = handle::take_object(token)? else {
             return Ok(());
-        }
-        // SAFETY: forwarded contract; the owner pointer is checked live
-        // before it is used.
-        let owner = unsafe { handle::borrow(Kind::Object, object) }?.owner;
-        // SAFETY: the caller hands the handle back.
-        if let Ok(store) = unsafe { handle::borrow(Kind::Store, owner) } {
-            store.disown(object);
-        }
-        // SAFETY: as above.
-        drop(unsafe { handle::retire(Kind::Object, object) });
+        };
+        let owner = obj.read().unwrap_or_else(|p| p.into_inner()).owner;
+        // The store may be gone already (freed from another thread).
+        let _ = handle::with_store(owner as *const os_store_t, |store| {
+            store.disown(token);
+            Ok(())
+        });
+        // The work dir goes with the last reference.
+        drop(obj);
         Ok(())
     })
 }

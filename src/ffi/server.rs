@@ -6,20 +6,30 @@
 //! server of the store that is still running.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
+use std::sync::Mutex;
 
-use super::handle::{self, Kind};
+use super::boundary;
+use super::handle::{self, Token};
 use super::store::os_store_t;
-use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
+use super::{strings, versioned};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
 
 /// A running store server (opaque).
 pub struct os_server {
-    server: Server,
+    /// `None` once stopped.
+    server: Mutex<Option<Server>>,
     socket_path: CString,
     /// The store handle that owns this server.
-    store: usize,
+    store: Token,
+}
+
+impl os_server {
+    /// Stops the server (once; later calls do nothing).
+    pub(crate) fn stop(&self) -> Result<()> {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        server.map_or(Ok(()), Server::stop)
+    }
 }
 
 /// The handle type of the C API.
@@ -114,8 +124,6 @@ pub unsafe extern "C" fn os_server_start_ex(
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
-        // SAFETY: forwarded contract.
-        let owner = unsafe { handle::borrow(Kind::Store, store) }?;
         let mut server_options = ServerOptions::default();
         if !socket_path.is_null() {
             // SAFETY: forwarded contract.
@@ -123,69 +131,30 @@ pub unsafe extern "C" fn os_server_start_ex(
                 Some(unsafe { strings::path(socket_path, "socket_path") }?.to_path_buf());
         }
         if !options.is_null() {
-            // SAFETY: forwarded contract.
-            let options = unsafe { read_options(options) }?;
+            // The first version of the struct is the current one.
+            let min_size = size_of::<os_server_options_t>();
+            // SAFETY: forwarded contract; `options` is not NULL.
+            let options = unsafe { versioned::read(options, min_size, &[], "options") }?;
             if options.socket_mode != 0 {
                 server_options.socket_mode = options.socket_mode;
             }
             // SAFETY: forwarded contract.
             server_options.allowed_uids = unsafe { allowed_uids(&options) }?;
         }
-        let server = Server::start(owner.store.clone(), server_options)?;
-        let handle = os_server {
-            socket_path: strings::c_path(server.socket_path())?,
-            server,
-            store: store as usize,
-        };
-        let ptr = handle::publish(Kind::Server, handle);
-        let key = ptr as usize;
-        owner.adopt_server(
-            key,
-            Box::new(move || {
-                // SAFETY: `os_store_free` calls this once, while freeing the
-                // store; the server handle is taken back only if
-                // `os_server_stop` has not done so already.
-                if let Some(handle) =
-                    unsafe { handle::retire(Kind::Server, key as *mut os_server_t) }
-                {
-                    // Nobody is left to report an error to.
-                    let _ = handle.server.stop();
-                }
-            }),
-        );
+        let ptr = handle::with_store(store, |owner| {
+            let server = Server::start(owner.store.clone(), server_options)?;
+            let ptr = handle::publish_server(os_server {
+                socket_path: strings::c_path(server.socket_path())?,
+                server: Mutex::new(Some(server)),
+                store: handle::token_of(store),
+            })?;
+            owner.adopt_server(handle::token_of(ptr));
+            Ok(ptr)
+        })?;
         // SAFETY: `out` checked above.
         unsafe { *out = ptr };
         Ok(0)
     })
-}
-
-/// Copies the caller's options, whatever version of the struct it has.
-///
-/// # Safety
-///
-/// `options` must point to `options->struct_size` readable bytes.
-unsafe fn read_options(options: *const os_server_options_t) -> Result<os_server_options_t> {
-    const KNOWN: usize = size_of::<os_server_options_t>();
-    // SAFETY: the caller passes at least the first member.
-    let size = unsafe { (*options).struct_size };
-    if size < KNOWN {
-        return Err(Error::invalid(format!(
-            "options->struct_size is {size}, smaller than any version of os_server_options_t ({KNOWN} bytes)"
-        )));
-    }
-    if size > KNOWN {
-        // SAFETY: the caller promises `size` readable bytes.
-        let unknown =
-            unsafe { std::slice::from_raw_parts(options.cast::<u8>().add(KNOWN), size - KNOWN) };
-        if unknown.iter().any(|b| *b != 0) {
-            return Err(Error::new(
-                libc::E2BIG,
-                "options has members this library does not know (struct_size is larger and they are not zero)",
-            ));
-        }
-    }
-    // SAFETY: at least KNOWN readable bytes, checked above.
-    Ok(unsafe { *options })
 }
 
 /// The uid list of `options`, copied.
@@ -218,11 +187,7 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
 /// `server` must be NULL or a handle not being stopped.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *const c_char {
-    boundary_ptr(|| {
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Server, server) }?;
-        Ok(handle.socket_path.as_ptr())
-    })
+    boundary(|| handle::with_server(server, |handle| Ok(handle.socket_path.as_ptr())))
 }
 
 /// Stops the server and frees the handle: stops accepting, closes every
@@ -239,22 +204,16 @@ pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *c
 /// not be freed during it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_stop(server: *mut os_server_t) {
-    boundary_void(|| {
-        // SAFETY: the caller hands the handle back.
-        let Some(handle) = (unsafe { handle::retire(Kind::Server, server) }) else {
-            if server.is_null() {
-                return Ok(());
-            }
-            return Err(Error::invalid(format!(
-                "{server:p} is not a live server handle"
-            )));
+    boundary(|| {
+        let token = handle::token_of(server);
+        let Some(handle) = handle::take_server(token)? else {
+            return Ok(());
         };
-        // SAFETY: the store outlives its live servers (freeing it stops
-        // them), and it is not being freed concurrently (contract above).
-        if let Ok(owner) = unsafe { handle::borrow(Kind::Store, handle.store as *const os_store_t) }
-        {
-            owner.disown_server(server as usize);
-        }
-        handle.server.stop()
+        // The store may be gone already (freed from another thread).
+        let _ = handle::with_store(handle.store as *const os_store_t, |owner| {
+            owner.disown_server(token);
+            Ok(())
+        });
+        handle.stop()
     })
 }

@@ -1,13 +1,13 @@
 //! `os_store_*`: opening, look-ups, commit, temp dirs, host tree, clean-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
-use super::handle::{self, ByAddress, Kind};
+use super::boundary;
+use super::handle::{self, Token};
 use super::object::{self, os_object_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::Error;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
@@ -30,11 +30,11 @@ pub struct os_store {
 /// What a store handle owns and frees with it.
 #[derive(Default)]
 struct Owned {
-    /// Object handles by address (one insert and one removal per `get`).
-    objects: HashSet<usize, ByAddress>,
+    /// Object handles (one insert and one removal per `get`).
+    objects: HashSet<Token>,
     tempdirs: Vec<TempDir>,
-    /// Running servers by handle address, with what frees each one.
-    servers: HashMap<usize, Box<dyn FnOnce() + Send>>,
+    /// Running servers.
+    servers: HashSet<Token>,
 }
 
 /// The handle type of the C API.
@@ -46,25 +46,24 @@ impl os_store {
     }
 
     /// Records an object handle as owned by this store.
-    pub(crate) fn adopt(&self, obj: *mut os_object_t) {
-        self.owned().objects.insert(obj as usize);
+    pub(crate) fn adopt(&self, object: Token) {
+        self.owned().objects.insert(object);
     }
 
     /// Forgets an object handle that is being released.
-    pub(crate) fn disown(&self, obj: *mut os_object_t) {
-        self.owned().objects.remove(&(obj as usize));
+    pub(crate) fn disown(&self, object: Token) {
+        self.owned().objects.remove(&object);
     }
 
-    /// Records a running server (keyed by its handle's address) with what
-    /// stops and frees it, which `os_store_free()` calls if the server is
+    /// Records a running server, which `os_store_free()` stops if it is
     /// still running then.
-    pub(crate) fn adopt_server(&self, key: usize, stop_and_free: Box<dyn FnOnce() + Send>) {
-        self.owned().servers.insert(key, stop_and_free);
+    pub(crate) fn adopt_server(&self, server: Token) {
+        self.owned().servers.insert(server);
     }
 
     /// Forgets a server that is being stopped through its own handle.
-    pub(crate) fn disown_server(&self, key: usize) {
-        self.owned().servers.remove(&key);
+    pub(crate) fn disown_server(&self, server: Token) {
+        self.owned().servers.remove(&server);
     }
 }
 
@@ -117,8 +116,9 @@ pub unsafe extern "C" fn os_store_open_ex(
             host_tree: Mutex::new(None),
             owned: Mutex::new(Owned::default()),
         };
+        let ptr = handle::publish_store(handle)?;
         // SAFETY: `out` checked above.
-        unsafe { *out = handle::publish(Kind::Store, handle) };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
@@ -133,27 +133,22 @@ pub unsafe extern "C" fn os_store_open_ex(
 /// `store` must not be used (nor its objects) after or during this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
-    boundary_void(|| {
-        // SAFETY: the caller hands the handle back.
-        let Some(handle) = (unsafe { handle::retire(Kind::Store, store) }) else {
-            if store.is_null() {
-                return Ok(());
-            }
-            return Err(Error::invalid(format!(
-                "{store:p} is not a live store handle"
-            )));
+    boundary(|| {
+        let Some(handle) = handle::take_store(handle::token_of(store))? else {
+            return Ok(());
         };
         let owned = std::mem::take(&mut *handle.owned());
-        // Servers first: they use the store's objects and temp dirs.
-        for stop_and_free in owned.servers.into_values() {
-            stop_and_free();
+        // Servers first: they use the store's objects and temp dirs. Nobody
+        // is left to report their clean-up errors to.
+        for server in owned.servers {
+            if let Ok(Some(server)) = handle::take_server(server) {
+                let _ = server.stop();
+            }
         }
-        for obj in owned.objects {
-            // SAFETY: the store owned this handle and is going away with it.
-            drop(unsafe { handle::retire(Kind::Object, obj as *mut os_object_t) });
+        for object in owned.objects {
+            drop(handle::take_object(object));
         }
         drop(owned.tempdirs);
-        drop(handle);
         Ok(())
     })
 }
@@ -166,8 +161,7 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
 /// `store` must be NULL or a handle not being freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_path(store: *const os_store_t) -> *const c_char {
-    // SAFETY: forwarded contract.
-    boundary_ptr(|| Ok(unsafe { handle::borrow(Kind::Store, store) }?.path.as_ptr()))
+    boundary(|| handle::with_store(store, |handle| Ok(handle.path.as_ptr())))
 }
 
 /// Creates a WRITE object for `object_id` with an empty tree in a fresh work
@@ -191,12 +185,12 @@ pub unsafe extern "C" fn os_store_new(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let obj = handle.store.new_object(id)?;
+        let ptr = handle::with_store(store, |handle| {
+            object::publish(store, handle, handle.store.new_object(id)?)
+        })?;
         // SAFETY: `out` checked above.
-        unsafe { *out = object::publish(handle, obj)? };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
@@ -221,15 +215,15 @@ pub unsafe extern "C" fn os_store_get(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let obj = handle
-            .store
-            .get(id)?
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("no object {id:?} in the store")))?;
+        let ptr = handle::with_store(store, |handle| {
+            let obj = handle.store.get(id)?.ok_or_else(|| {
+                Error::new(libc::ENOENT, format!("no object \"{id}\" in the store"))
+            })?;
+            object::publish(store, handle, obj)
+        })?;
         // SAFETY: `out` checked above.
-        unsafe { *out = object::publish(handle, obj)? };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
@@ -248,10 +242,8 @@ pub unsafe extern "C" fn os_store_contains(
 ) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        Ok(c_int::from(handle.store.contains(id)?))
+        handle::with_store(store, |handle| Ok(c_int::from(handle.store.contains(id)?)))
     })
 }
 
@@ -274,10 +266,10 @@ pub unsafe extern "C" fn os_store_resolve_ref(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let path = strings::c_path(&handle.store.resolve_ref(id)?)?;
+        let path = handle::with_store(store, |handle| {
+            strings::c_path(&handle.store.resolve_ref(id)?)
+        })?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
@@ -311,17 +303,18 @@ pub unsafe extern "C" fn os_store_commit(
             unsafe { strings::out_param(name_out, "name_out")? };
         }
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        obj.check_owner(store)?;
-        let committed = handle.store.commit(&mut obj.object, id);
-        // Even a failed commit may have moved the tree (when only the final
-        // fsync of refs/ failed), so the C copy of the path is renewed first.
-        obj.refresh()?;
-        let name = committed?;
+        let name = handle::with_store(store, |handle| {
+            handle::with_object(object, |obj| {
+                obj.check_owner(store)?;
+                let committed = handle.store.commit(&mut obj.object, id);
+                // Even a failed commit may have moved the tree (when only the
+                // final fsync of refs/ failed), so the C copy of the path is
+                // renewed first.
+                obj.refresh()?;
+                committed
+            })
+        })?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };
         Ok(0)
@@ -348,14 +341,15 @@ pub unsafe extern "C" fn os_store_tempdir(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let prefix = unsafe { strings::bytes_or_empty(prefix, "prefix") }?;
         // SAFETY: forwarded contract.
         let suffix = unsafe { strings::bytes_or_empty(suffix, "suffix") }?;
-        let dir = handle.store.tempdir(prefix, suffix)?;
-        let path = strings::c_path(dir.path())?;
-        handle.owned().tempdirs.push(dir);
+        let path = handle::with_store(store, |handle| {
+            let dir = handle.store.tempdir(prefix, suffix)?;
+            let path = strings::c_path(dir.path())?;
+            handle.owned().tempdirs.push(dir);
+            Ok(path)
+        })?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
@@ -381,13 +375,13 @@ pub unsafe extern "C" fn os_store_host_tree(
         }
         // SAFETY: not NULL, writable by contract.
         unsafe { *path_out = std::ptr::null() };
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        let mut slot = handle.host_tree.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(strings::c_path(&handle.store.host_tree()?)?);
-        }
-        let ptr = slot.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+        let ptr = handle::with_store(store, |handle| {
+            let mut slot = handle.host_tree.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(strings::c_path(&handle.store.host_tree()?)?);
+            }
+            Ok(slot.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()))
+        })?;
         // SAFETY: `path_out` checked above; the CString lives in the handle.
         unsafe { *path_out = ptr };
         Ok(0)
@@ -407,9 +401,7 @@ pub unsafe extern "C" fn os_store_host_tree(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_gc(store: *mut os_store_t) -> c_int {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        let report = handle.store.gc()?;
+        let report = handle::with_store(store, |handle| handle.store.gc())?;
         Ok(c_int::try_from(report.removed).unwrap_or(c_int::MAX))
     })
 }

@@ -26,6 +26,7 @@ use super::methods::Methods;
 use super::protocol::{self, Reply};
 use super::transport::{self, MAX_FDS, MAX_REQUEST, Received, RecvBuffers, Sent};
 use crate::error::{Error, Result};
+use crate::log;
 
 /// Epoll token of the listening socket.
 const LISTENER: u64 = u64::MAX;
@@ -184,7 +185,8 @@ impl EventLoop {
             match transport::peer_uid(fd.as_fd()) {
                 Ok(uid) if allowed.contains(&uid) => {}
                 // Dropping the descriptor closes the connection.
-                _ => return,
+                Ok(uid) => return log::info(format_args!("server refused uid {uid}: not allowed")),
+                Err(e) => return log::info(format_args!("server refused a client: {e}")),
             }
         }
         let index = fd.as_raw_fd() as usize;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::Store;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
+use crate::log;
 use crate::mount;
 use crate::tree;
 
@@ -36,15 +37,18 @@ impl Store {
         // does not stop the sweep; the first such error is reported at the
         // end.
         let mut first_error = None;
-        let mut note = |result: Result<bool>| match result {
-            Ok(true) => report.removed += 1,
+        let mut note = |path: &Path, result: Result<bool>| match result {
+            Ok(true) => {
+                log::debug(format_args!("gc removed {}", path.display()));
+                report.removed += 1;
+            }
             Ok(false) => {}
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         };
         for (path, is_dir) in list_dir(&self.inner.tmp).map_err(|e| e.context(context()))? {
-            note(reclaim(&path, is_dir));
+            note(&path, reclaim(&path, is_dir));
         }
         // Objects only once every ref could be read: a ref that cannot be
         // read might name any of them.
@@ -61,13 +65,13 @@ impl Store {
             let mut locked = Vec::new();
             for (path, is_dir) in batch {
                 if !is_dir {
-                    note(remove_file_if_present(path));
+                    note(path, remove_file_if_present(path));
                     continue;
                 }
                 match lock_unowned(path) {
                     Ok(Some(lock)) => locked.push((path, lock)),
                     Ok(None) => {}
-                    Err(e) => note(Err(e)),
+                    Err(e) => note(path, Err(e)),
                 }
             }
             if locked.is_empty() {
@@ -83,9 +87,12 @@ impl Store {
                     .file_name()
                     .is_some_and(|n| named.contains(n.as_bytes()));
                 if !referenced {
-                    note(remove_locked(path).map(|()| true));
+                    note(path, remove_locked(path).map(|()| true));
                 }
             }
+        }
+        if report.removed > 0 {
+            log::info(format_args!("gc removed {} entries", report.removed));
         }
         first_error.map_or(Ok(report), Err)
     }

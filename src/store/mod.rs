@@ -103,8 +103,14 @@ impl Store {
         let root = std::path::absolute(root).map_err(|e| Error::path("cannot resolve", root, e))?;
         let (objects, refs, tmp) = (root.join("objects"), root.join("refs"), root.join("tmp"));
         for dir in [&root, &objects, &refs, &tmp] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::path("cannot create store directory", dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+                // Only a non-directory in the way makes creating one fail so.
+                std::io::ErrorKind::AlreadyExists => Error::new(
+                    libc::ENOTDIR,
+                    format!("cannot open store {}: not a directory", dir.display()),
+                ),
+                _ => Error::path("cannot create store directory", dir, e),
+            })?;
             let meta = std::fs::metadata(dir).map_err(|e| Error::path("cannot open", dir, e))?;
             if !meta.is_dir() {
                 return Err(Error::new(

@@ -20,6 +20,7 @@ use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::sys::{Stat, fstatx, read_names};
+use crate::log;
 
 /// Inode number of every subvolume's root directory.
 const SUBVOLUME_ROOT_INO: u64 = 256;
@@ -125,8 +126,13 @@ fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<OwnedFd> {
 /// on btrfs, else (or if that fails) with `mkdir`; either way its mode is
 /// `mode` less the umask, as `mkdir` makes it.
 pub(crate) fn make_tree_dir(parent: BorrowedFd<'_>, name: &CStr, mode: Mode) -> nix::Result<()> {
-    if on_btrfs(parent) && create_subvolume(parent, name, mode).is_ok() {
-        return Ok(());
+    if on_btrfs(parent) {
+        match create_subvolume(parent, name, mode) {
+            Ok(()) => return Ok(()),
+            Err(e) => log::debug(format_args!(
+                "no subvolume for tree {name:?} ({e}): a plain directory"
+            )),
+        }
     }
     nix::sys::stat::mkdirat(parent, name, mode)
 }
@@ -164,20 +170,24 @@ fn current_umask() -> Option<u32> {
 /// Replaces the empty directory `name` of `parent` by a snapshot of the
 /// subvolume `base`: afterwards `name` is a writable subvolume holding what
 /// `base` holds, its root with `base`'s owner, mode, times and xattrs, as
-/// the per-file copy makes it.
+/// the per-file copy makes it. `Ok(false)` when `base` is not on btrfs.
 ///
-/// Refused (nothing changed) when `base` is not a subvolume's root or holds
-/// subvolumes of its own (a snapshot would show them as empty
-/// directories), when `name` is not empty or is a mount point, or when the
-/// kernel refuses (another filesystem, `EPERM`).
-pub(crate) fn snapshot_into(base: &Path, parent: BorrowedFd<'_>, name: &CStr) -> nix::Result<()> {
+/// Refused (nothing changed) when `base` is not a subvolume's root
+/// (`ENOTSUP`) or holds subvolumes of its own (`ENOTSUP`: a snapshot would
+/// show them as empty directories), when `name` is not empty (`ENOTEMPTY`)
+/// or is a mount point (`EBUSY`), or when the kernel refuses (another
+/// filesystem, `EPERM`).
+pub(crate) fn snapshot_into(base: &Path, parent: BorrowedFd<'_>, name: &CStr) -> nix::Result<bool> {
     let base = openat(
         AT_FDCWD,
         base,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    if !is_subvolume_root(base.as_fd()) {
+    if !on_btrfs(base.as_fd()) {
+        return Ok(false);
+    }
+    if fstatx(base.as_fd())?.ino != SUBVOLUME_ROOT_INO {
         return Err(Errno::ENOTSUP);
     }
     if has_subvolumes(base.as_fd())? {
@@ -209,7 +219,7 @@ pub(crate) fn snapshot_into(base: &Path, parent: BorrowedFd<'_>, name: &CStr) ->
     if destroy(parent, &temp).is_err() {
         let _ = unlinkat(parent, &*temp, UnlinkatFlags::RemoveDir);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// True when the subvolume open as `fd` has subvolumes below it (or when

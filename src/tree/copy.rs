@@ -41,6 +41,7 @@ use nix::unistd::{
 use super::data::{DataError, Methods};
 use super::links::{Claim, Links};
 use super::pool::{self, Node, Walker};
+use super::progress::Hooks;
 use super::sys::{Stat, Time, XattrTarget, fstatx, lstatx, read_names};
 use super::xattr::{XattrBufs, copy_xattrs};
 use crate::error::{Error, Result};
@@ -59,6 +60,12 @@ use crate::error::{Error, Result};
 /// The first error stops the copy and is returned with its errno and the path
 /// concerned; what was copied until then is left in place.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    copy_tree_hooked(src, dst, Hooks::default())
+}
+
+/// [`copy_tree`] with the progress and ownership hooks of
+/// [`super::progress`].
+pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<()> {
     // Absolute paths: the `l*xattr` calls on symlinks and special files take
     // paths, which must not depend on the working directory.
     let src = std::path::absolute(src).map_err(|e| Error::path("resolve", src, e))?;
@@ -94,6 +101,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         owner,
         files: AtomicUsize::new(0),
         umask: OnceLock::new(),
+        hooks,
     };
     let root = DirData {
         st: root_stat,
@@ -173,6 +181,8 @@ struct Copier {
     files: AtomicUsize,
     /// The umask, once looked up (`None` inside: unknown).
     umask: OnceLock<Option<u32>>,
+    /// Progress counting, cancellation, owners (see [`super::progress`]).
+    hooks: Hooks,
 }
 
 /// Per-thread buffers.
@@ -338,6 +348,7 @@ impl Copier {
         name: &CStr,
         children: &mut Vec<(PathBuf, DirData)>,
     ) -> std::result::Result<(), Failure> {
+        self.hooks.entry().map_err(on_dst("copy stopped before"))?;
         let st = lstatx(dirs.0, name).map_err(on_src("stat"))?;
         let rel = || node.rel.join(OsStr::from_bytes(name.to_bytes()));
         if st.is_dir() {
@@ -453,6 +464,7 @@ impl Copier {
                 DataError::Read(e) => on_src("read")(e),
                 DataError::Write(e) => on_dst("write")(e),
             })?;
+        self.hooks.bytes(st.size);
         let (src, dst) = (src.as_fd(), dst.as_fd());
         self.apply_metadata(
             scratch,
@@ -470,7 +482,7 @@ impl Copier {
     /// True when an inode created in `node`'s copy already has the owner
     /// `st` asks for (see [`DirData::plain`]).
     fn owned_as_created(&self, node: &Node<DirData>, st: &Stat) -> bool {
-        node.data.plain && (st.uid, st.gid) == self.owner
+        node.data.plain && (self.hooks.caller_owns || (st.uid, st.gid) == self.owner)
     }
 
     /// The umask, when it is worth knowing (see [`UMASK_AFTER_FILES`]).
@@ -533,11 +545,15 @@ impl Copier {
         plain: Plain,
     ) -> std::result::Result<(), Failure> {
         let mut mode = st.mode & 0o7777;
-        let chown = if plain.owner {
+        let chown = if plain.owner || self.hooks.caller_owns {
             Ok(())
         } else {
             dst.chown(st.uid, st.gid)
         };
+        if self.hooks.caller_owns && (st.uid, st.gid) != self.owner {
+            // The copy is the caller's: no set-id rights of another owner.
+            mode &= !(libc::S_ISUID | libc::S_ISGID);
+        }
         if let Err(e) = chown {
             if self.privileged || !matches!(e, Errno::EPERM | Errno::EINVAL) {
                 return Err(on_dst("set owner of")(e));

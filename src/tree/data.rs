@@ -14,6 +14,7 @@ use nix::sys::uio::{pread, pwrite};
 use nix::unistd::{Whence, ftruncate, lseek};
 
 use super::sys::{Stat, copy_file_range, ficlone};
+use crate::log;
 
 /// Size of the `pread`/`pwrite` buffer.
 const BUF_SIZE: usize = 256 * 1024;
@@ -58,7 +59,10 @@ impl Methods {
         if self.reflink.load(Ordering::Relaxed) {
             match ficlone(dst, src) {
                 Ok(()) => return Ok(()),
-                Err(e) if unsupported(e) => self.reflink.store(false, Ordering::Relaxed),
+                Err(e) if unsupported(e) => {
+                    log::debug(format_args!("reflink refused ({e}): copying file data"));
+                    self.reflink.store(false, Ordering::Relaxed);
+                }
                 // Anything else (e.g. a file with inline data): copy instead;
                 // a real problem with the destination will show there too.
                 Err(_) => {}
@@ -103,7 +107,10 @@ impl Methods {
                 Ok(0) => break,
                 Ok(n) => pos += n as i64,
                 Err(Errno::EINTR) => {}
-                Err(e) if unsupported(e) => self.copy_range.store(false, Ordering::Relaxed),
+                Err(e) if unsupported(e) => {
+                    log::debug(format_args!("copy_file_range refused ({e}): read/write"));
+                    self.copy_range.store(false, Ordering::Relaxed);
+                }
                 Err(e) => return Err(DataError::Write(e)),
             }
         }

@@ -1,5 +1,6 @@
 //! The tree engines: copying a directory tree with `cp -a` fidelity
-//! ([`copy_tree`]), removing one whatever a build left in it
+//! ([`copy_tree`]; with progress reports and cancellation:
+//! [`copy_tree_with`]), removing one whatever a build left in it
 //! ([`remove_tree`]), and comparing two ([`compare_trees`]).
 //!
 //! Copy and removal walk the tree in parallel, one directory per job, with
@@ -8,6 +9,7 @@
 
 pub mod compare;
 pub mod copy;
+pub mod progress;
 pub mod remove;
 
 pub(crate) mod btrfs;
@@ -16,8 +18,10 @@ mod data;
 mod links;
 mod pool;
 mod sys;
+mod undo;
 mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
+pub use progress::{CopyOptions, Progress, Totals, copy_tree_with};
 pub use remove::remove_tree;

@@ -31,6 +31,7 @@ use super::sys::{
     FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, read_names, set_inode_flags,
 };
 use crate::error::{Error, Result};
+use crate::log;
 
 /// Removes `path` and everything below it, whatever a build left there:
 /// directories without write/search permission, files and directories with
@@ -290,11 +291,19 @@ fn retry_unlocked<T>(
 /// Deletes the entry `name` of `dir` if it is a btrfs subvolume, unlocking
 /// it as other entries are if that is refused; `false` if it is still there.
 fn delete_subvolume(dir: BorrowedFd<'_>, name: &CStr) -> bool {
-    retry_unlocked(
+    match retry_unlocked(
         || btrfs::delete_subvolume(dir, name),
         || unlock_entry(dir, name),
-    )
-    .is_ok()
+    ) {
+        Ok(()) => true,
+        Err(Errno::ENOTSUP) => false,
+        Err(e) => {
+            log::debug(format_args!(
+                "subvolume {name:?} not deleted at once ({e}): removing it entry by entry"
+            ));
+            false
+        }
+    }
 }
 
 /// Clears the immutable and append-only flags of the entry `name` of `dir`

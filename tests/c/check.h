@@ -3,6 +3,7 @@
 #ifndef OSSTORE_CHECK_H
 #define OSSTORE_CHECK_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,6 +32,19 @@ static int check_failed;
                     __LINE__, #call, rc_, (want), os_last_error());              \
         }                                                                        \
     } while (0)
+
+/* snprintf that treats truncation as a broken test set-up. */
+static inline void fmt(char *out, size_t size, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    int n = vsnprintf(out, size, format, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size) {
+        fprintf(stderr, "path too long: %s\n", format);
+        exit(2);
+    }
+}
 
 static int check_done(const char *suite)
 {
