@@ -15,7 +15,8 @@
  * private mount namespace (tests/in-private-ns.sh) so nothing outlives it.
  *
  *   osstore-bench --compare PATH [--results FILE] [--notes FILE] [--quick]
- *   --only copy|btrfs|size|scale|cold|commit|lookup|server runs one section.
+ *   --only SECTIONS runs these (comma-separated) of copy, btrfs, size, scale,
+ *   cold, commit, lookup, server.
  *   --scale adds the 200k-file tree's rows and, with --disk DIR (a directory
  *   on the machine's disk for a loop file), the cold-cache rows (scale.c).
  *   osstore-bench --gen DIR [NFILES]   (only generate the tree, for profiling)
@@ -61,11 +62,19 @@ extern char **environ;
 /* Utilities                                                           */
 
 static int quick;
-static const char *only; /* --only SECTION: copy, commit, lookup, server */
+static const char *only; /* --only SECTIONS (comma-separated) */
 
+/* --only takes one section or a comma-separated list. */
 static int section(const char *name)
 {
-    return !only || !strcmp(only, name);
+    size_t n = strlen(name);
+    const char *p = only;
+    if (!only)
+        return 1;
+    for (; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+            return 1;
+    return 0;
 }
 static const char *compare_bin;
 static const char *notes_file; /* appended to the results (--notes) */
