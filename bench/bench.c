@@ -15,7 +15,10 @@
  * private mount namespace (tests/in-private-ns.sh) so nothing outlives it.
  *
  *   osstore-bench --compare PATH [--results FILE] [--notes FILE] [--quick]
- *   --only copy|commit|lookup|server runs one section (for development).
+ *   --only SECTIONS runs these (comma-separated) of copy, btrfs, size, scale,
+ *   cold, commit, lookup, server.
+ *   --scale adds the 200k-file tree's rows and, with --disk DIR (a directory
+ *   on the machine's disk for a loop file), the cold-cache rows (scale.c).
  *   osstore-bench --gen DIR [NFILES]   (only generate the tree, for profiling)
  *
  * --compare names the fidelity checker (bench/compare: compare_trees).
@@ -60,11 +63,19 @@ extern char **environ;
 /* Utilities                                                           */
 
 static int quick;
-static const char *only; /* --only SECTION: copy, commit, lookup, server */
+static const char *only; /* --only SECTIONS (comma-separated) */
 
+/* --only takes one section or a comma-separated list. */
 static int section(const char *name)
 {
-    return !only || !strcmp(only, name);
+    size_t n = strlen(name);
+    const char *p = only;
+    if (!only)
+        return 1;
+    for (; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+            return 1;
+    return 0;
 }
 static const char *compare_bin;
 static const char *notes_file; /* appended to the results (--notes) */
@@ -264,8 +275,10 @@ static void paired_rate_row(struct row *r, const double *ref_v, const char *ref_
  * paired ratio. */
 static void time_row(struct row *r, double ref, double ours, double ratio, double max_ratio)
 {
-    snprintf(r->ref, sizeof r->ref, "%.3f s", ref);
-    snprintf(r->ours, sizeof r->ours, "%.3f s", ours);
+    /* milliseconds below 10 ms (the btrfs rows) */
+    snprintf(r->ref, sizeof r->ref, ref < 0.01 ? "%.2f ms" : "%.3f s", ref < 0.01 ? ref * 1e3 : ref);
+    snprintf(r->ours, sizeof r->ours, ours < 0.01 ? "%.2f ms" : "%.3f s",
+             ours < 0.01 ? ours * 1e3 : ours);
     snprintf(r->ratio, sizeof r->ratio, "%.2f", ratio);
     snprintf(r->target, sizeof r->target, "<= %.2f", max_ratio);
     r->met = ratio <= max_ratio ? "yes" : "**no**";
@@ -357,6 +370,19 @@ static void set_time(int dirfd, const char *name, struct rng *r)
  * files, files owned by another user, user xattrs, a sparse file, a fifo
  * and a character device; random atime/mtime with nanoseconds everywhere.
  */
+/* Set for the 200k tree (bench/scale.c): files crowd into some directories,
+ * as in a root filesystem (/usr/lib, /usr/bin hold thousands). */
+static int rootfs_shape;
+
+static long pick_dir(struct rng *r, long ndirs)
+{
+    double u;
+    if (!rootfs_shape || ndirs < 2)
+        return (long)(rnd(r) % (uint64_t)ndirs);
+    u = urand(r);
+    return 1 + (long)((double)(ndirs - 1) * u * u);
+}
+
 static void gen_tree(const char *root, long nfiles, uint64_t seed, struct tree_stats *st)
 {
     struct rng r = {seed * 0x9E3779B97F4A7C15ULL + 1};
@@ -379,7 +405,7 @@ static void gen_tree(const char *root, long nfiles, uint64_t seed, struct tree_s
     }
     st->dirs = ndirs;
     for (i = 0; i < nfiles; i++) {
-        const char *dir = dirs[rnd(&r) % (uint64_t)ndirs];
+        const char *dir = dirs[pick_dir(&r, ndirs)];
         long long size;
         mode_t mode = 0644;
         uint64_t k = rnd(&r) % 100;
@@ -571,9 +597,13 @@ struct fs {
     const char *base_tree;
 };
 
+/* Set for the rows of the 200k tree and the cold cache (bench/scale.c),
+ * whose runs take tens of seconds each. */
+static int few_runs;
+
 static int runs(void)
 {
-    return quick ? 1 : 5;
+    return quick ? 1 : few_runs ? 3 : 5;
 }
 
 static void setup_fs(struct fs *fs, long nfiles, struct tree_stats *st)
@@ -997,10 +1027,11 @@ static void commit_rows(const char *tmpfs_mnt, const char *ext4_mnt)
 }
 
 /* A flatness row: rates after loading vs fresh, paired per round. */
-static void flat_row(struct row *r, const double *fresh_v, const double *after_v, int n)
+static void flat_row(struct row *r, const double *fresh_v, const double *after_v, int n,
+                     const char *fresh_label)
 {
     double ratio = paired_ratio(fresh_v, after_v, n);
-    snprintf(r->ref, sizeof r->ref, "%.0f pairs/s (fresh)", median(fresh_v, n));
+    snprintf(r->ref, sizeof r->ref, "%.0f pairs/s (%s)", median(fresh_v, n), fresh_label);
     snprintf(r->ours, sizeof r->ours, "%.0f pairs/s", median(after_v, n));
     snprintf(r->ratio, sizeof r->ratio, "%.2f", ratio);
     snprintf(r->target, sizeof r->target, ">= 0.90 (flat)");
@@ -1081,7 +1112,7 @@ static void lookup_rows(const char *mnt)
                     "floating; creating them took %.0f ms); ratio = after / fresh, paired per "
                     "round (each round: fresh, create, after, release)",
                     many, median(create_ms, n)));
-    flat_row(r, fresh_v, after_v, n);
+    flat_row(r, fresh_v, after_v, n, "fresh");
     r = add_row("`contains` + `get` of a floating object, fresh handle",
                 "the same op for a finalized, never committed object (found in the handle's "
                 "memory: no syscall)");
@@ -1089,7 +1120,7 @@ static void lookup_rows(const char *mnt)
     r = add_row(fmt("`contains` + `get` of a floating object, after %ld objects", many),
                 "the floating look-up while the handle holds the objects above; ratio = after / "
                 "fresh, paired per round");
-    flat_row(r, ffresh_v, fafter_v, n);
+    flat_row(r, ffresh_v, fafter_v, n, "fresh");
     os_object_release(floating);
     os_store_free(store);
     free(objs);
@@ -1683,6 +1714,8 @@ static void server_rows(const char *mnt)
     free(ep_sock);
 }
 
+#include "scale.c"
+
 /* ------------------------------------------------------------------ */
 /* main                                                                */
 
@@ -1934,6 +1967,10 @@ int main(int argc, char **argv)
             return gc_store(argv[i + 1]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--scale"))
+            scale = 1;
+        else if (!strcmp(argv[i], "--disk") && i + 1 < argc)
+            disk_dir = argv[++i];
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) {
             /* for profiling: only generate the tree into an existing dir */
             struct tree_stats gs;
@@ -1944,12 +1981,15 @@ int main(int argc, char **argv)
                 for (k = 0; k < NOISE_SIZE / 8; k++)
                     ((uint64_t *)noise)[k] = rnd(&r0);
             }
+            /* the shape of the bench's trees of that size */
+            rootfs_shape = i + 2 < argc && atol(argv[i + 2]) > 20000;
             gen_tree(argv[i + 1], i + 2 < argc ? atol(argv[i + 2]) : 20000, 42, &gs);
             printf("%s\n", describe_tree(&gs));
             return 0;
         }
         else
-            die("usage: osstore-bench --compare PATH [--results FILE] [--quick]");
+            die("usage: osstore-bench --compare PATH [--results FILE] [--quick] [--scale] "
+                "[--disk DIR]");
     }
     if (getenv("BENCH_QUICK") && *getenv("BENCH_QUICK") && strcmp(getenv("BENCH_QUICK"), "0"))
         quick = 1;
@@ -1998,6 +2038,11 @@ int main(int argc, char **argv)
                  have_xfs ? "a fresh XFS (`mkfs.xfs -m reflink=1`) on a 6 GiB loop file"
                           : "XFS rows **skipped**: mkfs.xfs not found");
 
+    fsnote = fmt("%s Trees as subvolumes: a fresh btrfs (mkfs.btrfs defaults) on a loop file in "
+                 "the tmpfs.%s",
+                 fsnote, scale && disk_dir ? " Cold-cache rows: a fresh ext4 on a loop file on the "
+                                             "machine's disk (--disk). The rows of the 200k tree and "
+                                             "the cold-cache rows: medians of 3 runs." : "");
     nfiles = quick ? 2000 : 20000;
     tree = "(not generated)";
     small_peak = big_peak = 0;
@@ -2044,6 +2089,17 @@ int main(int argc, char **argv)
     print_row(r);
     }
 
+    if (section("btrfs"))
+        btrfs_rows();
+    if (section("size"))
+        store_size_rows(tmpfs.mnt);
+    if (scale && section("scale")) {
+        char *big_tree;
+        big_tree_rows(small_peak, &big_tree);
+        tree = fmt("%s; the 200k tree (--scale): %s", tree, big_tree);
+    }
+    if (scale && disk_dir && section("cold"))
+        cold_rows();
     if (section("commit"))
         commit_rows(tmpfs.mnt, ext4.mnt);
     if (section("lookup"))

@@ -4,6 +4,8 @@
 //! it a new tree and lock when it commits it ([`Object::committed`]), and
 //! the object enters and leaves its store's floating registry itself.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectIdBuf};
 use crate::lock::DirLock;
+use crate::log;
 use crate::store::floating::{Registration, Registry};
 use crate::tempdir::TempDir;
 use crate::tree::{self, CopyOptions, Totals};
@@ -199,10 +202,38 @@ impl Object {
         if let Some(name) = base.committed_name() {
             base.cache.record_use(name);
         }
+        if options.progress.is_none() && !options.caller_owns && self.snapshot_of(base) {
+            return self.inherit(base).map_err(|e| e.context(&what));
+        }
         let totals = base.known_totals();
         tree::copy_tree_with(&base.tree, &self.tree, options, totals)
             .map_err(|e| e.context(&what))?;
         self.inherit(base).map_err(|e| e.context(&what))
+    }
+
+    /// On btrfs, makes this object's empty work tree a snapshot of `base`'s
+    /// tree when it can be one (see [`tree::btrfs::snapshot_into`]); logs
+    /// why not when `base` is on btrfs.
+    fn snapshot_of(&self, base: &Object) -> bool {
+        let Holding::Work { dir: workdir, .. } = &self.holding else {
+            return false;
+        };
+        let Some(name) = self.tree.file_name() else {
+            return false;
+        };
+        let Ok(name) = CString::new(name.as_bytes()) else {
+            return false;
+        };
+        match tree::btrfs::snapshot_into(&base.tree, workdir.fd(), &name) {
+            Ok(done) => done,
+            Err(e) => {
+                log::debug(format_args!(
+                    "init of {:?} from {:?}: no snapshot ({e}): copying file by file",
+                    self.id, base.id
+                ));
+                false
+            }
+        }
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was

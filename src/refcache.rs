@@ -33,15 +33,24 @@ use crate::error::Result;
 /// Most ids remembered; the cache is emptied when it is full.
 const MAX_ENTRIES: usize = 4096;
 
-/// Changes of `refs/` or `objects/` that may change an answer.
+/// Changes of the entries of `refs/` or `objects/` that may change an
+/// answer. No `IN_ATTRIB` here: a directory watch with it reports its
+/// children's attribute changes too, for which the kernel flags every cached
+/// child when the watch is added and removed (time in proportion to the
+/// store's size, at every open and close), and no child's attributes change
+/// an answer.
 const WATCHED: u32 = libc::IN_CREATE
     | libc::IN_DELETE
     | libc::IN_MOVED_FROM
     | libc::IN_MOVED_TO
-    | libc::IN_ATTRIB
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
     | libc::IN_ONLYDIR;
+
+/// Changes of the attributes of `refs/` and `objects/` themselves (their
+/// permissions decide whether a ref resolves), watched on the store's root:
+/// a handful of children.
+const WATCHED_ROOT: u32 = libc::IN_ATTRIB | libc::IN_ONLYDIR;
 
 /// Events after which the watches no longer cover the store's paths.
 const LOST: u32 = libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
@@ -67,7 +76,11 @@ impl RefCache {
     /// inotify is not available.
     pub fn new(refs: &Path, objects: &Path) -> RefCache {
         RefCache {
-            inotify: watch(&[refs, objects]),
+            inotify: watch(&[
+                (refs, WATCHED),
+                (objects, WATCHED),
+                (refs.parent().unwrap_or(refs), WATCHED_ROOT),
+            ]),
             refs: refs.to_path_buf(),
             objects: objects.to_path_buf(),
             entries: HashMap::new(),
@@ -184,8 +197,9 @@ impl RefCache {
     }
 }
 
-/// An inotify instance watching `dirs`, or `None` if that is not possible.
-fn watch(dirs: &[&Path]) -> Option<OwnedFd> {
+/// An inotify instance watching `dirs` for their masks, or `None` if that
+/// is not possible.
+fn watch(dirs: &[(&Path, u32)]) -> Option<OwnedFd> {
     // SAFETY: plain syscall.
     let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
     if raw < 0 {
@@ -193,10 +207,10 @@ fn watch(dirs: &[&Path]) -> Option<OwnedFd> {
     }
     // SAFETY: a new descriptor that we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    for dir in dirs {
+    for (dir, mask) in dirs {
         let c = CString::new(OsStr::as_bytes(dir.as_os_str())).ok()?;
         // SAFETY: `c` is a valid C string; `fd` an inotify instance.
-        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), WATCHED) } < 0 {
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), *mask) } < 0 {
             return None;
         }
     }
@@ -283,6 +297,34 @@ mod tests {
         assert!(!fx.resolves("a"));
         std::fs::remove_file(refs.join("a")).unwrap();
         assert!(!fx.resolves("a"));
+    }
+
+    #[test]
+    fn attribute_changes_of_refs_and_objects_are_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut fx = Fixture::new();
+        let (refs, objects) = (fx.dir.path().join("refs"), fx.dir.path().join("objects"));
+        std::fs::create_dir(objects.join("o1")).unwrap();
+        std::os::unix::fs::symlink("../objects/o1", refs.join("a")).unwrap();
+        assert!(fx.resolves("a"));
+        assert!(fx.resolves("a"));
+        assert_eq!(fx.asked.get(), 1);
+        for dir in [&objects, &refs] {
+            let before = fx.asked.get();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            assert!(fx.resolves("a"));
+            assert_eq!(
+                fx.asked.get(),
+                before + 1,
+                "chmod of {} not seen",
+                dir.display()
+            );
+        }
+        // A child's attributes change no answer, and are not watched.
+        std::fs::set_permissions(objects.join("o1"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        assert!(fx.resolves("a"));
+        assert_eq!(fx.asked.get(), 3);
     }
 
     #[test]

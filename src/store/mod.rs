@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nix::sys::stat::{Mode as FileMode, mkdirat};
+use nix::sys::stat::Mode as FileMode;
 
 use crate::cache::lastuse::LastUse;
 use crate::cache::pins::PinTable;
@@ -236,7 +236,12 @@ impl Store {
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
         let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
-        mkdirat(workdir.fd(), TREE_NAME, FileMode::from_bits_truncate(0o777)).map_err(|e| {
+        crate::tree::btrfs::make_tree_dir(
+            workdir.fd(),
+            TREE_NAME,
+            FileMode::from_bits_truncate(0o777),
+        )
+        .map_err(|e| {
             Error::sys(
                 format_args!("cannot create object tree {}", tree.display()),
                 e,

@@ -12,6 +12,8 @@ pub mod copy;
 pub mod progress;
 pub mod remove;
 
+pub(crate) mod btrfs;
+
 mod data;
 mod links;
 pub mod measure;

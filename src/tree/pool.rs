@@ -156,7 +156,10 @@ struct State<N> {
     /// Threads currently running a visit.
     active: usize,
     error: Option<crate::error::Error>,
-    helpers_started: bool,
+    /// Helper threads started so far.
+    helpers: usize,
+    /// 512-byte blocks the walk's threads have read from a device.
+    blocks_read: u64,
 }
 
 struct Shared<T, D> {
@@ -213,7 +216,8 @@ pub(crate) fn run<W: Walker>(
             jobs: vec![Arc::new(root)],
             active: 0,
             error: None,
-            helpers_started: false,
+            helpers: 0,
+            blocks_read: 0,
         }),
         wake: Condvar::new(),
         kept: AtomicUsize::new(1),
@@ -250,10 +254,14 @@ fn work<'scope, 'env, W: Walker>(
 ) {
     let mut scratch = walker.scratch();
     let mut children = Vec::new();
+    let mut blocks_read = thread_blocks_read();
     while let Some(node) = next_job(shared) {
         let result = walk_one(walker, shared, &mut scratch, &node, &mut children);
+        let read = thread_blocks_read();
         let mut state = lock(&shared.state);
         state.active -= 1;
+        state.blocks_read += read.saturating_sub(blocks_read);
+        blocks_read = read;
         match result {
             Err(e) => {
                 state.error.get_or_insert(e);
@@ -266,17 +274,21 @@ fn work<'scope, 'env, W: Walker>(
                     .map(|(name, data)| Arc::new(Node::new(name, data, Some(Arc::clone(&node))))),
             ),
         }
-        let start = helpers.filter(|_| !state.helpers_started && state.jobs.len() >= 2);
-        if let Some(h) = start {
-            state.helpers_started = true;
-            for _ in 0..h.count {
+        if let Some(h) = helpers.filter(|_| state.jobs.len() >= 2) {
+            let wanted = if h.count > 0 && state.blocks_read >= IO_BOUND_BLOCKS {
+                h.count.max(IO_THREADS - 1)
+            } else {
+                h.count
+            };
+            for _ in state.helpers..wanted {
                 h.scope.spawn(move || work::<W>(walker, shared, None));
             }
+            state.helpers = state.helpers.max(wanted);
         }
         // Only helper threads wait: before any is started there is nobody
         // to wake (and a wake-up is a system call, which would double the
         // cost of walking a tiny tree).
-        let waiters = state.helpers_started;
+        let waiters = state.helpers > 0;
         drop(state);
         if waiters {
             shared.wake.notify_all();
@@ -395,6 +407,26 @@ fn next_job<T, D>(shared: &Shared<T, D>) -> Option<Arc<Node<T, D>>> {
         }
         state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
     }
+}
+
+/// Threads a walk grows to once it reads from a device (the page cache
+/// missed): then the threads mostly wait, and more of them keep more reads
+/// in flight. A walk served from the cache is bound by the CPUs and stays at
+/// [`default_threads`].
+const IO_THREADS: usize = 16;
+/// Blocks (of 512 bytes) read from a device after which a walk counts as
+/// waiting on it.
+const IO_BOUND_BLOCKS: u64 = 2048;
+
+/// The 512-byte blocks the calling thread has read from devices so far.
+fn thread_blocks_read() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is writable memory the size of a `struct rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call (and zeroed before).
+    u64::try_from(unsafe { usage.assume_init() }.ru_inblock).unwrap_or(0)
 }
 
 /// How many threads a walk should use: a few, as the work is mostly

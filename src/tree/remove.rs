@@ -12,6 +12,11 @@
 //! cleared and the directory made `u+rwx`, then the call is retried once.
 //! Mounts are never crossed: a directory on another mount is refused with
 //! `EBUSY` (the kernel already refuses to unlink a mount point itself).
+//!
+//! A btrfs subvolume (a tree of a store on btrfs, or one a build made) is
+//! deleted with one ioctl where the kernel allows it; one it refuses (it
+//! holds subvolumes, the caller may not delete subvolumes) is walked like
+//! any directory.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -25,12 +30,14 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{FchmodatFlags, Mode, fchmod, fchmodat};
 use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
 
+use super::btrfs;
 use super::pool::{self, Node, Walker};
 use super::sys::{
     FS_APPEND_FL, FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, open_dir_checked, read_names,
     set_inode_flags, walk_what,
 };
 use crate::error::{Error, Result};
+use crate::log;
 
 /// Removes `path` and everything below it, whatever a build left there:
 /// directories without write/search permission, files and directories with
@@ -74,11 +81,13 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         )
         .map_err(|e| fail("remove", e));
     }
-    if is_other_mount(
-        &fstatx(parent_fd).map_err(|e| fail("stat parent of", e))?,
-        &st,
-    ) {
+    let parent_stat = fstatx(parent_fd).map_err(|e| fail("stat parent of", e))?;
+    if is_other_mount(&parent_stat, &st) {
         return Err(fail("refusing to remove mount point", Errno::EBUSY));
+    }
+    // A subvolume goes at once; if it cannot, the walk empties it.
+    if btrfs::may_be_subvolume(&st, &parent_stat) && delete_subvolume(parent_fd, &name) {
+        return Ok(());
     }
     let (root, _) = retry_unlocked(
         || open_dir_checked(parent_fd, &name, st.inode()),
@@ -173,6 +182,10 @@ impl Walker for Remover<'_> {
                     if is_other_mount(&self.root_stat, &st) {
                         return Err(fail("refusing to remove inside mount point", Errno::EBUSY));
                     }
+                    if btrfs::may_be_subvolume(&st, &self.root_stat) && delete_subvolume(dir, &name)
+                    {
+                        continue;
+                    }
                     children.push((name, st.inode()));
                 }
                 _ => retry_unlocked(
@@ -255,6 +268,24 @@ fn retry_unlocked<T>(
             call()
         }
         other => other,
+    }
+}
+
+/// Deletes the entry `name` of `dir` if it is a btrfs subvolume, unlocking
+/// it as other entries are if that is refused; `false` if it is still there.
+fn delete_subvolume(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    match retry_unlocked(
+        || btrfs::delete_subvolume(dir, name),
+        || unlock_entry(dir, name),
+    ) {
+        Ok(()) => true,
+        Err(Errno::ENOTSUP) => false,
+        Err(e) => {
+            log::debug(format_args!(
+                "subvolume {name:?} not deleted at once ({e}): removing it entry by entry"
+            ));
+            false
+        }
     }
 }
 

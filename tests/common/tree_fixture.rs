@@ -246,7 +246,14 @@ pub fn mount_tmpfs(at: &Path, options: &str) -> Mounted {
 /// Makes a 512 MiB XFS image with reflink support in `dir` and loop-mounts it
 /// at `at`; `Err` says why not.
 pub fn mount_reflink_xfs(dir: &Path, at: &Path) -> Result<Mounted, String> {
-    let image = dir.join("xfs.img");
+    mount_loop_image(dir, at, &["mkfs.xfs", "-q", "-m", "reflink=1"])
+}
+
+/// Makes a 512 MiB sparse image in `dir`, formats it with the command
+/// `mkfs` (the image's path appended) and loop-mounts it at `at`; `Err` says
+/// why not.
+pub fn mount_loop_image(dir: &Path, at: &Path, mkfs: &[&str]) -> Result<Mounted, String> {
+    let image = dir.join(format!("{}.img", mkfs[0]));
     fs::File::create(&image)
         .and_then(|f| f.set_len(512 << 20))
         .map_err(|e| format!("create image: {e}"))?;
@@ -261,9 +268,7 @@ pub fn mount_reflink_xfs(dir: &Path, at: &Path) -> Result<Mounted, String> {
             ))
         }
     };
-    run(Command::new("mkfs.xfs")
-        .args(["-q", "-m", "reflink=1"])
-        .arg(&image))?;
+    run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image))?;
     fs::create_dir_all(at).map_err(|e| format!("mkdir: {e}"))?;
     run(Command::new("mount")
         .args(["-o", "loop"])
