@@ -13,8 +13,8 @@ pub mod remove;
 mod data;
 mod links;
 mod pool;
-mod sys;
-mod xattr;
+pub(crate) mod sys;
+pub(crate) mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
