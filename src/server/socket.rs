@@ -78,7 +78,7 @@ impl Drop for SocketFile {
 pub fn listen(path: Option<&Path>, mode: u32) -> Result<(OwnedFd, SocketFile)> {
     if mode & !0o777 != 0 {
         return Err(Error::invalid(format!(
-            "socket mode {mode:#o} has bits beyond 0777"
+            "socket mode 0{mode:o} has bits beyond 0777"
         )));
     }
     let mut file = match path {
