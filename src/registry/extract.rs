@@ -128,6 +128,7 @@ impl Extractor {
             return self.whiteout(parent, target, &shown);
         }
         let dir = self.parent(parent, &shown)?;
+        self.keep_times(parent, &dir)?;
         let cname = cstr(name)?;
         self.in_layer.insert(key.clone());
         let fail = |e: Errno| {
@@ -399,6 +400,7 @@ impl Extractor {
             Err(e) if e.errno() == libc::ENOENT => return Ok(()),
             other => other?,
         };
+        self.keep_times(parent, &dir)?;
         let prefix = parent.join(&b'/');
         let key = |n: &[u8]| {
             if prefix.is_empty() {
@@ -423,6 +425,20 @@ impl Extractor {
             return Ok(());
         }
         self.remove(&dir, &cstr(target)?)
+    }
+
+    /// Remembers the mode and time of the directory `comps` (open as `dir`)
+    /// before this extraction changes its entries, unless a layer set them:
+    /// a directory the layers do not list keeps its time.
+    fn keep_times(&mut self, comps: &[&[u8]], dir: &OwnedFd) -> Result<()> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.dirs.entry(comps.join(&b'/'))
+        {
+            let st = crate::tree::sys::fstatx(dir.as_fd())
+                .map_err(|e| Error::sys("cannot stat a directory of the layer", e))?;
+            let mtime = TimeSpec::new(st.mtime.sec, i64::from(st.mtime.nsec));
+            slot.insert((st.mode & 0o7777, mtime));
+        }
+        Ok(())
     }
 
     /// Applies the directories' modes and times, deepest first.

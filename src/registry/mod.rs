@@ -86,21 +86,30 @@ pub(crate) struct Facts {
     pub(crate) base: Option<String>,
 }
 
-/// The facts of a committed object. Until the cache's sidecars are in, the
-/// creation time is the tree root's mtime and there is no metadata or base.
+/// The facts of a committed object, from its sidecar.
 pub(crate) fn facts(object: &Object) -> Result<Facts> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(object.tree())
-        .map_err(|e| crate::error::Error::path("cannot stat", object.tree(), e))?;
+    let mut meta = Vec::new();
+    for key in object.meta_keys()? {
+        let value = object.meta_get(&key)?;
+        meta.push((key, value));
+    }
     Ok(Facts {
-        created: meta.mtime(),
-        meta: Vec::new(),
-        base: None,
+        created: object.created()?,
+        meta,
+        base: object.base_name(),
     })
 }
 
-/// Gives a pulled object the facts its image carried (nothing to keep them
-/// in until the cache's sidecars are in).
-pub(crate) fn restore_facts(_object: &mut Object, _facts: &Facts) -> Result<()> {
+/// Gives a pulled object (still in WRITE mode) the creation time and
+/// metadata its image carried.
+pub(crate) fn restore_facts(object: &mut Object, facts: &Facts) -> Result<()> {
+    for (key, json) in &facts.meta {
+        object.meta_set(key, json)?;
+    }
+    // The sidecar API has no setter for the creation time: a new object's
+    // info is its own until commit, so it is set in place.
+    if let Some(info) = object.cache.info.get_mut() {
+        info.created = facts.created;
+    }
     Ok(())
 }

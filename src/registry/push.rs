@@ -1,7 +1,6 @@
 //! Push: a committed object as an OCI image.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
 use serde_json::{Map, Value, json};
@@ -10,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::client::Client;
 use super::layer::{Blob, LayerWriter, sha256_of};
 use super::progress::Meter;
-use super::record::{Layer, Record, object_name};
+use super::record::{Layer, Record};
 use super::reference::{Reference, tag_for_id};
 use super::{RegistryOptions, facts, walk};
 use crate::error::{Error, Result};
@@ -66,21 +65,16 @@ pub fn push(
 
 fn run(store: &Store, id: &str, reference: &str, options: &RegistryOptions) -> Result<PushReport> {
     let reference = Reference::parse(reference)?;
+    // The handle pins the object: no collection or eviction takes its tree
+    // while the push reads it.
     let object = store
         .get(id)?
-        .filter(|o| o.tree() == store.resolve_ref(id).unwrap_or_default())
-        .ok_or_else(|| {
-            Error::new(
-                libc::ENOENT,
-                format!("no committed object {id:?} in the store"),
-            )
-        })?;
-    // Held until the push is done: no collection takes the tree meanwhile,
-    // and its descriptor says which tree the ref named.
-    let pinned = store.pin_tree(object.tree())?;
-    let tree = std::fs::read_link(format!("/proc/self/fd/{}", pinned.fd().as_raw_fd()))
-        .map_err(|e| Error::io("cannot resolve the object's tree", e))?;
-    let name = object_name(&tree).ok_or_else(|| Error::invalid("object without a name"))?;
+        .ok_or_else(|| Error::new(libc::ENOENT, format!("no object {id:?} in the store")))?;
+    let name = object
+        .committed_name()
+        .ok_or_else(|| Error::invalid(format!("object {id:?} is not committed")))?
+        .to_owned();
+    let tree = object.tree().to_path_buf();
     let facts = facts(&object)?;
     let client = Client::new(&reference, options)?;
     let meter = Meter::new(options.progress.as_deref());

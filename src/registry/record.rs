@@ -41,11 +41,6 @@ pub(crate) fn blob_dir(store: &Store) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The name (in `objects/`) of the committed tree at `tree`.
-pub(crate) fn object_name(tree: &Path) -> Option<String> {
-    tree.file_name().and_then(|n| n.to_str()).map(str::to_owned)
-}
-
 fn record_path(store: &Store, name: &str) -> PathBuf {
     area(store).join("objects").join(format!("{name}.json"))
 }

@@ -22,8 +22,8 @@ use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::{Store, gc};
 use super::cached::RefEntry;
+use super::{Store, gc};
 use crate::cache::settings::{self, Settings};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
