@@ -39,7 +39,7 @@ PRIVATE_NS   := tests/in-private-ns.sh
 VALGRIND     := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
 LOGS         := $(BUILD)/check-logs
 
-.PHONY: FORCE all lib rust-lib header header-check demo check deps install uninstall clean \
+.PHONY: test-c-cache FORCE all lib rust-lib header header-check demo check deps install uninstall clean \
         lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-client-server test-load fuzz-smoke check-summary \
         bench fuzz loadtest
 
@@ -162,6 +162,15 @@ test-c: $(BUILD)/tests/test_api $(BUILD)/tests/header_c99.o
 
 test-c-asan: $(BUILD)/tests/test_api_asan
 	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(BUILD)/tests/test_api_asan 2>&1 | tee $(LOGS)/c-asan.log; exit $${PIPESTATUS[0]}
+
+# The cache (shared/spec/cache.md) through the header only; part of test-c.
+test-c: test-c-cache
+$(BUILD)/tests/test_cache: tests/c/test_cache.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+test-c-cache: $(BUILD)/tests/test_cache
+	@mkdir -p $(LOGS)
+	$(PRIVATE_NS) $(BUILD)/tests/test_cache 2>&1 | tee $(LOGS)/c-cache.log; exit $${PIPESTATUS[0]}
 
 # Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set;
 # the header declares only prefixed names and documents every function.

@@ -462,6 +462,7 @@ fn dead_builders_mount_is_reclaimed_through_any_store_path() {
             OpenOptions {
                 durable: false,
                 collect_garbage: false,
+                read_only: false,
             },
         )
         .unwrap();
