@@ -21,6 +21,8 @@ pub mod cache;
 pub mod error;
 pub mod handle;
 pub mod object;
+pub mod progress;
+pub mod registry;
 pub mod server;
 pub mod store;
 mod strings;

@@ -602,3 +602,102 @@ fn registry_stage_on_a_base_pushes_one_layer_of_changes() {
     pull(&sc, &image, "stage", &opts()).expect("pull stage alone");
     assert_same(&stage_tree, &tree_of(&sc, "stage"));
 }
+
+unsafe extern "C" fn count_progress(
+    p: *const osstore::ffi::progress::os_progress_t,
+    userdata: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    // SAFETY: the test passes a pointer to an AtomicU64 that outlives the call.
+    let calls = unsafe { &*(userdata as *const std::sync::atomic::AtomicU64) };
+    // SAFETY: valid during the call, as the API promises.
+    let p = unsafe { &*p };
+    assert!(p.bytes_done <= p.bytes_total.max(p.bytes_done));
+    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    0
+}
+
+#[test]
+fn registry_c_functions() {
+    if skip("registry_c_functions") {
+        return;
+    }
+    use osstore::ffi::registry::{
+        OS_REGISTRY_INSECURE, os_registry_options_t, os_store_pull, os_store_push,
+    };
+    use osstore::ffi::{error::os_free, store::os_store_free, store::os_store_open};
+    use std::ffi::{CStr, CString, c_char};
+    use std::ptr::{null, null_mut};
+    let reg = Registry::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::quick(&dir.path().join("a"));
+    let mut obj = store.new_object("c").unwrap();
+    std::fs::write(obj.tree().join("f"), b"from C").unwrap();
+    store.commit(&mut obj, "c").unwrap();
+    drop(store);
+    let path = CString::new(dir.path().join("a").to_str().unwrap()).unwrap();
+    let mut handle = null_mut();
+    // SAFETY: valid C strings and out-pointer.
+    assert_eq!(unsafe { os_store_open(path.as_ptr(), &mut handle) }, 0);
+    let (id, image) = (
+        CString::new("c").unwrap(),
+        CString::new(reg.image("c/api:1")).unwrap(),
+    );
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    let mut options = os_registry_options_t {
+        struct_size: size_of::<os_registry_options_t>(),
+        flags: 0,
+        auth_file: null(),
+        progress: Some(count_progress),
+        userdata: &calls as *const _ as *mut std::ffi::c_void,
+    };
+    let mut digest: *mut c_char = null_mut();
+    // SAFETY: all pointers valid or NULL where allowed.
+    unsafe {
+        assert_eq!(
+            os_store_push(handle, null(), image.as_ptr(), &options, null_mut()),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            os_store_push(handle, id.as_ptr(), null(), null(), null_mut()),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            os_store_push(null_mut(), id.as_ptr(), image.as_ptr(), null(), null_mut()),
+            -libc::EINVAL
+        );
+        options.flags = 0x80;
+        assert_eq!(
+            os_store_push(handle, id.as_ptr(), image.as_ptr(), &options, null_mut()),
+            -libc::EINVAL
+        );
+        options.flags = OS_REGISTRY_INSECURE;
+        assert_eq!(
+            os_store_push(handle, id.as_ptr(), image.as_ptr(), &options, &mut digest),
+            0
+        );
+        let d = CStr::from_ptr(digest).to_str().unwrap().to_owned();
+        assert!(d.starts_with("sha256:") && d.len() == 71, "{d}");
+        os_free(digest.cast());
+        assert!(calls.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let mut name: *mut c_char = null_mut();
+        let pulled = CString::new("c2").unwrap();
+        assert_eq!(
+            os_store_pull(handle, image.as_ptr(), pulled.as_ptr(), null(), &mut name),
+            0
+        );
+        assert_eq!(CStr::from_ptr(name).to_bytes().len(), 36);
+        os_free(name.cast());
+        let missing = CString::new(reg.image("c/none:1")).unwrap();
+        assert_eq!(
+            os_store_pull(
+                handle,
+                missing.as_ptr(),
+                pulled.as_ptr(),
+                null(),
+                null_mut()
+            ),
+            -libc::ENOENT
+        );
+        os_store_free(handle);
+    }
+}
