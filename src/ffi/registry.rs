@@ -160,24 +160,19 @@ pub unsafe extern "C" fn os_store_push(
     options: *const os_registry_options_t,
     digest_out: *mut *mut c_char,
 ) -> c_int {
-    boundary(|| {
-        if !digest_out.is_null() {
-            // SAFETY: forwarded contract.
-            unsafe { strings::out_param(digest_out, "digest_out")? };
-        }
-        // SAFETY: forwarded contract.
-        let (id, reference, opts) = unsafe {
-            (
-                strings::id(object_id)?,
-                text(reference)?,
-                self::options(options)?,
-            )
-        };
-        let report = handle::with_store(store, |h| registry::push(&h.store, id, reference, &opts))?;
-        // SAFETY: `digest_out` is NULL or writable.
-        unsafe { strings::hand_out(digest_out, strings::c_string(report.digest.as_bytes())?) };
-        Ok(0)
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        transfer(
+            store,
+            object_id,
+            reference,
+            options,
+            digest_out,
+            |store, id, reference, opts| {
+                registry::push(store, id, reference, opts).map(|r| r.digest)
+            },
+        )
+    }
 }
 
 /// Pulls the image `reference` (any OCI or Docker v2 image; for an index,
@@ -208,10 +203,37 @@ pub unsafe extern "C" fn os_store_pull(
     options: *const os_registry_options_t,
     name_out: *mut *mut c_char,
 ) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe {
+        transfer(
+            store,
+            object_id,
+            reference,
+            options,
+            name_out,
+            |store, id, reference, opts| registry::pull(store, reference, id, opts).map(|r| r.name),
+        )
+    }
+}
+
+/// The common part of os_store_push() and os_store_pull(): checks the
+/// arguments, runs `f` and hands its string out through `out` (if not NULL).
+///
+/// # Safety
+///
+/// As for os_store_push().
+unsafe fn transfer(
+    store: *mut os_store_t,
+    object_id: *const c_char,
+    reference: *const c_char,
+    options: *const os_registry_options_t,
+    out: *mut *mut c_char,
+    f: impl FnOnce(&crate::Store, &str, &str, &RegistryOptions) -> Result<String>,
+) -> c_int {
     boundary(|| {
-        if !name_out.is_null() {
+        if !out.is_null() {
             // SAFETY: forwarded contract.
-            unsafe { strings::out_param(name_out, "name_out")? };
+            unsafe { strings::out_param(out, "the out parameter")? };
         }
         // SAFETY: forwarded contract.
         let (id, reference, opts) = unsafe {
@@ -221,9 +243,9 @@ pub unsafe extern "C" fn os_store_pull(
                 self::options(options)?,
             )
         };
-        let report = handle::with_store(store, |h| registry::pull(&h.store, reference, id, &opts))?;
-        // SAFETY: `name_out` is NULL or writable.
-        unsafe { strings::hand_out(name_out, strings::c_string(report.name.as_bytes())?) };
+        let value = handle::with_store(store, |h| f(&h.store, id, reference, &opts))?;
+        // SAFETY: `out` is NULL or writable.
+        unsafe { strings::hand_out(out, strings::c_string(value.as_bytes())?) };
         Ok(0)
     })
 }

@@ -13,10 +13,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,6 +28,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 use tar::EntryType;
 
+use super::holes::{write_data, write_segments};
 use super::tarread::{self, Item, refuse};
 use crate::error::{Error, Result};
 use crate::tree::sys::{XattrTarget, lstatx, set_xattr};
@@ -37,10 +37,6 @@ use crate::tree::sys::{XattrTarget, lstatx, set_xattr};
 const SPARSE_CLAIM_FLOOR: u64 = 1 << 30;
 /// ... and more than this many times the data it carries is refused.
 const SPARSE_CLAIM_RATIO: u64 = 64;
-/// Files at least this large are written with holes where they hold whole
-/// blocks of zeros (sparse files stay sparse).
-const HOLE_SCAN_MIN: u64 = 32 << 10;
-const BLOCK: usize = 4096;
 
 /// Applies layers, in order, to the tree at a directory.
 pub(crate) struct Extractor {
@@ -460,67 +456,4 @@ impl Extractor {
         }
         Ok(())
     }
-}
-
-/// Writes the data of a sparse entry: its segments at their offsets, holes
-/// between them, the file cut to its size.
-fn write_segments(
-    file: &File,
-    data: &mut dyn Read,
-    segments: &[(u64, u64)],
-    size: u64,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    for &(offset, length) in segments {
-        let mut done = 0;
-        while done < length {
-            let want = buf.len().min((length - done) as usize);
-            data.read_exact(&mut buf[..want])?;
-            file.write_all_at(&buf[..want], offset + done)?;
-            done += want as u64;
-        }
-    }
-    file.set_len(size)
-}
-
-/// Writes `data` to `file`, leaving holes for whole blocks of zeros in
-/// large files.
-fn write_data(file: &File, data: &mut dyn Read) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match data.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        if offset == 0 && (n as u64) < HOLE_SCAN_MIN {
-            file.write_all_at(&buf[..n], 0)?;
-        } else {
-            let mut run: Option<usize> = None;
-            for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
-                let zero = block.len() == BLOCK && block.iter().all(|&b| b == 0);
-                match (zero, run) {
-                    (false, None) => run = Some(i * BLOCK),
-                    (true, Some(start)) => {
-                        file.write_all_at(&buf[start..i * BLOCK], offset + start as u64)?;
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(start) = run {
-                file.write_all_at(&buf[start..n], offset + start as u64)?;
-            }
-        }
-        offset += n as u64;
-    }
-    file.set_len(offset)
 }

@@ -9,6 +9,7 @@
 mod auth;
 mod client;
 mod extract;
+mod holes;
 mod layer;
 mod progress;
 mod pull;
