@@ -7,10 +7,12 @@
 //! (to the nanosecond), xattrs (and link target or device number) equal the
 //! base's is the base's entry (the "quick check" of rsync and git, at
 //! nanosecond precision). Each side is `lstat`ed once and only the changed
-//! files are read, once, to be written into the layer. Files with several
-//! hard links are always written, with all their links, so that the link
-//! structure comes out whole. What this cannot see: a rewrite that keeps the
-//! size and then puts the old mtime back to the nanosecond.
+//! files are read, once, to be written into the layer. For regular files
+//! the link count must match too: all links of an inode share its status,
+//! so a hard-link group is written whole (every link) or not at all, and a
+//! link added to or taken from a group changes the count of all its links.
+//! What this cannot see: a rewrite that keeps the size and then puts the old
+//! mtime back to the nanosecond.
 
 use std::ffi::OsString;
 use std::fs::Metadata;
@@ -139,7 +141,7 @@ fn same(b: &Metadata, t: &Metadata, bp: &Path, tp: &Path, bufs: &mut Bufs) -> Re
         && b.mtime_nsec() == t.mtime_nsec()
         && b.rdev() == t.rdev()
         && (t.is_dir() || b.size() == t.size())
-        && !(t.is_file() && t.nlink() > 1);
+        && (!t.is_file() || b.nlink() == t.nlink());
     if !stat_same {
         return Ok(false);
     }
