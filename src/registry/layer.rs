@@ -11,6 +11,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -104,9 +106,115 @@ impl Write for Encoder {
     }
 }
 
+impl Encoder {
+    fn new(out: Hashing<File>, compression: Compression) -> io::Result<Encoder> {
+        Ok(match compression {
+            Compression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .operating_system(255)
+                    .write(out, flate2::Compression::new(GZIP_LEVEL)),
+            ),
+            Compression::Zstd => Encoder::Zstd(zstd::Encoder::new(out, ZSTD_LEVEL)?),
+        })
+    }
+
+    fn finish(self) -> io::Result<Hashing<File>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+/// Bytes of tar handed to the compressing thread at a time.
+const PIPE_CHUNK: usize = 256 << 10;
+
+/// The tar stream's way to the compressor: chunks go to a thread started
+/// for the layer (compression runs beside the walk, as `tar | gzip` does),
+/// which compresses, hashes and writes them. The output does not depend on
+/// the chunking. The thread is joined by [`Pipe::close`] or on drop.
+struct Pipe {
+    buf: Vec<u8>,
+    tx: Option<SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<io::Result<(File, String, u64)>>>,
+}
+
+impl Pipe {
+    fn start(file: File, compression: Compression) -> io::Result<Pipe> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::Builder::new()
+            .name("osstore-layer".into())
+            .spawn(move || {
+                let mut encoder = Encoder::new(Hashing::new(file), compression)?;
+                for chunk in rx {
+                    encoder.write_all(&chunk)?;
+                }
+                Ok(encoder.finish()?.finish())
+            })?;
+        Ok(Pipe {
+            buf: Vec::with_capacity(PIPE_CHUNK),
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the compressor stopped")))
+        }
+    }
+
+    fn join(&mut self) -> io::Result<(File, String, u64)> {
+        self.tx.take();
+        match self.worker.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the compressing thread panicked")),
+            None => Err(io::Error::other("the compressor stopped")),
+        }
+    }
+
+    /// Sends what is left, ends the stream and returns the compressed
+    /// file, its digest and its size.
+    fn close(mut self) -> io::Result<(File, String, u64)> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 /// Writes the entries of one layer.
 pub(crate) struct LayerWriter {
-    tar: tar::Builder<Hashing<Encoder>>,
+    tar: tar::Builder<Hashing<Pipe>>,
     compression: Compression,
     /// Regular files with several links: inode -> name of the first one.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -121,18 +229,8 @@ fn tar_error(e: io::Error) -> Error {
 impl LayerWriter {
     /// A layer written to `file` (an empty temp file).
     pub(crate) fn new(file: File, compression: Compression) -> Result<LayerWriter> {
-        let out = Hashing::new(file);
-        let encoder = match compression {
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(out, flate2::Compression::new(GZIP_LEVEL)),
-            ),
-            Compression::Zstd => {
-                Encoder::Zstd(zstd::Encoder::new(out, ZSTD_LEVEL).map_err(tar_error)?)
-            }
-        };
-        let mut tar = tar::Builder::new(Hashing::new(encoder));
+        let pipe = Pipe::start(file, compression).map_err(tar_error)?;
+        let mut tar = tar::Builder::new(Hashing::new(pipe));
         tar.mode(tar::HeaderMode::Deterministic);
         Ok(LayerWriter {
             tar,
@@ -324,13 +422,8 @@ impl LayerWriter {
 
     /// Ends the archive and the compressed stream.
     pub(crate) fn finish(self) -> Result<Blob> {
-        let (encoder, diff_id, _) = self.tar.into_inner().map_err(tar_error)?.finish();
-        let out = match encoder {
-            Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
-        }
-        .map_err(tar_error)?;
-        let (file, digest, size) = out.finish();
+        let (pipe, diff_id, _) = self.tar.into_inner().map_err(tar_error)?.finish();
+        let (file, digest, size) = pipe.close().map_err(tar_error)?;
         Ok(Blob {
             digest,
             diff_id,

@@ -3,8 +3,9 @@
 //!
 //! [`push`] uploads a committed object as a standard OCI image; [`pull`]
 //! commits the flattened root filesystem of any OCI image under an id.
-//! Transfers run on threads started for the call and joined before it
-//! returns; nothing runs between calls.
+//! Transfers (and the compression of a layer being written) run on threads
+//! started for the call and joined before it returns; nothing runs between
+//! calls.
 
 mod auth;
 mod client;
