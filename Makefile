@@ -49,7 +49,7 @@ lib: $(SHARED) $(STATIC) $(PC_UNINST) header-check
 
 # --- system packages -------------------------------------------------------
 # What the tests need beyond the machine's Rust toolchain and gcc.
-DEB_PACKAGES := valgrind pkg-config util-linux attr g++ strace xfsprogs btrfs-progs
+DEB_PACKAGES := valgrind pkg-config util-linux attr g++ strace xfsprogs btrfs-progs docker-registry skopeo apache2-utils
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \

@@ -30,6 +30,8 @@ BENCH_FLAGS   := $(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
 bench: bench-deps $(BENCH_BIN) bench-compare
 	$(PRIVATE_NS) $(BENCH_BIN) $(BENCH_FLAGS) --compare $(BENCH_COMPARE) \
 	  --results $(BENCH_RESULTS) --notes $(BENCH_MK_DIR)/notes.md
+	$(PRIVATE_NS) $(CARGO_TARGET_DIR)/release/registry-bench --gen $(BENCH_BIN) \
+	  --append $(BENCH_RESULTS) $(BENCH_FLAGS)
 
 bench-scale:
 	$(MAKE) --no-print-directory bench BENCH_SCALE=1

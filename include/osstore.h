@@ -93,6 +93,14 @@
 #define OS_LOG_DEBUG 4
 
 /**
+ * Flag of `os_registry_options_t`: plain HTTP to any registry. Without it
+ * only `localhost`, `127.0.0.1` and `[::1]` are spoken to over plain HTTP;
+ * every other registry over HTTPS, checked against the system's trust
+ * store.
+ */
+#define OS_REGISTRY_INSECURE 1
+
+/**
  * Flag of os_store_open_ex(): commits are not made durable (no `syncfs`
  * or `fsync`), so a power cut may leave refs to trees with empty files. For
  * throw-away stores, e.g. in CI.
@@ -325,6 +333,48 @@ typedef void (*os_log_fn)(int level, const char *message, void *userdata);
  * The mode of an object.
  */
 typedef enum os_mode os_mode_t;
+
+/**
+ * Options of os_store_push() and os_store_pull(). Set it up with
+ * `os_registry_options_t o = { .struct_size = sizeof(os_registry_options_t) };`
+ * then the members you need: a zero member means its default. A NULL
+ * options pointer means all defaults.
+ *
+ * A larger `struct_size` (a newer header) is accepted when the members this
+ * library does not know are zero (else -E2BIG); a smaller one is -EINVAL.
+ */
+struct os_registry_options {
+  /**
+   * `sizeof(os_registry_options_t)` as the caller knows it.
+   */
+  size_t struct_size;
+  /**
+   * 0 or OS_REGISTRY_INSECURE; other bits are -EINVAL.
+   */
+  unsigned int flags;
+  /**
+   * The auth file (`containers-auth.json(5)` format); NULL:
+   * `$REGISTRY_AUTH_FILE`, then `$XDG_RUNTIME_DIR/containers/auth.json`,
+   * then `~/.docker/config.json`. Credentials never appear in messages.
+   */
+  const char *auth_file;
+  /**
+   * Called with the transfer's progress (blobs as files, transferred
+   * bytes), one call at a time, from the threads the call starts to move
+   * blobs (not necessarily the calling thread); a non-zero return cancels
+   * the transfer (-ECANCELED). May be NULL.
+   */
+  os_progress_fn progress;
+  /**
+   * Passed to `progress`.
+   */
+  void *userdata;
+};
+
+/**
+ * Options of os_store_push() and os_store_pull().
+ */
+typedef struct os_registry_options os_registry_options_t;
 
 /**
  * A running store server: it answers the store's socket protocol from a
@@ -763,6 +813,61 @@ int os_object_export(const os_object_t *object, const char *to_directory);
  * Threads: not while another thread uses the object.
  */
 void os_object_release(os_object_t *object);
+
+/**
+ * Uploads the committed object `object_id` as a standard OCI image to
+ * `reference` (`host[:port]/repository[:tag]` or `...@sha256:<hex>`;
+ * without a tag the id is the tag, mapped to the tag rules as
+ * docs/registry.md says). Blobs the registry has are not sent again; an
+ * object built by os_object_init() on a base that was pushed or pulled goes
+ * up as the base's layers plus one layer of its changes. Unless
+ * `digest_out` is NULL, the manifest digest (`sha256:<hex>`) is handed out
+ * through it (free it with os_free()).
+ *
+ * Returns 0; -EINVAL for a NULL or malformed reference or id, bad options
+ * or a NULL, released or foreign `store`; -ECHILD for a store inherited
+ * through fork(); -ENOENT when no committed object has the id; -EACCES
+ * when the registry refuses the credentials (the message names the
+ * registry, the repository and the HTTP status, never the password);
+ * -ECANCELED when the progress callback asked to stop; or another negative
+ * errno of the network or the store.
+ *
+ * Threads: any, concurrently with other calls on the store; `progress` is
+ * called from the library's transfer threads.
+ */
+int os_store_push(os_store_t *store,
+                  const char *object_id,
+                  const char *reference,
+                  const os_registry_options_t *options,
+                  char **digest_out);
+
+/**
+ * Pulls the image `reference` (any OCI or Docker v2 image; for an index,
+ * the linux manifest of this machine's architecture) and commits its
+ * flattened root filesystem under `object_id`, with the usual atomic ref
+ * swap. Every blob is checked against its digest as it arrives; entries,
+ * links and whiteouts that would act outside the tree are refused. On any
+ * failure nothing is committed; blobs fully downloaded stay in the store's
+ * `registry/blobs/` so that a new try downloads only the rest. Unless
+ * `name_out` is NULL, the new object's name is handed out through it (free
+ * it with os_free()).
+ *
+ * Returns 0; -EINVAL for a NULL or malformed reference or id, bad options
+ * or a NULL, released or foreign `store`; -ECHILD for a store inherited
+ * through fork(); -ENOENT for an unknown image; -EACCES when the registry
+ * refuses the credentials; -EBADMSG for a blob that does not match its
+ * digest; -EPERM for a layer entry refused for the tree's safety;
+ * -EPROTO for what is not a usable image; -ECANCELED when the progress
+ * callback asked to stop; or another negative errno.
+ *
+ * Threads: any, concurrently with other calls on the store; `progress` is
+ * called from the library's transfer threads.
+ */
+int os_store_pull(os_store_t *store,
+                  const char *reference,
+                  const char *object_id,
+                  const os_registry_options_t *options,
+                  char **name_out);
 
 /**
  * Starts a store server for `store`, listening at `socket_path`, in a

@@ -18,6 +18,7 @@ pub mod log;
 mod mount;
 mod object;
 mod refcache;
+pub mod registry;
 pub mod server;
 mod store;
 pub mod tempdir;

@@ -52,6 +52,7 @@ pub mod error;
 pub mod handle;
 pub mod log;
 pub mod object;
+pub mod registry;
 pub mod server;
 pub mod store;
 mod strings;

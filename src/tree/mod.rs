@@ -18,9 +18,9 @@ mod data;
 mod links;
 pub mod measure;
 mod pool;
-mod sys;
+pub(crate) mod sys;
 mod undo;
-mod xattr;
+pub(crate) mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
