@@ -61,9 +61,12 @@ pub type os_server_options_t = os_server_options;
 /// thread of its own. The same as [`os_server_start_ex`] with NULL options:
 /// socket mode 0600, no uid check.
 ///
-/// `socket_path` NULL: a fresh private directory (mode 0700) under
-/// `/run/osbuild` (created if missing) holds a socket named `store`; see
-/// [`os_server_socket_path`]. Otherwise the path must not exist.
+/// `socket_path` NULL: the path in the environment variable
+/// `OSSTORE_SOCKET` when it is set and not empty (the socket
+/// `osstore-client` connects to by default), otherwise a fresh private
+/// directory (mode 0700) under `/run/osbuild` (created if missing) holds a
+/// socket named `store`; see [`os_server_socket_path`]. Otherwise the path
+/// must not exist.
 ///
 /// On success `*out` is a new handle, owned by `store`: free it with
 /// [`os_server_stop`], or let
