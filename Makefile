@@ -31,8 +31,11 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 SONAME  := libosstore.so.$(MAJOR)
-# Native libraries the Rust static archive needs (rustc --print native-static-libs).
-PRIVATE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# Native libraries the Rust static archive needs (rustc --print
+# native-static-libs), less -lgcc_s: the compiler driver adds the unwinder
+# itself (libgcc_s in a dynamic link, libgcc_eh in a -static one, where
+# -lgcc_s would fail).
+PRIVATE_LIBS := -lutil -lrt -lpthread -lm -ldl -lc
 
 RUST_ARCHIVE := $(CARGO_TARGET_DIR)/release/libosstore.a
 GEN_HEADER   := $(CARGO_TARGET_DIR)/release/osstore.h
@@ -158,7 +161,8 @@ $(DEMO_ASAN): examples-c/demo.c $(CLIENT_LIB) $(CLIENT_HEADER) $(SHARED) $(PC_UN
 # --- tests -----------------------------------------------------------------
 check: deps lint header-check lib client cli $(DEMO) $(DEMO_ASAN)
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
-	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-client-server test-load fuzz-smoke
+	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-client-server test-load fuzz-smoke \
+	  test-man test-deb
 	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(DEMO_ASAN) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
 	@echo "demo (under ASan/UBSan): ok ($(LOGS)/demo.log)"
 	@$(MAKE) --no-print-directory check-summary
@@ -281,3 +285,19 @@ $(SERVE_STORE): tests/c/serve_store.c $(SHARED) $(PC_UNINST)
 
 test-client-server: $(SERVE_STORE) $(BUILD)/osstore-client
 	$(PRIVATE_NS) tests/c/client_server_test.sh $(SERVE_STORE) $(BUILD)/osstore-client 2>&1 | tee $(LOGS)/client-server.log; exit $${PIPESTATUS[0]}
+
+# --- Debian packages -----------------------------------------------------------
+# dpkg-buildpackage -b in a copy of the sources under $(DEB_DIR)/src (it
+# writes the .debs next to the source tree), with cargo's output in
+# $(DEB_DIR)/cargo: out of the way of the main build's directories.
+DEB_DIR := $(BUILD)/deb
+DEB_SRC := $(DEB_DIR)/src/osstore-$(VERSION)
+.PHONY: deb test-deb
+test-deb:
+	LOGS=$(LOGS) tests/check_deb.sh "$(MAKE)" 2>&1 | tee $(LOGS)/deb.log; exit $${PIPESTATUS[0]}
+
+deb:
+	rm -rf $(DEB_DIR)/src && mkdir -p $(DEB_SRC)
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && CARGO_TARGET_DIR=$(abspath $(DEB_DIR))/cargo dpkg-buildpackage -b -us -uc
+	lintian --fail-on error,warning --info $(DEB_DIR)/src/*.changes
