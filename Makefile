@@ -58,8 +58,9 @@ SANITIZE     := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-
 link_c = $(CC) $(C_STRICT) $(CFLAGS) $(CPPFLAGS) $(1) -o $@ $(2) $(LDFLAGS) \
   $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
 
-.PHONY: FORCE all lib rust-lib cli cli-docs header header-check demo check deps install uninstall clean \
+.PHONY: FORCE all lib rust-lib cli cli-docs header header-check demo check deps install uninstall clean deb \
         lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-client-server test-load fuzz-smoke check-summary \
+        test-man test-abi test-deb abi-baseline \
         bench fuzz loadtest
 
 all: lib client cli
@@ -162,7 +163,7 @@ $(DEMO_ASAN): examples-c/demo.c $(CLIENT_LIB) $(CLIENT_HEADER) $(SHARED) $(PC_UN
 check: deps lint header-check lib client cli $(DEMO) $(DEMO_ASAN)
 	@rm -rf $(LOGS) && mkdir -p $(LOGS)
 	$(MAKE) --no-print-directory test-rust test-c test-c-asan test-symbols test-dlopen test-install test-client test-client-server test-load fuzz-smoke \
-	  test-man test-deb
+	  test-man test-abi test-deb
 	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(DEMO_ASAN) > $(LOGS)/demo.log 2>&1 || { cat $(LOGS)/demo.log; exit 1; }
 	@echo "demo (under ASan/UBSan): ok ($(LOGS)/demo.log)"
 	@$(MAKE) --no-print-directory check-summary
@@ -199,6 +200,15 @@ test-c-asan: $(BUILD)/tests/test_api_asan
 # Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set.
 test-symbols: $(SHARED)
 	tests/check_symbols.sh $(SHARED) $(SONAME) 2>&1 | tee $(LOGS)/symbols.log; exit $${PIPESTATUS[0]}
+
+# The ABI guard (abidiff against the 0.1 baseline in abi/, symbol versions,
+# the header's layout, the Debian symbols file): tests/check_abi.sh.
+test-abi: $(SHARED) $(STATIC)
+	tests/check_abi.sh $(SHARED) include/osstore.h 2>&1 | tee $(LOGS)/abi.log; exit $${PIPESTATUS[0]}
+
+# A new baseline, for a release that may change the ABI (a new SONAME).
+abi-baseline: $(SHARED)
+	abidw --no-corpus-path --no-comp-dir-path $(SHARED) > abi/libosstore.so.$(MAJOR)-$(VERSION).abi
 
 $(BUILD)/tests/test_dlopen: tests/c/test_dlopen.c tests/c/check.h
 	@mkdir -p $(dir $@)
@@ -292,7 +302,6 @@ test-client-server: $(SERVE_STORE) $(BUILD)/osstore-client
 # $(DEB_DIR)/cargo: out of the way of the main build's directories.
 DEB_DIR := $(BUILD)/deb
 DEB_SRC := $(DEB_DIR)/src/osstore-$(VERSION)
-.PHONY: deb test-deb
 test-deb:
 	LOGS=$(LOGS) tests/check_deb.sh "$(MAKE)" 2>&1 | tee $(LOGS)/deb.log; exit $${PIPESTATUS[0]}
 
