@@ -197,9 +197,11 @@ test-c: $(BUILD)/tests/test_api $(BUILD)/tests/header_c99.o
 test-c-asan: $(BUILD)/tests/test_api_asan
 	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(BUILD)/tests/test_api_asan 2>&1 | tee $(LOGS)/c-asan.log; exit $${PIPESTATUS[0]}
 
-# Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set.
+# Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set;
+# the header declares only prefixed names and documents every function.
 test-symbols: $(SHARED)
 	tests/check_symbols.sh $(SHARED) $(SONAME) 2>&1 | tee $(LOGS)/symbols.log; exit $${PIPESTATUS[0]}
+	tests/check_header.py include/osstore.h 2>&1 | tee $(LOGS)/header.log; exit $${PIPESTATUS[0]}
 
 # The ABI guard (abidiff against the 0.1 baseline in abi/, symbol versions,
 # the header's layout, the Debian symbols file): tests/check_abi.sh.

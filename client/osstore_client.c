@@ -1,6 +1,6 @@
 /*
  * osstore_client.c: libc-only client for the osstore socket protocol.
- * See osstore_client.h for the API and shared/spec/protocol.md for the wire
+ * See osstore_client.h for the API and docs/protocol.md for the wire
  * contract.  The file has three parts: UTF-8 and JSON encoding of requests,
  * a strict JSON parser for replies, and the SOCK_SEQPACKET transport.
  */

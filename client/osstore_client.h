@@ -1,6 +1,6 @@
 /*
  * osstore_client: a small, libc-only C99 client for the osstore socket
- * protocol (see shared/spec/protocol.md).  It does not depend on libosstore;
+ * protocol (see docs/protocol.md).  It does not depend on libosstore;
  * compile osstore_client.c into your program.
  *
  * Conventions

@@ -3,6 +3,10 @@
 //! Every fallible operation of the core returns [`Result`]; the C layer turns
 //! an [`Error`] into a negative errno return plus the thread's last-error
 //! message.
+//!
+//! Messages are written for C programmers: reasons are `strerror(3)` texts
+//! (never Rust's `(os error 13)`), modes are octal with a leading zero
+//! (`01777`).
 
 use std::fmt;
 use std::io;
@@ -32,10 +36,16 @@ impl Error {
         Self::new(libc::EINVAL, message)
     }
 
-    /// An I/O error, with what was being done when it happened.
+    /// An I/O error, with what was being done when it happened:
+    /// "`<context>`: `<strerror text>`", as a C program would say it.
     pub fn io(context: impl fmt::Display, err: io::Error) -> Self {
-        let errno = err.raw_os_error().unwrap_or(libc::EIO);
-        Error::new(errno, format!("{context}: {err}"))
+        match err.raw_os_error() {
+            Some(errno) => Error::new(
+                errno,
+                format!("{context}: {}", nix::errno::Errno::from_raw(errno).desc()),
+            ),
+            None => Error::new(libc::EIO, format!("{context}: {err}")),
+        }
     }
 
     /// An I/O error about one path: "`<what>` `<path>`: `<reason>`".
@@ -78,5 +88,21 @@ impl std::error::Error for Error {}
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         io::Error::new(io::Error::from_raw_os_error(e.errno).kind(), e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_speak_c() {
+        let e = Error::io("cannot open x", io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(e.errno(), libc::EACCES);
+        assert_eq!(e.message(), "cannot open x: Permission denied");
+        let e = Error::sys("cannot bind y", nix::errno::Errno::ENOTDIR);
+        assert_eq!(e.message(), "cannot bind y: Not a directory");
+        let e = Error::io("z", io::Error::other("custom"));
+        assert_eq!((e.errno(), e.message()), (libc::EIO, "z: custom"));
     }
 }

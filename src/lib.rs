@@ -5,7 +5,11 @@
 //! server. The [`ffi`] module is a thin `extern "C"` layer over it with opaque
 //! handles, from which `include/osstore.h` is generated.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod cache;
 pub mod error;
+mod fd;
 pub mod ffi;
 pub mod hosttree;
 pub mod ids;
@@ -20,4 +24,4 @@ pub mod tree;
 
 pub use error::{Error, Result};
 pub use object::{Mode, Object};
-pub use store::{GcReport, OpenOptions, Store};
+pub use store::{EvictReport, FsckReport, GcReport, ObjectInfo, OpenOptions, Store, StoreStat};

@@ -19,18 +19,25 @@
 //!   before removing it, so a commit that ended meanwhile is seen.
 //!
 //! The collector holds a store-wide lock on `tmp/` exclusively while it
-//! sweeps: sweeps do not overlap, and pinning the object a ref names (which
-//! resolves the ref, then locks) holds it shared.
+//! sweeps, so that sweeps do not overlap. Nothing else takes that lock, so a
+//! sweep, however long, keeps no look-up waiting:
+//! - Pinning the object a ref names (for a mount) resolves the ref, takes a
+//!   shared lock without waiting, then checks that the ref still names the
+//!   locked directory; if a collector holds the object, or the ref moved on,
+//!   it starts again. A collector holds an object that a ref names only while
+//!   it reads the refs again, and lets go of it before removing anything,
+//!   so the retries end within that reading. An object the ref names once
+//!   locked is safe: ref targets are fresh names, never reused, so no
+//!   collector found it unnamed after having locked it.
 
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::fd;
 
-const DIR_FLAGS: libc::c_int =
-    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
 /// A held `flock` on a directory; released when dropped.
 #[derive(Debug)]
@@ -63,12 +70,30 @@ impl DirLock {
         Ok(st.st_nlink == 0)
     }
 
-    /// Takes a shared lock on the directory `path` resolves to, following
-    /// symlinks (for `refs/<id>`, a link to the object).
-    pub fn shared_following(path: &Path) -> Result<DirLock> {
-        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
-        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
-        Ok(DirLock { fd })
+    /// Tries to take a shared lock on the directory `path` resolves to,
+    /// following symlinks (for `refs/<id>`, a link to the object), without
+    /// waiting; `None` when a collector holds it exclusively.
+    pub fn try_shared_following(path: &Path) -> Result<Option<DirLock>> {
+        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        match flock(&fd, libc::LOCK_SH | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(DirLock { fd })),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::path("cannot lock", path, e)),
+        }
+    }
+
+    /// Whether `path`, following symlinks, still names the locked directory.
+    pub fn is_at(&self, path: &Path) -> Result<bool> {
+        let held = nix::sys::stat::fstat(&self.fd)
+            .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
+        match nix::sys::stat::stat(path) {
+            Ok(now) => Ok(now.st_dev == held.st_dev && now.st_ino == held.st_ino),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(Error::sys(
+                format_args!("cannot stat {}", path.display()),
+                e,
+            )),
+        }
     }
 
     /// Tries to take an exclusive lock on `path` without waiting; `None`
@@ -100,23 +125,11 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
 }
 
 fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(format!("path {} contains NUL", path.display())))?;
-    open_at(nix::fcntl::AT_FDCWD, &c, flags, path)
+    fd::open(path, flags).map_err(|e| Error::path("cannot open", path, e))
 }
 
 fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, path: &Path) -> Result<OwnedFd> {
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let raw = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if raw < 0 {
-        return Err(Error::path(
-            "cannot open",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: `raw` is a descriptor we just opened and own exclusively.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    fd::open_at(dir, name, flags).map_err(|e| Error::path("cannot open", path, e))
 }
 
 fn flock(fd: &OwnedFd, op: libc::c_int) -> std::io::Result<()> {

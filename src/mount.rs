@@ -6,12 +6,13 @@
 //! visible writable, unlike the classic `MS_BIND` then `MS_REMOUNT|MS_RDONLY`
 //! sequence, which is the fallback for kernels older than 5.12.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fd;
 
 // From <linux/mount.h>; libc does not define these yet.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -106,20 +107,37 @@ pub fn attach(mount: BorrowedFd<'_>, target: &Path) -> Result<()> {
 /// Makes `source` (a directory or file) appear read-only at `target`, as a
 /// recursive private bind mount.
 pub fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
-    let src = open_path(source).map_err(|e| Error::path("cannot open", source, e))?;
-    match detached_readonly(src.as_fd()) {
-        Ok(tree) => attach(tree.as_fd(), target),
-        Err(e) if e.errno() == libc::ENOSYS => bind_readonly_classic(source, target),
-        Err(e) => Err(e.context(format!("cannot bind {}", source.display()))),
-    }
+    let src = fd::open(source, libc::O_PATH).map_err(|e| Error::path("cannot open", source, e))?;
+    bind_readonly_fd(src.as_fd(), target)
+        .map(drop)
+        .map_err(|e| e.context(format!("cannot bind {}", source.display())))
 }
 
-fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)
+/// Makes what `source` is open on (an `O_PATH` descriptor of a directory or
+/// file) appear read-only at `target`, as a recursive private bind mount,
+/// and returns a descriptor of the new mount's root, which names exactly
+/// that mount even if the target path changes or something is mounted on
+/// top. With the new mount API the tree is never visible writable; kernels
+/// without it (before 5.12) get the classic bind, then remount.
+pub fn bind_readonly_fd(source: BorrowedFd<'_>, target: &Path) -> Result<OwnedFd> {
+    match detached_readonly(source) {
+        Ok(tree) => {
+            attach(tree.as_fd(), target)?;
+            // The detached mount's descriptor now names the attached mount.
+            Ok(tree)
+        }
+        Err(e) if e.errno() == libc::ENOSYS => {
+            let proc_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+            bind_readonly_classic(&proc_path, target)?;
+            // The new mount is the topmost at `target`; without a descriptor
+            // of it, it could not be tracked, so it goes.
+            fd::open(target, libc::O_PATH).map_err(|e| {
+                let _ = unmount(target);
+                Error::path("cannot open", target, e)
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Bind then remount read-only, for kernels without the new mount API.
@@ -173,4 +191,95 @@ fn bind_readonly_classic(source: &Path, target: &Path) -> Result<()> {
 pub fn unmount(target: &Path) -> Result<()> {
     nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| Error::sys(format!("cannot unmount {}", target.display()), e))
+}
+
+/// Detaches every mount at or below the directory open at `dir`
+/// (innermost first), found in this process's mount table.
+///
+/// A mount point is taken to be at or below `dir` when walking up from it
+/// (`..`, which crosses mounts upwards) reaches the same directory (device
+/// and inode): the path by which the store was opened (a symlink, a
+/// relative path, a bind mount) or by which the mount was made does not
+/// matter, and no path string is compared.
+pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
+    let here = nix::sys::stat::fstat(dir).map_err(|e| Error::sys("cannot stat a directory", e))?;
+    let table = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
+    let mut points: Vec<PathBuf> = table
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
+        .filter(|p| is_at_or_below(p, (here.st_dev, here.st_ino)))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for point in points {
+        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            // Gone with a mount detached before it.
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                return Err(Error::sys(format!("cannot unmount {}", point.display()), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether walking up from the mount point `point` meets the directory
+/// with device and inode `dir`. A point that cannot be opened (outside this
+/// process's view) is not below anything it can reach.
+fn is_at_or_below(point: &Path, dir: (libc::dev_t, libc::ino_t)) -> bool {
+    let start = match fd::open(point, libc::O_PATH) {
+        Ok(top) if is_dir(&top) => top,
+        // A file mount point: walk up from its directory.
+        Ok(_) => match point.parent().map(|p| fd::open(p, libc::O_PATH)) {
+            Some(Ok(parent)) => parent,
+            _ => return false,
+        },
+        Err(_) => return false,
+    };
+    let mut current = start;
+    loop {
+        let Ok(st) = nix::sys::stat::fstat(&current) else {
+            return false;
+        };
+        if (st.st_dev, st.st_ino) == dir {
+            return true;
+        }
+        let Ok(parent) = fd::open_at(current.as_fd(), c"..", libc::O_PATH | libc::O_DIRECTORY)
+        else {
+            return false;
+        };
+        match nix::sys::stat::fstat(&parent) {
+            // `..` of the root is the root.
+            Ok(up) if (up.st_dev, up.st_ino) != (st.st_dev, st.st_ino) => current = parent,
+            _ => return false,
+        }
+    }
+}
+
+fn is_dir(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Undoes the octal escapes (`\040` for a space, ...) of `/proc/*/mountinfo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push(
+                (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0'),
+            );
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cache::ObjectCache;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::store::Store;
@@ -41,6 +42,8 @@ pub struct Object {
     pub(crate) holding: Holding,
     /// Key in the store's floating registry while this is a floating object.
     pub(crate) floating_key: Option<u64>,
+    /// Creation time, metadata, base and source epoch (see [`crate::cache`]).
+    pub(crate) cache: ObjectCache,
 }
 
 impl Object {
@@ -60,37 +63,61 @@ impl Object {
     }
 
     /// Copies the whole of `base`'s tree into this object's tree, with the
-    /// fidelity of `cp -a`. The object must be in WRITE mode.
+    /// fidelity of `cp -a`, and takes over `base`'s creation time and
+    /// metadata. The object must be in WRITE mode. Using a committed base
+    /// counts as a use of it.
     ///
     /// On failure (e.g. `ENOSPC`) what was copied until then stays in this
     /// object's tree, which is then partial: release the object or empty its
     /// tree before using it. Nothing outside the object's work dir changes.
     pub fn init(&mut self, base: &Object) -> Result<()> {
         self.require_write("init")?;
-        tree::copy_tree(&base.tree, &self.tree).map_err(|e| {
-            e.context(format!(
-                "cannot initialise {:?} from {:?}",
-                self.id, base.id
-            ))
-        })
+        let what = format!("cannot initialise {:?} from {:?}", self.id, base.id);
+        let context = || what.clone();
+        if let Some(name) = base.committed_name() {
+            self.store.record_use(name);
+        }
+        tree::copy_tree(&base.tree, &self.tree).map_err(|e| e.context(context()))?;
+        self.inherit(base).map_err(|e| e.context(context()))
     }
 
     /// WRITE becomes READ; the tree stays where it is. An object that was
     /// never committed is then "floating": the store's look-ups find it.
-    /// Finalizing a READ object does nothing.
-    pub fn finalize(&mut self) {
+    /// Finalizing a READ object does nothing. With a source epoch, the
+    /// tree's timestamps are clamped first (see
+    /// [`Object::set_source_epoch`]); on failure the object stays WRITE.
+    pub fn finalize(&mut self) -> Result<()> {
         if self.mode == Mode::Write {
+            self.clamp_times()?;
             self.mode = Mode::Read;
             if matches!(self.holding, Holding::Work(_)) {
                 self.floating_key = Some(self.store.register_floating(&self.id, &self.tree));
             }
         }
+        Ok(())
+    }
+
+    /// Clamps the tree's timestamps to the source epoch, if there is one.
+    pub(crate) fn clamp_times(&self) -> Result<()> {
+        if let Some(epoch) = self.cache.source_epoch {
+            let clamp = tree::Clamp {
+                epoch,
+                since: self.created()?,
+            };
+            tree::measure_tree(&self.tree, Some(clamp))?;
+        }
+        Ok(())
     }
 
     /// Copies the tree's contents into the existing directory `to`, with the
     /// fidelity of `cp -a`. On failure what was copied until then stays in
     /// `to`.
+    ///
+    /// Exporting a committed object counts as a use of it.
     pub fn export(&self, to: &Path) -> Result<()> {
+        if let Some(name) = self.committed_name() {
+            self.store.record_use(name);
+        }
         let meta = std::fs::metadata(to).map_err(|e| Error::path("cannot export to", to, e))?;
         if !meta.is_dir() {
             return Err(Error::new(

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::{Error, Result};
+use crate::fd;
 use crate::lock::DirLock;
 use crate::tree;
 
@@ -128,12 +128,7 @@ impl Drop for TempDir {
 /// Creates a fresh directory `<parent>/<prefix><random><suffix>` with mode
 /// 0700, as `mkdtemp(3)` does, and returns its path.
 pub fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
-    let dir = nix::fcntl::open(
-        parent,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::sys(format_args!("cannot open {}", parent.display()), e))?;
+    let dir = fd::open_dir_path(parent)?;
     make_unique_dir(dir.as_fd(), parent, prefix, suffix).map(|(_, path)| path)
 }
 

@@ -10,7 +10,8 @@ mod reliability;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use osstore::{Object, OpenOptions, Store};
 use reliability::{
@@ -55,7 +56,7 @@ impl Live {
         let id = format!("{tag}-floating");
         let mut floating = store.new_object(&id).unwrap();
         fill_tree(floating.tree(), &id, rng, 8192).unwrap();
-        floating.finalize();
+        floating.finalize().unwrap();
         self.floating.push(floating);
 
         // Committed, held, then replaced: no ref names it any more.
@@ -355,6 +356,44 @@ fn building_never_waits_for_a_collection() {
     assert_eq!(fs::read(root.join("refs/c/f")).unwrap(), b"a2");
 }
 
+/// Look-ups take no lock a collection holds: `contains`, `get`,
+/// `lookup_tree` and pinning a tree (what the server's `read-tree` and
+/// `read-tree-at` do) all answer while a collector holds the store-wide lock,
+/// as it does for a whole sweep. (The server answers every client from one
+/// thread: one wait there stalls them all.)
+#[test]
+fn look_ups_never_wait_for_a_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = common::quick(&root);
+    let mut first = store.new_object("a").unwrap();
+    fs::write(first.tree().join("f"), "a1").unwrap();
+    store.commit(&mut first, "a").unwrap();
+    let sweeping = osstore::lock::DirLock::exclusive(&root.join("tmp")).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = store.clone();
+    std::thread::spawn(move || {
+        let tree = reader.lookup_tree("a").unwrap().unwrap();
+        let pin = reader.pin_tree(&tree).unwrap();
+        let pinned =
+            fs::read(Path::new(&format!("/proc/self/fd/{}", pin.fd().as_raw_fd())).join("f"));
+        let answers = (
+            reader.contains("a").unwrap(),
+            reader.get("a").unwrap().is_some(),
+            pinned.ok(),
+        );
+        done.send(answers).unwrap();
+    });
+    // A deadlock detector, not a time limit: the work takes microseconds.
+    let answer = finished.recv_timeout(std::time::Duration::from_secs(120));
+    assert_eq!(
+        answer,
+        Ok((true, true, Some(b"a1".to_vec()))),
+        "a look-up waited for the collector's lock (or failed)"
+    );
+    drop(sweeping);
+}
+
 const SHARED_IDS: [&str; 3] = ["one", "two", "three"];
 
 #[test]
@@ -459,6 +498,7 @@ fn same_id_writer() {
         OpenOptions {
             durable: writer % 4 == 0,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();

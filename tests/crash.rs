@@ -7,6 +7,7 @@
 //! this test binary run again (fork+exec), never a fork of the threaded test
 //! process.
 
+mod common;
 #[path = "common/reliability.rs"]
 mod reliability;
 
@@ -34,6 +35,7 @@ fn quick() -> OpenOptions {
     OpenOptions {
         durable: false,
         collect_garbage: true,
+        read_only: false,
     }
 }
 
@@ -126,6 +128,7 @@ fn crash_writer() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .expect("open");
@@ -139,7 +142,7 @@ fn crash_writer() {
                 let mut obj = store.new_object(id).unwrap();
                 fill_tree(obj.tree(), id, &mut rng, MAX_FILE).unwrap();
                 if rng.below(2) == 0 {
-                    obj.finalize();
+                    obj.finalize().unwrap();
                 }
                 store.commit(&mut obj, id).unwrap();
                 check_tree(obj.tree(), id).unwrap();
@@ -331,6 +334,7 @@ fn commit_three_times() {
         OpenOptions {
             durable,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();
@@ -378,6 +382,7 @@ fn measure_durability_cost() {
             OpenOptions {
                 durable,
                 collect_garbage: true,
+                read_only: false,
             },
         )
         .unwrap();
@@ -397,5 +402,117 @@ fn measure_durability_cost() {
         );
         drop(store);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+}
+
+const MOUNT_IN_TREE_VAR: &str = "OSSTORE_CRASH_MOUNT_IN_TREE";
+
+/// A builder killed while its work dir holds a mount is reclaimed by a
+/// collection through another path to the store: a symlink to its
+/// directory, or a bind mount of it. (Mount detection compared the path as
+/// given with the mount table's canonical paths, found nothing to detach
+/// and failed with `EBUSY` on every collection.)
+#[test]
+fn dead_builders_mount_is_reclaimed_through_any_store_path() {
+    const TEST: &str = "dead_builders_mount_is_reclaimed_through_any_store_path";
+    if common::skip_without_private_mounts(TEST) {
+        return;
+    }
+    for via in ["symlink", "bind mount"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        drop(Store::open_with(&root, quick()).expect("create the store"));
+        let other_path = dir.path().join("other-path");
+        let _bound = if via == "symlink" {
+            std::os::unix::fs::symlink(&root, &other_path).unwrap();
+            None
+        } else {
+            std::fs::create_dir(&other_path).unwrap();
+            nix::mount::mount(
+                Some(&root),
+                &other_path,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .expect("bind mount");
+            Some(Unmount(other_path.clone()))
+        };
+        let mut child = helper("builder_mounting_in_its_tree")
+            .env(STORE_VAR, &root)
+            .env(MOUNT_IN_TREE_VAR, "1")
+            .spawn()
+            .expect("spawn builder");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let ready = wait_ready(&mut out);
+        let (killed, stderr) = kill_and_reap(child);
+        assert!(ready && killed, "builder failed: {stderr}");
+        let canonical = std::fs::canonicalize(&root).unwrap();
+        let mounted_below = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(&format!("{}/tmp/", canonical.display())))
+                .count()
+        };
+        assert_eq!(mounted_below(), 1, "the builder's mount is left ({via})");
+
+        let store = Store::open_with(
+            &other_path,
+            OpenOptions {
+                durable: false,
+                collect_garbage: false,
+                read_only: false,
+            },
+        )
+        .unwrap();
+        let report = store
+            .gc()
+            .unwrap_or_else(|e| panic!("gc through a {via}: {e}"));
+        assert_eq!(report.removed, 1, "the dead builder's work dir ({via})");
+        assert_eq!(mounted_below(), 0, "the mount is detached ({via})");
+        assert!(
+            names(&root.join("tmp")).is_empty(),
+            "tmp/ is empty ({via}): {:?}",
+            names(&root.join("tmp"))
+        );
+    }
+}
+
+/// Detaches a test's mount when the test ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Run by `dead_builders_mount_is_reclaimed_through_any_store_path`: creates
+/// an object, mounts a tmpfs inside its tree, and waits to be killed.
+#[test]
+#[ignore = "helper process of dead_builders_mount_is_reclaimed_through_any_store_path"]
+fn builder_mounting_in_its_tree() {
+    let (Some(root), Some(_)) = (env_path(STORE_VAR), env_path(MOUNT_IN_TREE_VAR)) else {
+        return;
+    };
+    reliability::die_with_parent();
+    let store = Store::open_with(&root, quick()).unwrap();
+    let object = store.new_object("built").unwrap();
+    let point = object.tree().join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    std::fs::write(point.join("under"), "hidden by the mount").unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &point,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
+    std::fs::write(point.join("file"), "on the tmpfs").unwrap();
+    announce_ready();
+    loop {
+        std::thread::park();
     }
 }

@@ -525,6 +525,7 @@ fn over_long_and_odd_inputs() {
         OpenOptions {
             durable: false,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .unwrap();

@@ -143,6 +143,7 @@ impl Fixture {
             OpenOptions {
                 durable: false,
                 collect_garbage: true,
+                read_only: false,
             },
         )
         .expect("open store");
@@ -196,7 +197,7 @@ impl Fixture {
     fn floating(&self, id: &str, files: &[(&str, &str)]) -> Object {
         let mut obj = self.store.new_object(id).expect("new");
         fill(&obj, files);
-        obj.finalize();
+        obj.finalize().unwrap();
         obj
     }
 }

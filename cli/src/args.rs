@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Manage an osstore store: see what it holds and how big it is, collect
-/// leftovers, export trees and serve the store to build stages.
+/// Manage an osstore store.
+///
+/// See what a store of filesystem trees holds and how big it is, bound its
+/// size and evict to a size, collect leftovers, check it, export trees and
+/// serve it to build stages.
 #[derive(Debug, Parser)]
 #[command(
     name = "osstore",
@@ -33,27 +36,101 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the refs: each id with the object it names.
+    /// Show the store's settings, totals and free space.
+    Info,
+    /// List the refs, least recently used first.
+    ///
+    /// One line per ref: size, entries, creation time, last use (UTC),
+    /// whether a live handle pins the object, id.
     Ls(Ls),
-    /// Measure the disk space each ref's tree takes, and the store's total.
+    /// Show the size of each ref's object and the store's total.
+    ///
+    /// Objects named by several refs count once in the total.
     Du,
-    /// Remove what nobody can use any more: leftovers of dead processes and
-    /// objects that no ref names and no live handle holds.
+    /// Read or change a setting.
+    ///
+    /// max-size: bytes with an optional unit (kB KiB MB MiB GB GiB TB TiB)
+    /// or unlimited; low-water: the percentage of max-size an eviction brings
+    /// the total down to; min-free: bytes or a percentage of the filesystem
+    /// to keep free.
+    #[command(subcommand)]
+    Config(Config),
+    /// Remove what nobody can use any more.
+    ///
+    /// Leftovers of dead processes, and objects that no ref names and no
+    /// live handle holds.
     Gc,
-    /// Copy the tree of object ID into the existing directory DIR, with the
-    /// fidelity of `cp -a`.
+    /// Evict least recently used refs until the total is at most SIZE.
+    ///
+    /// Refs whose object a live handle pins are kept.
+    Evict(Evict),
+    /// Check the store without changing it.
+    ///
+    /// Every ref names an object, recorded sizes and entry counts match the
+    /// trees, no orphaned records. Exits 1 when it finds a problem.
+    Fsck,
+    /// Show the metadata of an object.
+    ///
+    /// Every key with its JSON value, or the JSON value of KEY.
+    Meta(Meta),
+    /// Copy an object's tree into a directory.
+    ///
+    /// The copy has the fidelity of `cp -a`; DIR must exist.
     Export(Export),
-    /// Serve the store on a socket for build stages (see osstore-client(1))
-    /// until interrupted (SIGINT or SIGTERM).
+    /// Serve the store to build stages on a socket.
+    ///
+    /// Prints the socket's path and serves until SIGINT, SIGTERM or SIGHUP;
+    /// see osstore-client(1).
     Serve(Serve),
 }
 
 /// `osstore ls`.
 #[derive(Debug, clap::Args)]
 pub struct Ls {
-    /// Print a JSON array of objects instead of lines.
+    /// Print a JSON array instead: one object per ref with id, name,
+    /// size, files, created and last_used (Unix seconds) and pinned.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `osstore config`.
+#[derive(Debug, Subcommand)]
+pub enum Config {
+    /// Print the value of a setting (its default when unset).
+    Get {
+        /// max-size, low-water or min-free.
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Change a setting for every user of the store.
+    Set {
+        /// max-size, low-water or min-free.
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// The new value, e.g. 50GiB, unlimited, 80, 10%.
+        #[arg(value_name = "VALUE")]
+        value: String,
+    },
+}
+
+/// `osstore evict`.
+#[derive(Debug, clap::Args)]
+pub struct Evict {
+    /// The total to reach, in bytes with an optional unit (kB KiB MB MiB GB
+    /// GiB TB TiB), e.g. 20GiB.
+    #[arg(long = "to", value_name = "SIZE")]
+    pub to: String,
+}
+
+/// `osstore meta`.
+#[derive(Debug, clap::Args)]
+pub struct Meta {
+    /// The object's id (a ref name).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// One key only.
+    #[arg(value_name = "KEY")]
+    pub key: Option<String>,
 }
 
 /// `osstore export`.

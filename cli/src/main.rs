@@ -4,6 +4,7 @@
 //! error), 2 on a wrong command line (clap's own status for usage errors).
 
 mod commands;
+mod inspect;
 mod progress;
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use osstore::{Error, OpenOptions, Store};
-use osstore_cli::args::{Cli, Command};
+use osstore_cli::args::{Cli, Command, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,11 +26,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let store = open_store(cli.store)?;
+    // Commands that only look open the store read-only: they work on a
+    // read-only mount or without write permission, and count as no use.
+    let writes = matches!(
+        cli.command,
+        Command::Config(Config::Set { .. }) | Command::Gc | Command::Evict(_) | Command::Serve(_)
+    );
+    let store = open_store(cli.store, !writes)?;
     match cli.command {
-        Command::Ls(args) => commands::ls(&store, &args),
-        Command::Du => commands::du(&store),
+        Command::Info => inspect::info(&store),
+        Command::Ls(args) => inspect::ls(&store, &args),
+        Command::Du => inspect::du(&store),
+        Command::Config(args) => inspect::config(&store, &args),
         Command::Gc => commands::gc(&store),
+        Command::Evict(args) => commands::evict(&store, &args),
+        Command::Fsck => inspect::fsck(&store),
+        Command::Meta(args) => inspect::meta(&store, &args),
         Command::Export(args) => commands::export(&store, &args),
         Command::Serve(args) => commands::serve(store, args),
     }
@@ -38,7 +50,7 @@ fn run(cli: Cli) -> Result<(), Error> {
 /// Opens the existing store at `dir` (from --store or $OSSTORE_DIR); unlike
 /// the library's open, never creates one, and leaves collecting garbage to
 /// `osstore gc`.
-fn open_store(dir: Option<PathBuf>) -> Result<Store, Error> {
+fn open_store(dir: Option<PathBuf>, read_only: bool) -> Result<Store, Error> {
     let dir =
         dir.ok_or_else(|| Error::invalid("no store given: pass --store DIR or set OSSTORE_DIR"))?;
     for sub in ["objects", "refs"] {
@@ -54,6 +66,7 @@ fn open_store(dir: Option<PathBuf>) -> Result<Store, Error> {
         OpenOptions {
             durable: true,
             collect_garbage: false,
+            read_only,
         },
     )
 }

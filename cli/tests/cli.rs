@@ -13,7 +13,9 @@ use nix::unistd::Pid;
 use osstore::{OpenOptions, Store};
 use std::os::fd::AsRawFd;
 
-const COMMANDS: &[&str] = &["ls", "du", "gc", "export", "serve"];
+const COMMANDS: &[&str] = &[
+    "info", "ls", "du", "config", "gc", "evict", "fsck", "meta", "export", "serve",
+];
 
 fn osstore(store: Option<&Path>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_osstore"));
@@ -40,6 +42,7 @@ fn sample_store(dir: &Path) -> PathBuf {
         OpenOptions {
             durable: false,
             collect_garbage: false,
+            read_only: false,
         },
     )
     .unwrap();
@@ -51,6 +54,8 @@ fn sample_store(dir: &Path) -> PathBuf {
         for (name, content) in files {
             fs::write(obj.tree().join(name), content).unwrap();
         }
+        obj.meta_set("stage", &format!("{{\"name\": \"{id}\"}}"))
+            .unwrap();
         store.commit(&mut obj, id).unwrap();
     }
     path
@@ -160,41 +165,90 @@ fn store_comes_from_osstore_dir() {
     let store = sample_store(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_osstore"))
         .env("OSSTORE_DIR", &store)
-        .arg("ls")
+        .arg("du")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out).lines().count(), 2);
+    assert_eq!(stdout(&out).lines().count(), 3);
+}
+
+/// `osstore ls --json` of `store`.
+fn ls_json(store: &Path) -> Vec<serde_json::Value> {
+    let out = osstore(Some(store), &["ls", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array().unwrap().clone()
 }
 
 #[test]
-fn ls_lists_every_ref() {
+fn ls_lists_every_ref_least_recently_used_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());
-    let out = osstore(Some(&store), &["ls"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let want = format!(
-        "a\t{}\nb\t{}\n",
-        object_name(&store, "a"),
-        object_name(&store, "b")
-    );
-    assert_eq!(stdout(&out), want);
-
-    let out = osstore(Some(&store), &["ls", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
+    let list = ls_json(&store);
+    let mut ids: Vec<_> = list.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    ids.sort();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(list[1]["name"], object_name(&store, "b"));
+    let a = list.iter().find(|o| o["id"] == "a").unwrap();
+    assert_eq!(a["name"], object_name(&store, "a"));
+    assert_eq!(a["files"], 3, "{a}"); // the root and two files
+    assert_eq!(a["pinned"], false);
+    assert!(
+        a["size"].as_u64().unwrap() > 0 && a["created"].as_i64().unwrap() > 0,
+        "{a}"
+    );
+
+    // Using `a` makes `b` the least recently used.
+    let later = OpenOptions {
+        durable: false,
+        ..OpenOptions::default()
+    };
+    let handle = Store::open_with(&store, later).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(handle.contains_cached("a").unwrap());
+    let list = ls_json(&store);
+    assert_eq!(list[0]["id"], "b", "{list:?}");
+    assert_eq!(list[1]["id"], "a", "{list:?}");
+
+    let out = osstore(Some(&store), &["ls"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<_> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("SIZE") && lines[0].ends_with("ID"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].ends_with("  b") && lines[2].ends_with("  a"),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("  no  "), "{lines:?}");
 }
 
 #[test]
-fn du_measures_each_ref_and_the_total() {
+fn info_shows_settings_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let bytes: u64 = ls_json(&store)
+        .iter()
+        .map(|o| o["size"].as_u64().unwrap())
+        .sum();
+    let out = osstore(Some(&store), &["info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "max-size:     unlimited".to_string(),
+        "refs:         2".to_string(),
+        "objects:      2".to_string(),
+        format!("({bytes} bytes)"),
+        "bound:        unlimited".to_string(),
+        "free space:".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn du_shows_each_ref_and_the_total() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());
     let out = osstore(Some(&store), &["du"]);
@@ -205,13 +259,117 @@ fn du_measures_each_ref_and_the_total() {
         lines[0].ends_with("\ta") && lines[1].ends_with("\tb"),
         "{lines:?}"
     );
-    assert!(lines[2].ends_with("\ttotal (objects/)"), "{lines:?}");
-    // Not a terminal: plain progress lines on stderr.
+    assert!(lines[2].ends_with("\ttotal"), "{lines:?}");
+}
+
+#[test]
+fn config_get_and_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let get = |key: &str| stdout(&osstore(Some(&store), &["config", "get", key]));
+    assert_eq!(get("max-size"), "unlimited\n");
+    let out = osstore(Some(&store), &["config", "set", "max-size", "2 GiB"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "max-size = 2147483648\n");
+    assert_eq!(get("max-size"), "2147483648\n");
+    let out = osstore(Some(&store), &["config", "set", "max-size", "lots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad value"), "{}", stderr(&out));
+    let out = osstore(Some(&store), &["config", "get", "colour"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        osstore(Some(&store), &["config", "set", "max-size"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn evict_down_to_a_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let list = ls_json(&store);
+    let (first, second) = (&list[0], &list[1]);
+    let keep = second["size"].as_u64().unwrap();
+    let out = osstore(Some(&store), &["evict", "--to", &keep.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
     assert!(
-        stderr(&out).contains("measuring the store: done"),
+        text.starts_with(&format!("evicted {}\n", first["id"].as_str().unwrap())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("({} bytes) from 1 refs", first["size"])),
+        "{text}"
+    );
+    let left = ls_json(&store);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], second["id"]);
+    let out = osstore(Some(&store), &["evict", "--to", "unlimited"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(osstore(Some(&store), &["evict"]).status.code(), Some(2));
+}
+
+#[test]
+fn fsck_reports_health_and_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let out = osstore(Some(&store), &["fsck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2 refs, 2 objects checked: healthy\n");
+    // A tree that changed behind the store's back: its recorded size is wrong.
+    let tree = store.join("objects").join(object_name(&store, "a"));
+    fs::write(tree.join("grown"), vec![7u8; 100_000]).unwrap();
+    let out = osstore(Some(&store), &["fsck"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("1 problem"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("osstore: the store has problems"),
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn meta_shows_an_objects_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let out = osstore(Some(&store), &["meta", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let (key, value) = text.trim_end().split_once('\t').unwrap();
+    assert_eq!(key, "stage");
+    let value: serde_json::Value = serde_json::from_str(value).unwrap();
+    assert_eq!(value["name"], "a");
+    let out = osstore(Some(&store), &["meta", "b", "stage"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["name"], "b");
+    assert_eq!(
+        osstore(Some(&store), &["meta", "b", "absent"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        osstore(Some(&store), &["meta", "nope"]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn looking_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    // The commands that look open the store read-only: not even the last
+    // use changes (it has a resolution of a second).
+    let before = ls_json(&store);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for args in [&["info"][..], &["ls"], &["du"], &["fsck"], &["meta", "a"]] {
+        let out = osstore(Some(&store), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(ls_json(&store), before);
 }
 
 #[test]
@@ -231,12 +389,13 @@ fn export_copies_the_tree() {
 fn gc_removes_objects_no_ref_names() {
     let dir = tempfile::tempdir().unwrap();
     let store = sample_store(dir.path());
-    let orphan = store.join("objects").join("orphan");
-    fs::create_dir(&orphan).unwrap();
-    fs::write(orphan.join("f"), "x").unwrap();
+    // An object whose ref was removed by hand.
+    let orphan = store.join("objects").join(object_name(&store, "b"));
+    fs::remove_file(store.join("refs/b")).unwrap();
     let out = osstore(Some(&store), &["gc"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "removed 1 entries\n");
+    assert!(stdout(&out).starts_with("removed "), "{}", stdout(&out));
+    assert_ne!(stdout(&out), "removed 0 entries\n");
     assert!(!orphan.exists());
     // What refs name stays.
     assert_eq!(

@@ -1,15 +1,16 @@
 //! `os_object_*`: one object's id, mode, tree, init, finalize, export, release.
 
 use std::ffi::{CString, c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
 
-use super::handle::{self, Kind};
+use super::handle::{self, Token};
 use super::store::{os_store, os_store_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
+use super::{Failed, boundary};
 use crate::error::{Error, Result};
 use crate::object::{Mode, Object};
 
-/// An object's mode.
+/// An object's mode, as os_object_mode() reports it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum os_mode {
@@ -19,108 +20,127 @@ pub enum os_mode {
     OS_MODE_WRITE = 1,
 }
 
-/// An object handle (opaque), owned by the store that gave it out.
+impl Failed for os_mode {
+    fn failed(_: c_int) -> Self {
+        os_mode::OS_MODE_READ
+    }
+}
+
+/// An object handle (opaque). It belongs to the store handle that gave it
+/// out: os_object_release() or os_store_free() ends it.
 pub struct os_object {
     pub(crate) object: Object,
-    owner: *const os_store_t,
+    /// The store handle that gave it out.
+    owner: Token,
     id: CString,
     tree: CString,
 }
 
-/// The handle type of the C API.
+/// An object: one tree of a store, being built (OS_MODE_WRITE) or
+/// finished (OS_MODE_READ). One thread at a time may use an object handle.
 pub type os_object_t = os_object;
 
-/// The mode type of the C API.
+/// The mode of an object.
 pub type os_mode_t = os_mode;
 
 impl os_object {
     /// Refuses an object of another store.
     pub(crate) fn check_owner(&self, store: *const os_store_t) -> Result<()> {
-        if self.owner != store {
+        if self.owner != handle::token_of(store) {
             return Err(Error::invalid("the object belongs to another store handle"));
         }
         Ok(())
     }
 
-    /// Updates the C copy of the tree path after the object changed.
-    pub(crate) fn refresh(&mut self) -> Result<()> {
-        self.tree = strings::c_path(self.object.tree())?;
-        Ok(())
+    /// The C copy of the tree path, renewed first if the object's tree
+    /// moved (a commit moves it), so no caller has to remember to.
+    fn tree(&mut self) -> Result<&CString> {
+        let current = self.object.tree();
+        if self.tree.as_bytes() != current.as_os_str().as_bytes() {
+            self.tree = strings::c_path(current)?;
+        }
+        Ok(&self.tree)
     }
 }
 
-/// Wraps a core object in a handle owned by `store`.
-pub(crate) fn publish(store: &os_store, object: Object) -> Result<*mut os_object_t> {
+/// Wraps a core object in a handle owned by the store handle `store`
+/// (whose value is `owner`).
+pub(crate) fn publish(
+    store: *const os_store_t,
+    owner: &os_store,
+    object: Object,
+) -> Result<*mut os_object_t> {
     let handle = os_object {
         id: strings::c_string(object.id().as_bytes())?,
         tree: strings::c_path(object.tree())?,
-        owner: store,
+        owner: handle::token_of(store),
         object,
     };
-    let ptr = handle::publish(Kind::Object, handle);
-    store.adopt(ptr);
+    let ptr = handle::publish_object(handle)?;
+    owner.adopt(handle::token_of(ptr));
     Ok(ptr)
 }
 
-/// The object's id, valid as long as the handle; NULL if `object` is not a
-/// live handle.
+/// The object's id.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until the
+/// handle is released, or NULL (with os_last_error() set) when `object` is
+/// NULL, not a live object handle, or inherited through fork().
 ///
-/// `object` must be NULL or a handle not being released.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_char {
-    // SAFETY: forwarded contract.
-    boundary_ptr(|| Ok(unsafe { handle::borrow(Kind::Object, object) }?.id.as_ptr()))
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
 }
 
-/// The object's mode. An invalid handle gives `OS_MODE_READ` with
-/// `os_last_error()` set.
+/// The object's mode.
 ///
-/// # Safety
+/// Returns OS_MODE_WRITE for an object being built and OS_MODE_READ for a
+/// finalized or committed one. Returns OS_MODE_READ too, with
+/// os_last_error() set, when `object` is NULL, not a live object handle, or
+/// inherited through fork().
 ///
-/// `object` must be NULL or a handle not being released.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_mode(object: *const os_object_t) -> os_mode_t {
-    let mut mode = os_mode::OS_MODE_READ;
-    boundary_void(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        if obj.object.mode() == Mode::Write {
-            mode = os_mode::OS_MODE_WRITE;
-        }
-        Ok(())
-    });
-    mode
-}
-
-/// The path of the object's tree: a directory the caller reads (and, in
-/// WRITE mode, writes) directly. Valid until the next call that changes the
-/// object (`os_store_commit()` moves it);
-/// NULL if `object` is not a live handle.
-///
-/// # Safety
-///
-/// `object` must be NULL or a handle not being released.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
-    boundary_ptr(|| {
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        Ok(obj.tree.as_ptr())
+    boundary(|| {
+        handle::with_object_ref(object, |obj| {
+            Ok(match obj.object.mode() {
+                Mode::Write => os_mode::OS_MODE_WRITE,
+                Mode::Read => os_mode::OS_MODE_READ,
+            })
+        })
     })
 }
 
+/// The path of the object's tree: a directory the caller reads (and, in
+/// OS_MODE_WRITE, writes) directly. The path is read from the object on each
+/// call: after os_store_commit() moved the tree, the next call gives the new
+/// place.
+///
+/// Returns a string that belongs to the handle and stays valid until the
+/// handle is released or a later os_object_tree() call finds the tree moved,
+/// or NULL (with os_last_error() set) when `object` is NULL, not a live
+/// object handle, or inherited through fork().
+///
+/// Threads: one thread at a time per object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn os_object_tree(object: *const os_object_t) -> *const c_char {
+    boundary(|| handle::with_object(object, |obj| Ok(obj.tree()?.as_ptr())))
+}
+
 /// Copies the whole of `base`'s tree into `object`'s tree with the fidelity
-/// of `cp -a` (hard links, special files, owners, modes, timestamps,
-/// xattrs; reflinks where possible). `object` must be in WRITE mode.
+/// of `cp -a` (hard links, special files, owners, modes, timestamps, extended
+/// attributes; reflinks where the filesystem has them). `object` must be in
+/// OS_MODE_WRITE; `base` is only read.
 ///
-/// Returns 0, `-EINVAL` (NULL, READ mode, `base == object`), or an I/O
-/// error such as `-ENOSPC`; on failure the tree may hold a partial copy.
+/// Returns 0; -EINVAL for an object in OS_MODE_READ or `base == object`;
+/// -EINVAL when `object` is NULL or not a live object handle, -ECHILD when it
+/// was inherited through fork() (for either handle); or the errno of the copy,
+/// such as -ENOSPC. After a failure the tree may hold a partial copy.
 ///
-/// # Safety
-///
-/// Both must be NULL or live handles not being released.
+/// Threads: one thread at a time per object; several threads may use the same
+/// `base` at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_init(
     object: *mut os_object_t,
@@ -132,44 +152,45 @@ pub unsafe extern "C" fn os_object_init(
                 "an object cannot be initialised from itself",
             ));
         }
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract; a different handle from `obj`.
-        let base = unsafe { handle::borrow(Kind::Object, base) }?;
-        obj.object.init(&base.object)?;
+        // Two different handles (checked above), so the two locks are too.
+        handle::with_object(object, |obj| {
+            handle::with_object_ref(base, |base| obj.object.init(&base.object))
+        })?;
         Ok(0)
     })
 }
 
-/// Puts the object into READ mode; its tree stays where it is. An object
+/// Puts the object into OS_MODE_READ; its tree stays where it is. An object
 /// finalized but never committed is "floating": the store's look-ups
-/// (`os_store_get()`,
-/// `os_store_contains()`, the server)
-/// find it. Finalizing a READ object does nothing.
+/// (os_store_get(), os_store_contains(), the server) find it until it is
+/// released. Finalizing an object in OS_MODE_READ does nothing. With a
+/// source epoch (os_object_set_source_epoch()) the tree's timestamps are
+/// clamped first; if that fails, its negative errno is returned and the
+/// object stays in OS_MODE_WRITE.
 ///
-/// # Safety
+/// Returns 0, or -EINVAL when `object` is NULL or not a live object handle,
+/// -ECHILD when it was inherited through fork().
 ///
-/// `object` must be NULL or a live handle.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_finalize(object: *mut os_object_t) -> c_int {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        unsafe { handle::borrow_mut(Kind::Object, object) }?
-            .object
-            .finalize();
-        Ok(0)
+        handle::with_object(object, |obj| {
+            obj.object.finalize()?;
+            Ok(0)
+        })
     })
 }
 
 /// Copies the object's tree into the existing directory `to_directory`
-/// with the fidelity of `os_object_init()`.
+/// with the fidelity of os_object_init().
 ///
-/// Returns 0, `-EINVAL`, `-ENOENT`/`-ENOTDIR` (no such directory), or an
-/// I/O error.
+/// Returns 0; -EINVAL when `object` is NULL or not a live object handle,
+/// -ECHILD when it was inherited through fork(); -EINVAL for a NULL or empty
+/// `to_directory`; -ENOENT or -ENOTDIR when it is not an existing directory; or
+/// the errno of the copy.
 ///
-/// # Safety
-///
-/// `object` NULL or a live handle, `to_directory` NULL or a C string.
+/// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_export(
     object: *const os_object_t,
@@ -177,35 +198,35 @@ pub unsafe extern "C" fn os_object_export(
 ) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
         let to = unsafe { strings::path(to_directory, "to_directory") }?;
-        obj.object.export(to)?;
+        handle::with_object_ref(object, |obj| obj.object.export(to))?;
         Ok(0)
     })
 }
 
-/// Releases an object handle now: a work dir (of a WRITE or floating
-/// object) is removed, a committed tree stays. `object` may be NULL.
+/// Releases an object handle now: the work dir of an object that was never
+/// committed is removed, a committed tree stays. The handle is invalid
+/// afterwards (any later use is refused with -EINVAL). `object` may be NULL.
+/// In a child after fork(), releasing an inherited handle only forgets it and
+/// changes nothing on disk. A value that is not a live object handle is
+/// refused (os_last_error() says why).
 ///
-/// # Safety
-///
-/// `object` must not be used after this call.
+/// Threads: not while another thread uses the object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_release(object: *mut os_object_t) {
-    boundary_void(|| {
-        if object.is_null() {
+    boundary(|| {
+        let token = handle::token_of(object);
+        let Some(obj) = handle::take_object(token)? else {
             return Ok(());
-        }
-        // SAFETY: forwarded contract; the owner pointer is checked live
-        // before it is used.
-        let owner = unsafe { handle::borrow(Kind::Object, object) }?.owner;
-        // SAFETY: the caller hands the handle back.
-        if let Ok(store) = unsafe { handle::borrow(Kind::Store, owner) } {
-            store.disown(object);
-        }
-        // SAFETY: as above.
-        drop(unsafe { handle::retire(Kind::Object, object) });
+        };
+        let owner = obj.read().unwrap_or_else(|p| p.into_inner()).owner;
+        // The store may be gone already (freed from another thread).
+        let _ = handle::with_store(owner as *const os_store_t, |store| {
+            store.disown(token);
+            Ok(())
+        });
+        // The work dir goes with the last reference.
+        drop(obj);
         Ok(())
     })
 }

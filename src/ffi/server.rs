@@ -1,41 +1,50 @@
 //! `os_server_*`: the store server over its socket protocol.
 //!
 //! A server handle belongs to the store handle it serves as far as freeing
-//! goes: [`os_server_stop`] stops and frees it, and
-//! [`os_store_free`](super::store::os_store_free) stops and frees every
-//! server of the store that is still running.
+//! goes: `os_server_stop()` stops and frees it, and `os_store_free()` stops
+//! and frees every server of the store that is still running.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
+use std::sync::Mutex;
 
-use super::handle::{self, Kind};
+use super::boundary;
+use super::handle::{self, Token};
 use super::store::os_store_t;
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
 
-/// A running store server (opaque).
+/// A server handle (opaque). os_server_stop() or os_store_free() ends it.
 pub struct os_server {
-    server: Server,
+    /// `None` once stopped.
+    server: Mutex<Option<Server>>,
     socket_path: CString,
     /// The store handle that owns this server.
-    store: usize,
+    store: Token,
 }
 
-/// The handle type of the C API.
+impl os_server {
+    /// Stops the server (once; later calls do nothing).
+    pub(crate) fn stop(&self) -> Result<()> {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        server.map_or(Ok(()), Server::stop)
+    }
+}
+
+/// A running store server: it answers the store's socket protocol from a
+/// thread of its own.
 pub type os_server_t = os_server;
 
-/// Options of [`os_server_start_ex`]. Initialise the whole struct to zero
+/// Options of os_server_start_ex(). Initialise the whole struct to zero
 /// and set `struct_size`, e.g.
 /// `os_server_options_t o = { .struct_size = sizeof(os_server_options_t) };`,
 /// then set the members you need: a zero member means its default.
 ///
-/// Forward compatibility: `struct_size` tells the library which version of
-/// the struct the caller was compiled with. Members added later go at the
-/// end; a library older than the caller's header accepts a larger struct
-/// as long as every byte it does not know is zero (else `-E2BIG`), and a
-/// newer library gives the members it has but the caller lacks their
-/// defaults.
+/// Compatibility: `struct_size` tells the library which version of the struct
+/// the caller was compiled with. Members are only ever added at the end; a
+/// library older than the caller's header accepts a larger struct as long as
+/// every byte it does not know is zero (else -E2BIG), and a newer library
+/// gives the members the caller does not have their defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct os_server_options {
@@ -54,34 +63,30 @@ pub struct os_server_options {
     pub allowed_uids_len: usize,
 }
 
-/// The options type of the C API.
+/// The options of os_server_start_ex().
 pub type os_server_options_t = os_server_options;
 
 /// Starts a store server for `store`, listening at `socket_path`, in a
-/// thread of its own. The same as [`os_server_start_ex`] with NULL options:
-/// socket mode 0600, no uid check.
+/// thread of its own: os_server_start_ex() with NULL options (socket mode
+/// 0600, no uid check).
 ///
-/// `socket_path` NULL: the path in the environment variable
-/// `OSSTORE_SOCKET` when it is set and not empty (the socket
-/// `osstore-client` connects to by default), otherwise a fresh private
-/// directory (mode 0700) under `/run/osbuild` (created if missing) holds a
-/// socket named `store`; see [`os_server_socket_path`]. Otherwise the path
-/// must not exist.
+/// With a NULL `socket_path`, the socket is the path in the environment
+/// variable `OSSTORE_SOCKET` when it is set and not empty (where
+/// `osstore-client` connects by default), otherwise a socket named `store`
+/// in a fresh private directory (mode 0700) under `/run/osbuild` (created if
+/// missing); see os_server_socket_path(). Otherwise the path must not exist.
 ///
-/// On success `*out` is a new handle, owned by `store`: free it with
-/// [`os_server_stop`], or let
-/// [`os_store_free`](super::store::os_store_free) stop and free it.
+/// On success `*out` is a new handle that belongs to `store`: free it with
+/// os_server_stop(), or let os_store_free() stop and free it. On failure
+/// `*out` is NULL.
 ///
-/// Returns 0, or `-EINVAL` (NULL `store` or `out`, an empty path),
-/// `-EADDRINUSE` (the path exists), `-ENAMETOOLONG` (a path too long for a
-/// socket address), or the error of creating the socket, its directory or
-/// the server's temp root, with [`os_last_error`](super::error::os_last_error)
-/// set.
+/// Returns 0; -EINVAL when `store` is NULL or not a live store handle, -ECHILD
+/// when it was inherited through fork(); -EINVAL for a NULL `out` or an empty
+/// path; -EADDRINUSE when the path exists; -ENAMETOOLONG for a path too long
+/// for a socket address; or the errno of creating the socket, its directory or
+/// the server's temp root.
 ///
-/// # Safety
-///
-/// `store` a live handle or NULL, `socket_path` NULL or a C string, `out`
-/// NULL or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_start(
     store: *mut os_store_t,
@@ -92,21 +97,16 @@ pub unsafe extern "C" fn os_server_start(
     unsafe { os_server_start_ex(store, socket_path, std::ptr::null(), out) }
 }
 
-/// Like [`os_server_start`], with `options` (NULL for the defaults): the
-/// socket's mode and a list of uids allowed to connect (see
-/// [`os_server_options_t`]).
+/// Like os_server_start(), with `options` (NULL for the defaults): the
+/// socket's mode and the uids allowed to connect (see os_server_options_t).
 ///
-/// Returns 0, or the errors of [`os_server_start`], and `-EINVAL` for a
-/// `struct_size` smaller than the first version of the struct, a mode
-/// beyond 0777, or `allowed_uids` NULL with a non-zero length; `-E2BIG`
-/// when the struct is larger than this library knows and the unknown part
-/// is not all zero.
+/// Returns what os_server_start() returns, and -EINVAL for a `struct_size`
+/// smaller than the first version of the struct, a mode beyond 0777, or a
+/// NULL `allowed_uids` with a non-zero length; -E2BIG when the struct is
+/// larger than this library knows and the part it does not know is not all
+/// zero.
 ///
-/// # Safety
-///
-/// As for [`os_server_start`]; `options` NULL or pointing to
-/// `options->struct_size` readable bytes, and `allowed_uids` (when not
-/// NULL) to `allowed_uids_len` readable uids.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_start_ex(
     store: *mut os_store_t,
@@ -117,8 +117,6 @@ pub unsafe extern "C" fn os_server_start_ex(
     boundary(|| {
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
-        // SAFETY: forwarded contract.
-        let owner = unsafe { handle::borrow(Kind::Store, store) }?;
         let mut server_options = ServerOptions::default();
         if !socket_path.is_null() {
             // SAFETY: forwarded contract.
@@ -134,28 +132,16 @@ pub unsafe extern "C" fn os_server_start_ex(
             // SAFETY: forwarded contract.
             server_options.allowed_uids = unsafe { allowed_uids(&options) }?;
         }
-        let server = Server::start(owner.store.clone(), server_options)?;
-        let handle = os_server {
-            socket_path: strings::c_path(server.socket_path())?,
-            server,
-            store: store as usize,
-        };
-        let ptr = handle::publish(Kind::Server, handle);
-        let key = ptr as usize;
-        owner.adopt_server(
-            key,
-            Box::new(move || {
-                // SAFETY: `os_store_free` calls this once, while freeing the
-                // store; the server handle is taken back only if
-                // `os_server_stop` has not done so already.
-                if let Some(handle) =
-                    unsafe { handle::retire(Kind::Server, key as *mut os_server_t) }
-                {
-                    // Nobody is left to report an error to.
-                    let _ = handle.server.stop();
-                }
-            }),
-        );
+        let ptr = handle::with_store(store, |owner| {
+            let server = Server::start(owner.store.clone(), server_options)?;
+            let ptr = handle::publish_server(os_server {
+                socket_path: strings::c_path(server.socket_path())?,
+                server: Mutex::new(Some(server)),
+                store: handle::token_of(store),
+            })?;
+            owner.adopt_server(handle::token_of(ptr));
+            Ok(ptr)
+        })?;
         // SAFETY: `out` checked above.
         unsafe { *out = ptr };
         Ok(0)
@@ -211,53 +197,41 @@ unsafe fn allowed_uids(options: &os_server_options_t) -> Result<Option<Vec<u32>>
     Ok(Some(uids.to_vec()))
 }
 
-/// The path of the server's listening socket, valid until the server is
-/// stopped ([`os_server_stop`] or
-/// [`os_store_free`](super::store::os_store_free)); NULL if `server` is not
-/// a live handle.
+/// The path of the server's listening socket.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until the
+/// server is stopped (os_server_stop() or os_store_free()), or NULL (with
+/// os_last_error() set) when `server` is NULL, not a live server handle, or
+/// inherited through fork().
 ///
-/// `server` must be NULL or a handle not being stopped.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *const c_char {
-    boundary_ptr(|| {
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Server, server) }?;
-        Ok(handle.socket_path.as_ptr())
-    })
+    boundary(|| handle::with_server(server, |handle| Ok(handle.socket_path.as_ptr())))
 }
 
-/// Stops the server and frees the handle: stops accepting, closes every
+/// Stops the server and frees the handle: it stops accepting, closes every
 /// connection, unmounts what `read-tree-at` mounted (syncing first,
 /// detaching lazily, newest first), removes the server's temp root, its
-/// socket file and, when the path was chosen by the server, the socket's
-/// private directory. `server` may be NULL. Clean-up failures are reported
-/// through [`os_last_error`](super::error::os_last_error) (the handle is
-/// freed regardless).
+/// socket file and, when the server chose the path, the socket's private
+/// directory. `server` may be NULL. Clean-up failures are reported through
+/// os_last_error(); the handle is freed regardless. In a child after fork(),
+/// stopping an inherited handle only forgets it: the parent's server goes on
+/// serving.
 ///
-/// # Safety
-///
-/// `server` must not be used after or during this call, and its store must
-/// not be freed during it.
+/// Threads: any, but not while another thread frees the server's store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_stop(server: *mut os_server_t) {
-    boundary_void(|| {
-        // SAFETY: the caller hands the handle back.
-        let Some(handle) = (unsafe { handle::retire(Kind::Server, server) }) else {
-            if server.is_null() {
-                return Ok(());
-            }
-            return Err(Error::invalid(format!(
-                "{server:p} is not a live server handle"
-            )));
+    boundary(|| {
+        let token = handle::token_of(server);
+        let Some(handle) = handle::take_server(token)? else {
+            return Ok(());
         };
-        // SAFETY: the store outlives its live servers (freeing it stops
-        // them), and it is not being freed concurrently (contract above).
-        if let Ok(owner) = unsafe { handle::borrow(Kind::Store, handle.store as *const os_store_t) }
-        {
-            owner.disown_server(server as usize);
-        }
-        handle.server.stop()
+        // The store may be gone already (freed from another thread).
+        let _ = handle::with_store(handle.store as *const os_store_t, |owner| {
+            owner.disown_server(token);
+            Ok(())
+        });
+        handle.stop()
     })
 }

@@ -1,25 +1,32 @@
 //! `os_store_*`: opening, look-ups, commit, temp dirs, host tree, clean-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
-use super::handle::{self, ByAddress, Kind};
+use super::boundary;
+use super::handle::{self, Token};
 use super::object::{self, os_object_t};
 use super::strings;
-use super::{boundary, boundary_ptr, boundary_void};
 use crate::error::Error;
 use crate::store::{OpenOptions, Store};
 use crate::tempdir::TempDir;
 
-/// Flag for `os_store_open_ex()`: do not make commits durable (no `syncfs`
-/// or `fsync`); a power cut may then leave refs to trees with empty files.
-/// For throw-away stores, e.g. in CI.
+/// Flag of os_store_open_ex(): commits are not made durable (no `syncfs`
+/// or `fsync`), so a power cut may leave refs to trees with empty files. For
+/// throw-away stores, e.g. in CI.
 pub const OS_STORE_NO_SYNC: c_uint = 1;
-/// Flag for `os_store_open_ex()`: do not sweep the store when opening it.
+/// Flag of os_store_open_ex(): the store is not swept when it is opened.
 pub const OS_STORE_NO_GC: c_uint = 2;
+/// Flag for `os_store_open_ex()`: change nothing on disk. No directory is
+/// created, nothing is collected, no last use is recorded; `os_store_new`,
+/// commit, gc, evict and setting changes fail with `-EROFS`; look-ups,
+/// export and the server's reads work. Temp dirs, the host tree and the
+/// server's temp root go to `$TMPDIR` (or `/tmp`). Works on a read-only
+/// mount of a store, alongside writers using it.
+pub const OS_STORE_READ_ONLY: c_uint = 4;
 
-/// A store handle (opaque).
+/// A store handle (opaque). os_store_free() ends it.
 pub struct os_store {
     pub(crate) store: Store,
     path: CString,
@@ -30,14 +37,16 @@ pub struct os_store {
 /// What a store handle owns and frees with it.
 #[derive(Default)]
 struct Owned {
-    /// Object handles by address (one insert and one removal per `get`).
-    objects: HashSet<usize, ByAddress>,
+    /// Object handles (one insert and one removal per `get`).
+    objects: HashSet<Token>,
     tempdirs: Vec<TempDir>,
-    /// Running servers by handle address, with what frees each one.
-    servers: HashMap<usize, Box<dyn FnOnce() + Send>>,
+    /// Running servers.
+    servers: HashSet<Token>,
 }
 
-/// The handle type of the C API.
+/// A store: a directory of committed trees (`objects/`), the names that
+/// point to them (`refs/`) and work dirs (`tmp/`). A store handle may be used
+/// by several threads at once (the server uses it from a thread of its own).
 pub type os_store_t = os_store;
 
 impl os_store {
@@ -46,52 +55,51 @@ impl os_store {
     }
 
     /// Records an object handle as owned by this store.
-    pub(crate) fn adopt(&self, obj: *mut os_object_t) {
-        self.owned().objects.insert(obj as usize);
+    pub(crate) fn adopt(&self, object: Token) {
+        self.owned().objects.insert(object);
     }
 
     /// Forgets an object handle that is being released.
-    pub(crate) fn disown(&self, obj: *mut os_object_t) {
-        self.owned().objects.remove(&(obj as usize));
+    pub(crate) fn disown(&self, object: Token) {
+        self.owned().objects.remove(&object);
     }
 
-    /// Records a running server (keyed by its handle's address) with what
-    /// stops and frees it, which `os_store_free()` calls if the server is
+    /// Records a running server, which `os_store_free()` stops if it is
     /// still running then.
-    pub(crate) fn adopt_server(&self, key: usize, stop_and_free: Box<dyn FnOnce() + Send>) {
-        self.owned().servers.insert(key, stop_and_free);
+    pub(crate) fn adopt_server(&self, server: Token) {
+        self.owned().servers.insert(server);
     }
 
     /// Forgets a server that is being stopped through its own handle.
-    pub(crate) fn disown_server(&self, key: usize) {
-        self.owned().servers.remove(&key);
+    pub(crate) fn disown_server(&self, server: Token) {
+        self.owned().servers.remove(&server);
     }
 }
 
-/// Opens the store at `path`, creating it and its `objects/`, `refs/` and
-/// `tmp/` where missing, and sweeps what dead processes left behind (see
-/// `os_store_gc()`). On success `*out` is a new handle, freed with
-/// `os_store_free()`. Commits are durable (see `os_store_open_ex()`).
+/// Opens the store at `path` (any bytes but NUL), creating it and its
+/// `objects/`, `refs/` and `tmp/` where missing, and sweeps what dead
+/// processes left behind (see os_store_gc()). Commits are durable (see
+/// os_store_open_ex()). On success `*out` is a new handle for
+/// os_store_free(); on failure it is NULL.
 ///
-/// Returns 0, or `-EINVAL` (NULL argument), `-ENAMETOOLONG`, `-ENOTDIR`,
-/// `-EACCES`, ... with `os_last_error()` set.
+/// Returns 0; -EINVAL for a NULL `out`, a NULL or empty `path`;
+/// -ENAMETOOLONG; -ENOTDIR when `path` or one of its parts is not a
+/// directory; -EACCES; or another errno of creating or opening the
+/// directories.
 ///
-/// # Safety
-///
-/// `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_open(path: *const c_char, out: *mut *mut os_store_t) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { os_store_open_ex(path, 0, out) }
 }
 
-/// Like `os_store_open()`, with `flags`: a bitwise or of
-/// `OS_STORE_NO_SYNC` and `OS_STORE_NO_GC`, or 0. Unknown flags are
-/// `-EINVAL`.
+/// Like os_store_open(), with `flags`: 0, or a bitwise or of
+/// OS_STORE_NO_SYNC and OS_STORE_NO_GC.
 ///
-/// # Safety
+/// Returns what os_store_open() returns, and -EINVAL for an unknown flag.
 ///
-/// As for `os_store_open()`.
+/// Threads: any.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_open_ex(
     path: *const c_char,
@@ -103,12 +111,13 @@ pub unsafe extern "C" fn os_store_open_ex(
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
         let path = unsafe { strings::path(path, "store path")? };
-        if flags & !(OS_STORE_NO_SYNC | OS_STORE_NO_GC) != 0 {
+        if flags & !(OS_STORE_NO_SYNC | OS_STORE_NO_GC | OS_STORE_READ_ONLY) != 0 {
             return Err(Error::invalid(format!("unknown flags {flags:#x}")));
         }
         let options = OpenOptions {
             durable: flags & OS_STORE_NO_SYNC == 0,
             collect_garbage: flags & OS_STORE_NO_GC == 0,
+            read_only: flags & OS_STORE_READ_ONLY != 0,
         };
         let store = Store::open_with(path, options)?;
         let handle = os_store {
@@ -117,70 +126,67 @@ pub unsafe extern "C" fn os_store_open_ex(
             host_tree: Mutex::new(None),
             owned: Mutex::new(Owned::default()),
         };
+        let ptr = handle::publish_store(handle)?;
         // SAFETY: `out` checked above.
-        unsafe { *out = handle::publish(Kind::Store, handle) };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
 
-/// Frees a store handle: releases every object handle it gave out (removing
-/// their work dirs), stops its servers, removes the temp dirs of
-/// `os_store_tempdir()`, and unmounts and removes the host tree. Committed
-/// trees stay. `store` may be NULL.
+/// Frees a store handle: stops the servers it started, releases every
+/// object handle it gave out (removing their work dirs), removes the temp
+/// dirs of os_store_tempdir(), and unmounts and removes the host tree.
+/// Committed trees stay. The handle and its objects are invalid afterwards
+/// (any later use is refused with -EINVAL). `store` may be NULL. In a child
+/// after fork(), freeing an inherited handle only forgets it: nothing on disk,
+/// no mount and no server of the parent is touched. A value that is not a
+/// live store handle is refused (os_last_error() says why).
 ///
-/// # Safety
-///
-/// `store` must not be used (nor its objects) after or during this call.
+/// Threads: not while another thread uses the store or one of its objects.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
-    boundary_void(|| {
-        // SAFETY: the caller hands the handle back.
-        let Some(handle) = (unsafe { handle::retire(Kind::Store, store) }) else {
-            if store.is_null() {
-                return Ok(());
-            }
-            return Err(Error::invalid(format!(
-                "{store:p} is not a live store handle"
-            )));
+    boundary(|| {
+        let Some(handle) = handle::take_store(handle::token_of(store))? else {
+            return Ok(());
         };
         let owned = std::mem::take(&mut *handle.owned());
-        // Servers first: they use the store's objects and temp dirs.
-        for stop_and_free in owned.servers.into_values() {
-            stop_and_free();
+        // Servers first: they use the store's objects and temp dirs. Nobody
+        // is left to report their clean-up errors to.
+        for server in owned.servers {
+            if let Ok(Some(server)) = handle::take_server(server) {
+                let _ = server.stop();
+            }
         }
-        for obj in owned.objects {
-            // SAFETY: the store owned this handle and is going away with it.
-            drop(unsafe { handle::retire(Kind::Object, obj as *mut os_object_t) });
+        for object in owned.objects {
+            drop(handle::take_object(object));
         }
         drop(owned.tempdirs);
-        drop(handle);
         Ok(())
     })
 }
 
-/// The store's root directory (absolute), valid until `os_store_free()`;
-/// NULL if `store` is not a live handle.
+/// The store's root directory, as an absolute path.
 ///
-/// # Safety
+/// Returns a string that belongs to the handle and stays valid until
+/// os_store_free(), or NULL (with os_last_error() set) when `store` is NULL,
+/// not a live store handle, or inherited through fork().
 ///
-/// `store` must be NULL or a handle not being freed.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_path(store: *const os_store_t) -> *const c_char {
-    // SAFETY: forwarded contract.
-    boundary_ptr(|| Ok(unsafe { handle::borrow(Kind::Store, store) }?.path.as_ptr()))
+    boundary(|| handle::with_store(store, |handle| Ok(handle.path.as_ptr())))
 }
 
-/// Creates a WRITE object for `object_id` with an empty tree in a fresh work
-/// dir. The handle in `*out` belongs to the store (see
-/// `os_object_release()`).
+/// Creates an object for `object_id` in OS_MODE_WRITE, with an empty tree in
+/// a fresh work dir. On success `*out` is a new handle that belongs to the
+/// store (see os_object_release()); on failure it is NULL.
 ///
-/// Returns 0, or `-EINVAL` for an invalid id (empty, over 255 bytes, with
-/// `/`, `.`, `..`, not UTF-8), or an I/O error.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for a NULL `out`; -EINVAL
+/// when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork(); or the errno of creating the work dir.
 ///
-/// # Safety
-///
-/// `store` a live handle or NULL, `object_id` NULL or a C string, `out` NULL
-/// or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_new(
     store: *mut os_store_t,
@@ -191,26 +197,29 @@ pub unsafe extern "C" fn os_store_new(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let obj = handle.store.new_object(id)?;
+        let ptr = handle::with_store(store, |handle| {
+            object::publish(store, handle, handle.store.new_object(id)?)
+        })?;
         // SAFETY: `out` checked above.
-        unsafe { *out = object::publish(handle, obj)? };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
 
-/// Looks up `object_id`: a floating object (finalized, never committed) of
-/// this store first, else the committed tree `refs/<id>`. On success `*out`
-/// is a new READ handle owned by the store. A view of a floating object
-/// shares its tree, which is gone once that object is released.
+/// Looks up `object_id`: a floating object of this store first (finalized,
+/// never committed, not released), else the committed tree that
+/// `refs/<object_id>` names. On success `*out` is a new handle in
+/// OS_MODE_READ that belongs to the store; on failure it is NULL. A handle
+/// for a floating object shares its tree, which goes when that object is
+/// released.
 ///
-/// Returns 0, `-ENOENT` when absent, `-EINVAL` for an invalid id.
+/// Returns 0; -ENOENT when the store has no such object; -EINVAL for an invalid
+/// id (NULL, empty, longer than 255 bytes, containing `/`, `.` or `..`, not
+/// UTF-8); -EINVAL for a NULL `out`; -EINVAL when `store` is NULL or not a live
+/// store handle, -ECHILD when it was inherited through fork().
 ///
-/// # Safety
-///
-/// As for `os_store_new()`.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_get(
     store: *mut os_store_t,
@@ -221,26 +230,28 @@ pub unsafe extern "C" fn os_store_get(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(out, "out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let obj = handle
-            .store
-            .get(id)?
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("no object {id:?} in the store")))?;
+        let ptr = handle::with_store(store, |handle| {
+            let obj = handle.store.get(id)?.ok_or_else(|| {
+                Error::new(libc::ENOENT, format!("no object \"{id}\" in the store"))
+            })?;
+            object::publish(store, handle, obj)
+        })?;
         // SAFETY: `out` checked above.
-        unsafe { *out = object::publish(handle, obj)? };
+        unsafe { *out = ptr };
         Ok(0)
     })
 }
 
-/// Returns 1 when the store has `object_id` (floating, or a ref that
-/// resolves), 0 when not (always 0 for an empty id), or a negative errno
-/// (`-EINVAL` for an invalid id).
+/// Tells whether the store has `object_id`, floating or as a ref that
+/// resolves.
 ///
-/// # Safety
+/// Returns 1 when it has, 0 when not (always 0 for an empty id), or a negative
+/// errno: -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL when `store` is NULL or not
+/// a live store handle, -ECHILD when it was inherited through fork().
 ///
-/// `store` a live handle or NULL, `object_id` NULL or a C string.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_contains(
     store: *mut os_store_t,
@@ -248,22 +259,21 @@ pub unsafe extern "C" fn os_store_contains(
 ) -> c_int {
     boundary(|| {
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        Ok(c_int::from(handle.store.contains(id)?))
+        handle::with_store(store, |handle| Ok(c_int::from(handle.store.contains(id)?)))
     })
 }
 
-/// Sets `*path_out` to the path `<store>/refs/<object_id>`, whether or not it
-/// exists (free it with `os_free()`).
+/// Hands out the path `<store>/refs/<object_id>` through `*path_out`,
+/// whether or not it exists; free it with os_free(). On failure `*path_out`
+/// is NULL.
 ///
-/// Returns 0, or `-EINVAL` for an invalid (or empty) id.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for a NULL `path_out`;
+/// -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork().
 ///
-/// # Safety
-///
-/// `store` a live handle or NULL, `object_id` NULL or a C string, `path_out`
-/// NULL or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_resolve_ref(
     store: *mut os_store_t,
@@ -274,10 +284,10 @@ pub unsafe extern "C" fn os_store_resolve_ref(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        let path = strings::c_path(&handle.store.resolve_ref(id)?)?;
+        let path = handle::with_store(store, |handle| {
+            strings::c_path(&handle.store.resolve_ref(id)?)
+        })?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
@@ -286,18 +296,20 @@ pub unsafe extern "C" fn os_store_resolve_ref(
 
 /// Commits `object` under `object_id` and makes `refs/<object_id>` name it,
 /// atomically. With the object's own id its tree is moved into `objects/`
-/// (inodes kept) and the object becomes READ; with another id a copy is
-/// committed and `object` stays as it was. On success the new object's name
-/// (a UUID) is handed out through `name_out` unless it is NULL. On failure
-/// nothing changed.
+/// (inodes kept) and the object turns to OS_MODE_READ; with another id a copy
+/// is committed and `object` stays as it was. Unless `name_out` is NULL, the
+/// new object's name (a UUID) is handed out through it (free it with
+/// os_free()). After a failure nothing changed.
 ///
-/// Returns 0, `-EINVAL` (invalid id, an object committed already under its
-/// own id, an object of another store), or an I/O error such as `-ENOSPC`.
+/// Returns 0; -EINVAL for an invalid id (NULL, empty, longer than 255 bytes,
+/// containing `/`, `.` or `..`, not UTF-8); -EINVAL for an object committed
+/// already under its own id or an object of another store handle; -EINVAL when
+/// `store` is NULL or not a live store handle, -ECHILD when it was inherited
+/// through fork(); -EINVAL or -ECHILD for `object` the same way; or the errno
+/// of the commit, such as -ENOSPC.
 ///
-/// # Safety
-///
-/// `store` and `object` live handles or NULL, `object_id` NULL or a C
-/// string, `name_out` NULL or writable.
+/// Threads: any, concurrently with other calls on the store; one thread at a
+/// time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_commit(
     store: *mut os_store_t,
@@ -311,32 +323,29 @@ pub unsafe extern "C" fn os_store_commit(
             unsafe { strings::out_param(name_out, "name_out")? };
         }
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
-        let obj = unsafe { handle::borrow_mut(Kind::Object, object) }?;
-        // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        obj.check_owner(store)?;
-        let committed = handle.store.commit(&mut obj.object, id);
-        // Even a failed commit may have moved the tree (when only the final
-        // fsync of refs/ failed), so the C copy of the path is renewed first.
-        obj.refresh()?;
-        let name = committed?;
+        let name = handle::with_store(store, |handle| {
+            handle::with_object(object, |obj| {
+                obj.check_owner(store)?;
+                handle.store.commit(&mut obj.object, id)
+            })
+        })?;
         // SAFETY: `name_out` is NULL or writable.
         unsafe { strings::hand_out(name_out, strings::c_string(name.as_bytes())?) };
         Ok(0)
     })
 }
 
-/// Creates a fresh directory `<store>/tmp/<prefix><random><suffix>` and
-/// hands its path out through `path_out`. `prefix` and `suffix` may be NULL
-/// (meaning `""`) and may not contain `/`. The directory is removed by
-/// `os_store_free()`.
+/// Creates a fresh directory `<store>/tmp/<prefix><random><suffix>` (mode
+/// 0700) and hands its path out through `*path_out` (free the string with
+/// os_free()). `prefix` and `suffix` may be NULL, meaning "", and may not
+/// contain `/`. os_store_free() removes the directory.
 ///
-/// # Safety
+/// Returns 0; -EINVAL for a `/` in `prefix` or `suffix` or a NULL `path_out`;
+/// -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it was
+/// inherited through fork(); or the errno of creating the directory.
 ///
-/// `store` a live handle or NULL, `prefix`/`suffix` NULL or C strings,
-/// `path_out` NULL or writable.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_tempdir(
     store: *mut os_store_t,
@@ -348,28 +357,35 @@ pub unsafe extern "C" fn os_store_tempdir(
         // SAFETY: forwarded contract.
         unsafe { strings::out_param(path_out, "path_out")? };
         // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        // SAFETY: forwarded contract.
         let prefix = unsafe { strings::bytes_or_empty(prefix, "prefix") }?;
         // SAFETY: forwarded contract.
         let suffix = unsafe { strings::bytes_or_empty(suffix, "suffix") }?;
-        let dir = handle.store.tempdir(prefix, suffix)?;
-        let path = strings::c_path(dir.path())?;
-        handle.owned().tempdirs.push(dir);
+        let path = handle::with_store(store, |handle| {
+            let dir = handle.store.tempdir(prefix, suffix)?;
+            let path = strings::c_path(dir.path())?;
+            handle.owned().tempdirs.push(dir);
+            Ok(path)
+        })?;
         // SAFETY: `path_out` checked above.
         unsafe { strings::hand_out(path_out, path) };
         Ok(0)
     })
 }
 
-/// Sets `*path_out` to the host tree: a read-only view of the host with only
-/// `/usr` in it (bind mounts; needs `CAP_SYS_ADMIN`), made on first use.
-/// Writing in it fails with `EROFS`. The string belongs to the store and is
-/// valid until `os_store_free()`, which unmounts and removes the tree.
+/// Hands out, through `*path_out`, the host tree: a read-only view of the
+/// host with only `/usr` in it (bind mounts, which need CAP_SYS_ADMIN), made
+/// on first use. Writing in it fails with EROFS.
 ///
-/// # Safety
+/// The exception to the rule for strings: the string belongs to the store
+/// handle (do not free it) and stays valid until os_store_free(), which
+/// unmounts and removes the tree. Every other function hands strings out
+/// through `char **` for the caller to free with os_free().
 ///
-/// `store` a live handle or NULL, `path_out` NULL or writable.
+/// Returns 0; -EINVAL for a NULL `path_out`; -EINVAL when `store` is NULL or
+/// not a live store handle, -ECHILD when it was inherited through fork();
+/// -EPERM without the capability; or the errno of mounting.
+///
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_host_tree(
     store: *mut os_store_t,
@@ -381,13 +397,13 @@ pub unsafe extern "C" fn os_store_host_tree(
         }
         // SAFETY: not NULL, writable by contract.
         unsafe { *path_out = std::ptr::null() };
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        let mut slot = handle.host_tree.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(strings::c_path(&handle.store.host_tree()?)?);
-        }
-        let ptr = slot.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+        let ptr = handle::with_store(store, |handle| {
+            let mut slot = handle.host_tree.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(strings::c_path(&handle.store.host_tree()?)?);
+            }
+            Ok(slot.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()))
+        })?;
         // SAFETY: `path_out` checked above; the CString lives in the handle.
         unsafe { *path_out = ptr };
         Ok(0)
@@ -398,18 +414,17 @@ pub unsafe extern "C" fn os_store_host_tree(
 /// process died (work dirs, temp dirs, host trees; mounts left in them are
 /// detached) and objects that no ref names and no live handle, in any
 /// process, holds. Never touches what a live handle uses; safe to run while
-/// other processes use the store. Returns the number of entries removed, or
-/// a negative errno.
+/// other processes use the store.
 ///
-/// # Safety
+/// Returns the number of entries removed, or a negative errno: -EINVAL when
+/// `store` is NULL or not a live store handle, -ECHILD when it was inherited
+/// through fork(); or the errno of the sweep.
 ///
-/// `store` a live handle or NULL.
+/// Threads: any, concurrently with other calls on the store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_gc(store: *mut os_store_t) -> c_int {
     boundary(|| {
-        // SAFETY: forwarded contract.
-        let handle = unsafe { handle::borrow(Kind::Store, store) }?;
-        let report = handle.store.gc()?;
+        let report = handle::with_store(store, |handle| handle.store.gc())?;
         Ok(c_int::try_from(report.removed).unwrap_or(c_int::MAX))
     })
 }

@@ -1,5 +1,5 @@
 //! The store server: answers the socket protocol of
-//! `shared/spec/protocol.md` (`read-tree`, `read-tree-at`, `mkdtemp`,
+//! `docs/protocol.md` (`read-tree`, `read-tree-at`, `mkdtemp`,
 //! `source`, plus the `open-tree` extension) for one [`Store`].
 //!
 //! # Concurrency model

@@ -12,10 +12,10 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fd;
 use crate::lock::DirLock;
 use crate::mount;
 
@@ -23,7 +23,7 @@ use crate::mount;
 /// itself) inside `tree`, resolved with the tree as its root. The result is
 /// an `O_PATH` descriptor of a directory or a file.
 pub fn open_subtree(tree: &Path, subtree: &str) -> Result<OwnedFd> {
-    let root = open_path_fd(tree, libc::O_DIRECTORY)
+    let root = fd::open(tree, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| Error::path("cannot open tree", tree, e))?;
     open_subtree_in(root.as_fd(), tree, subtree)
 }
@@ -87,25 +87,7 @@ impl Mounts {
     /// existing directory for a directory, an existing file for a file) and
     /// records the mount.
     pub fn attach(&mut self, source: &OwnedFd, target: &Path, pin: DirLock) -> Result<()> {
-        let root = match detached_view(source) {
-            Ok(view) => {
-                mount::attach(view.as_fd(), target)?;
-                // The detached mount's descriptor now names the attached mount.
-                view
-            }
-            Err(e) if e.errno() == libc::ENOSYS => {
-                // Kernels before 5.12: bind, then remount read-only.
-                let proc_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-                mount::bind_readonly(&proc_path, target)?;
-                // The new mount is the topmost at `target`; without a
-                // descriptor of it, it could not be tracked, so it goes.
-                open_path_fd(target, 0).map_err(|e| {
-                    let _ = mount::unmount(target);
-                    Error::path("cannot open", target, e)
-                })?
-            }
-            Err(e) => return Err(e),
-        };
+        let root = mount::bind_readonly_fd(source.as_fd(), target)?;
         self.attached.push(Attached {
             root,
             target: target.to_path_buf(),
@@ -143,7 +125,7 @@ impl Mounts {
             synced.push(stat.st_dev);
             // An O_PATH descriptor cannot be synced: reopen it for reading.
             let reopen = PathBuf::from(format!("/proc/self/fd/{}", mount.root.as_raw_fd()));
-            if let Ok(fd) = open_fd(&reopen, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY) {
+            if let Ok(fd) = fd::open(&reopen, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY) {
                 // SAFETY: `fd` is an open descriptor.
                 unsafe { libc::syncfs(fd.as_raw_fd()) };
             }
@@ -174,21 +156,4 @@ fn unmount(mount: &Attached) -> Result<()> {
             e,
         )),
     }
-}
-
-/// `open(path, O_PATH | O_CLOEXEC | extra)`.
-fn open_path_fd(path: &Path, extra: libc::c_int) -> std::io::Result<OwnedFd> {
-    open_fd(path, libc::O_PATH | extra)
-}
-
-fn open_fd(path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a valid C string that outlives the call.
-    let raw = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: open returned a new descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

@@ -84,7 +84,7 @@ impl Drop for SocketFile {
 pub fn listen(path: Option<&Path>, mode: u32) -> Result<(OwnedFd, SocketFile)> {
     if mode & !0o777 != 0 {
         return Err(Error::invalid(format!(
-            "socket mode {mode:#o} has bits beyond 0777"
+            "socket mode 0{mode:o} has bits beyond 0777"
         )));
     }
     let from_env = std::env::var_os(SOCKET_ENV)

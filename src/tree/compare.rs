@@ -80,7 +80,11 @@ impl Comparer<'_> {
         if ma.mode() & 0o7777 != mb.mode() & 0o7777 {
             self.differ(
                 rel,
-                format!("mode {:o} != {:o}", ma.mode() & 0o7777, mb.mode() & 0o7777),
+                format!(
+                    "mode 0{:o} != 0{:o}",
+                    ma.mode() & 0o7777,
+                    mb.mode() & 0o7777
+                ),
             );
         }
         if (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {

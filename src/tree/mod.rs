@@ -12,10 +12,12 @@ pub mod remove;
 
 mod data;
 mod links;
+pub mod measure;
 mod pool;
 mod sys;
 mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
+pub use measure::{Clamp, Measure, measure_tree};
 pub use remove::remove_tree;

@@ -11,11 +11,16 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -113,9 +118,23 @@ static bool in_private_mount_namespace(void)
     return stat("/proc/1/ns/mnt", &init) == 0 && self.st_ino != init.st_ino;
 }
 
+#if !OSSTORE_CHECK_VERSION(0, 1, 0) || OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR + 1, 0, 0)
+#error "OSSTORE_CHECK_VERSION() is wrong at compile time"
+#endif
+
 static void test_library(void)
 {
-    CHECK(strcmp(os_version(), "0.1.0") == 0);
+    /* The header's version macros are the library's version. */
+    char version[64];
+    fmt(version, sizeof version, "%d.%d.%d", OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH);
+    CHECK(strcmp(os_version(), version) == 0);
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH));
+    CHECK(OSSTORE_CHECK_VERSION(0, 0, 0));
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR - 1, 99));
+    CHECK(OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR - 1, 99, 99));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR, OSSTORE_VERSION_PATCH + 1));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR, OSSTORE_VERSION_MINOR + 1, 0));
+    CHECK(!OSSTORE_CHECK_VERSION(OSSTORE_VERSION_MAJOR + 1, 0, 0));
     CHECK(os_last_error() != NULL && os_last_error()[0] == '\0');
     os_free(NULL);
 }
@@ -138,8 +157,13 @@ static void test_open_errors(void)
 
     write_file(scratch, "plainfile", "x");
     fmt(path, sizeof path, "%s/plainfile", scratch);
-    CHECK(os_store_open(path, &store) < 0);
-    CHECK(os_last_error()[0] != '\0');
+    CHECK_RC(os_store_open(path, &store), -ENOTDIR);
+    CHECK(strstr(os_last_error(), "not a directory") != NULL);
+    /* Messages speak C: strerror text, not Rust's "(os error N)". */
+    fmt(path, sizeof path, "%s/plainfile/below", scratch);
+    CHECK_RC(os_store_open(path, &store), -ENOTDIR);
+    CHECK(strstr(os_last_error(), "Not a directory") != NULL);
+    CHECK(strstr(os_last_error(), "os error") == NULL);
     CHECK_RC(os_store_open_ex(scratch, 0x80, &store), -EINVAL);
 
     CHECK(os_store_path(NULL) == NULL);
@@ -229,8 +253,11 @@ static void test_lookups(os_store_t *store, const char *root)
 
     CHECK_RC(os_store_get(store, "abcdefghij", &obj), 0);
     CHECK(os_object_mode(obj) == OS_MODE_READ);
+    /* cache.md: a get names the object the ref named, not the ref. */
+    char resolved[PATH_MAX];
     fmt(expect, sizeof expect, "%s/refs/abcdefghij", root);
-    CHECK(strcmp(os_object_tree(obj), expect) == 0);
+    CHECK(realpath(expect, resolved) != NULL);
+    CHECK(strcmp(os_object_tree(obj), resolved) == 0);
     CHECK(file_has(os_object_tree(obj), "hello", "world"));
     os_object_release(obj);
 
@@ -466,6 +493,169 @@ static void test_bad_handles(os_store_t *store)
     CHECK_RC(os_store_contains((os_store_t *)obj, "x"), -EINVAL);
 }
 
+/* Handles are tokens: a released handle stays invalid whatever is allocated
+ * after it, even when the allocator would hand the same address back. */
+static void test_stale_handles(os_store_t *store)
+{
+    os_object_t *a = NULL, *b = NULL;
+    os_store_new(store, "a", &a);
+    os_object_release(a);
+    os_store_new(store, "b", &b);
+    CHECK(a != NULL && b != NULL && a != b);
+    CHECK(os_object_id(a) == NULL);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    CHECK(os_object_tree(a) == NULL);
+    CHECK(os_object_mode(a) == OS_MODE_READ);
+    CHECK_RC(os_object_finalize(a), -EINVAL);
+    CHECK_RC(os_object_export(a, scratch), -EINVAL);
+    CHECK_RC(os_object_init(a, b), -EINVAL);
+    CHECK_RC(os_object_init(b, a), -EINVAL);
+    CHECK_RC(os_store_commit(store, a, "a", NULL), -EINVAL);
+    os_object_release(a); /* refused: b is not released through it */
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    CHECK(os_object_id(b) && strcmp(os_object_id(b), "b") == 0);
+    CHECK(os_object_mode(b) == OS_MODE_WRITE);
+    os_object_release(b);
+
+    /* A store handle the same way: free, open another, use the old one. */
+    char root[PATH_MAX];
+    os_store_t *s1 = NULL, *s2 = NULL;
+    os_object_t *obj = (os_object_t *)1;
+    fmt(root, sizeof root, "%s/stale-store", scratch);
+    CHECK_RC(os_store_open(root, &s1), 0);
+    os_store_free(s1);
+    CHECK_RC(os_store_open(root, &s2), 0);
+    CHECK(s1 != NULL && s2 != NULL && s1 != s2);
+    CHECK(os_store_path(s1) == NULL);
+    CHECK(strstr(os_last_error(), "not a live store handle") != NULL);
+    CHECK_RC(os_store_contains(s1, "x"), -EINVAL);
+    CHECK_RC(os_store_new(s1, "x", &obj), -EINVAL);
+    CHECK(obj == NULL);
+    CHECK_RC(os_store_gc(s1), -EINVAL);
+    os_store_free(s1); /* refused: s2 is not freed through it */
+    CHECK(os_store_path(s2) && strcmp(os_store_path(s2), root) == 0);
+    CHECK_RC(os_store_new(s2, "x", &obj), 0);
+    CHECK_RC(os_store_commit(s2, obj, "x", NULL), 0);
+    os_store_free(s2);
+}
+
+/* Sends one read-tree request to the server at `sock`; the reply (NUL
+ * terminated) goes to `reply`. Returns 0, or -1 on a transport failure. */
+static int read_tree_request(const char *sock, const char *id, char *reply, size_t size)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char request[512];
+    fmt(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    fmt(request, sizeof request, "{\"method\": \"read-tree\", \"object-id\": \"%s\"}", id);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    ssize_t n = -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        send(fd, request, strlen(request), 0) == (ssize_t)strlen(request))
+        n = recv(fd, reply, size - 1, 0);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    reply[n] = '\0';
+    return 0;
+}
+
+/* What a forked child does with the handles it inherited: every use fails
+ * with -ECHILD, freeing forgets them. Returns a bit mask of what went
+ * wrong (0: all as documented). */
+static int child_uses_inherited(os_store_t *store, os_object_t *work, os_server_t *server)
+{
+    int bad = 0;
+    os_object_t *obj = NULL;
+    char *path = NULL;
+    if (os_object_id(work) != NULL || strstr(os_last_error(), "fork()") == NULL)
+        bad |= 1;
+    if (os_store_contains(store, "forked") != -ECHILD || os_store_new(store, "child", &obj) != -ECHILD)
+        bad |= 2;
+    if (os_object_finalize(work) != -ECHILD || os_object_tree(work) != NULL)
+        bad |= 4;
+    if (os_server_socket_path(server) != NULL || os_store_tempdir(store, NULL, NULL, &path) != -ECHILD)
+        bad |= 8;
+    if (os_store_gc(store) != -ECHILD || os_store_path(store) != NULL)
+        bad |= 16;
+    os_server_stop(server);
+    os_object_release(work);
+    os_store_free(store);
+    /* Freed: the handles are gone in the child. */
+    if (os_store_contains(store, "forked") != -EINVAL)
+        bad |= 32;
+    return bad;
+}
+
+/* fork(): a child that frees, releases and stops inherited handles changes
+ * nothing of the parent's: work dirs, temp dirs and the server stay. */
+static void test_fork(void)
+{
+    char root[PATH_MAX], sock[PATH_MAX], work[PATH_MAX], reply[PATH_MAX + 64];
+    os_store_t *store = NULL;
+    os_object_t *work_obj = NULL, *committed = NULL;
+    os_server_t *server = NULL;
+    char *tempdir = NULL;
+
+    fmt(root, sizeof root, "%s/fork-store", scratch);
+    fmt(sock, sizeof sock, "%s/fork.sock", scratch);
+    CHECK_RC(os_store_open(root, &store), 0);
+    CHECK_RC(os_store_new(store, "forked", &committed), 0);
+    write_file(os_object_tree(committed), "f", "parent's");
+    CHECK_RC(os_store_commit(store, committed, "forked", NULL), 0);
+    CHECK_RC(os_store_new(store, "work", &work_obj), 0);
+    fmt(work, sizeof work, "%s", os_object_tree(work_obj));
+    write_file(work, "f", "being built");
+    CHECK_RC(os_store_tempdir(store, "fork-", NULL, &tempdir), 0);
+    CHECK_RC(os_server_start(store, sock, &server), 0);
+
+    int out[2];
+    CHECK(pipe(out) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The child's stderr goes to the parent, which looks for a panic. */
+        close(out[0]);
+        dup2(out[1], STDERR_FILENO);
+        unsigned char bad = (unsigned char)child_uses_inherited(store, work_obj, server);
+        if (write(out[1], &bad, 1) != 1)
+            _exit(3);
+        /* No exit handlers (the parent's leak checkers would judge the
+         * parent's memory seen from here). */
+        raise(SIGKILL);
+    }
+    close(out[1]);
+    char child_says[4096] = {0};
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof child_says - 1 && (n = read(out[0], child_says + got, sizeof child_says - 1 - got)) > 0)
+        got += (size_t)n;
+    close(out[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CHECK(got >= 1 && child_says[got - 1] == 0); /* the child's bit mask */
+    if (got >= 1 && child_says[got - 1] != 0)
+        fprintf(stderr, "child: failures 0x%x\n", (unsigned)(unsigned char)child_says[got - 1]);
+    child_says[got > 0 ? got - 1 : 0] = '\0';
+    CHECK(strstr(child_says, "panicked") == NULL);
+
+    /* The parent's state is untouched, its server still answers. */
+    CHECK(file_has(work, "f", "being built"));
+    CHECK(tempdir && exists(tempdir));
+    CHECK(exists(sock));
+    CHECK(read_tree_request(sock, "forked", reply, sizeof reply) == 0);
+    CHECK(strstr(reply, "\"path\"") != NULL && strstr(reply, "null") == NULL);
+    CHECK(os_object_id(work_obj) && strcmp(os_object_id(work_obj), "work") == 0);
+    CHECK(strcmp(os_server_socket_path(server), sock) == 0);
+    os_server_stop(server);
+    CHECK(!exists(sock));
+    os_object_release(work_obj);
+    CHECK(!exists(work));
+    os_free(tempdir);
+    os_store_free(store);
+}
+
 static void test_foreign_object(os_store_t *store)
 {
     char other_root[PATH_MAX];
@@ -517,6 +707,11 @@ static void test_server(os_store_t *store)
     CHECK_RC(os_server_start_ex(store, sock, &options, &server), 0);
     CHECK(mode_of(sock) == 0640);
     os_server_stop(server);
+    /* Octal as C writes it. */
+    options.socket_mode = 01777;
+    CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
+    CHECK(strstr(os_last_error(), "01777") != NULL && strstr(os_last_error(), "0o") == NULL);
+    options.socket_mode = 0640;
     options.struct_size = 1;
     CHECK_RC(os_server_start_ex(store, sock, &options, &server), -EINVAL);
     options.struct_size = sizeof options;
@@ -536,6 +731,38 @@ static void test_server(os_store_t *store)
 
     /* Left running: os_store_free stops it (checked in main). */
     CHECK_RC(os_server_start(store, sock, &server), 0);
+}
+
+/* os_last_error() follows errno's rule: failures set it, successes leave it
+ * alone, so the message read beside a later successful call is still the
+ * earlier failure's, in valid memory (valgrind checks the reads). */
+static void test_last_error_rule(os_store_t *store)
+{
+    char before[256], line[300];
+    CHECK_RC(os_store_contains(store, "bad/id"), -EINVAL);
+    const char *message = os_last_error();
+    fmt(before, sizeof before, "%s", message);
+    CHECK(before[0] != '\0');
+    fprintf(stderr, "last-error rule: %d: %s\n", os_store_contains(store, "x"), os_last_error());
+    snprintf(line, sizeof line, "%d: %s", os_store_contains(store, "x"), os_last_error());
+    CHECK(strncmp(line, "0: ", 3) == 0 && strcmp(line + 3, before) == 0);
+    CHECK(strcmp(message, before) == 0); /* the old pointer is still valid */
+
+    /* A pointer-returning function that fails sets the message. */
+    CHECK(os_object_id(NULL) == NULL);
+    CHECK(strcmp(os_last_error(), before) != 0 && strstr(os_last_error(), "NULL") != NULL);
+    CHECK(os_store_path((const os_store_t *)(uintptr_t)0x10) == NULL);
+    CHECK(strstr(os_last_error(), "not a live store handle") != NULL);
+    /* A void function that fails sets it too; a success does not clear it. */
+    os_object_release((os_object_t *)(uintptr_t)0x20);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    CHECK(os_store_path(store) != NULL);
+    CHECK(strstr(os_last_error(), "not a live object handle") != NULL);
+    /* Fetched before a failing call (as right-to-left argument evaluation
+     * does), the pointer stays readable. */
+    message = os_last_error();
+    CHECK_RC(os_store_contains(store, NULL), -EINVAL);
+    CHECK(strstr(message, "not a live object handle") != NULL);
 }
 
 static void *thread_error(void *arg)
@@ -591,7 +818,10 @@ int main(void)
     test_release_hard_trees(store);
     test_gc(store, root);
     test_bad_handles(store);
+    test_last_error_rule(store);
+    test_stale_handles(store);
     test_foreign_object(store);
+    test_fork();
     if (geteuid() == 0 && in_private_mount_namespace())
         test_host_tree(store);
     else

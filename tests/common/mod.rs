@@ -14,6 +14,7 @@ pub fn quick(path: &Path) -> Store {
         OpenOptions {
             durable: false,
             collect_garbage: true,
+            read_only: false,
         },
     )
     .expect("open")

@@ -1,0 +1,250 @@
+//! Commit: moving (or copying) an object's tree into `objects/` and
+//! swapping its ref, durably.
+
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::renameat;
+use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
+
+use super::{NEW_REF_NAME, Store, TREE_NAME, evict};
+use crate::cache::settings::Settings;
+use crate::cache::sidecar::{self, Info};
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::lock::DirLock;
+use crate::object::{Holding, Mode, Object};
+use crate::tempdir::TempDir;
+use crate::tree::{Clamp, measure_tree};
+
+/// Name of the sidecar inside the work dir until it moves to `meta/`.
+const SIDECAR_NAME: &str = "meta";
+
+impl Store {
+    /// Commits `object` under `id` and returns the new object's name.
+    ///
+    /// With the object's own id its tree is moved (`rename(2)`, inodes kept)
+    /// to `objects/<uuid>` and the object becomes READ. With another id a
+    /// copy is committed and `object` is left as it was (a snapshot). Then
+    /// `refs/<id>` is replaced atomically.
+    ///
+    /// With a durable store (the default) the tree, its new name in
+    /// `objects/` and every directory entry are flushed (`syncfs(2)`) before
+    /// the ref names it, and `refs/` is `fsync`ed after the swap.
+    ///
+    /// On failure nothing changes: the tree stays in the object, no copy is
+    /// left behind and the ref keeps its old target. The one exception is a
+    /// failure of the final `fsync` of `refs/`: the ref has been swapped by
+    /// then, so the commit has happened (`object` is committed as for a
+    /// success) and the error says that it may not survive a power cut
+    /// (the ref then names the old tree or the new one, both complete).
+    pub fn commit(&self, object: &mut Object, id: &str) -> Result<String> {
+        ids::check_id(id)?;
+        self.require_writable("commit")?;
+        if object.id == id {
+            return self.move_in(object);
+        }
+        let context = || format!("cannot commit a copy of object {:?} as {id:?}", object.id);
+        let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
+        // On failure `copy` is dropped, which removes its work dir and
+        // whatever was copied so far.
+        copy.init(object).map_err(|e| e.context(context()))?;
+        self.move_in(&mut copy)
+    }
+
+    fn move_in(&self, object: &mut Object) -> Result<String> {
+        let Holding::Work(workdir) = &object.holding else {
+            return Err(Error::invalid(format!(
+                "cannot commit object {:?} under its own id: its tree is not a work tree \
+                 (it was committed already or is a view); commit it under another id to copy it",
+                object.id
+            )));
+        };
+        let context = || format!("cannot commit object {:?}", object.id);
+        let name = uuid::Uuid::new_v4().hyphenated().to_string();
+        let dest = self.inner.objects.join(&name);
+        // The sidecar, written in the work dir: clamped timestamps, size,
+        // and what the object carries (see `crate::cache`).
+        let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
+        let info = self
+            .measure_for_commit(object, &settings)
+            .map_err(|e| e.context(context()))?;
+        // Locked before it moves and held by the committed object: no
+        // collection takes the tree while it is in `objects/` without a ref,
+        // nor while this handle lives. (No store-wide lock is needed: the
+        // work dir is locked by its owner until the tree has left it, and a
+        // collection reads the refs again once it holds an object; see
+        // `gc`.)
+        let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, &object.tree)
+            .map_err(|e| e.context(context()))?;
+        // Opened before anything moves, so that once the ref is swapped only
+        // the sync itself can still fail.
+        let refs_dir = self
+            .open_refs_for_sync()
+            .map_err(|e| e.context(context()))?;
+        renameat(
+            workdir.fd(),
+            TREE_NAME,
+            &self.inner.objects_dir,
+            name.as_str(),
+        )
+        .map_err(|e| {
+            Error::sys(format_args!("cannot move tree to {}", dest.display()), e).context(context())
+        })?;
+        let mut total = None;
+        if let Err(e) = self
+            .install_sidecar(workdir, &name, &info)
+            .and_then(|()| self.make_durable(&tree_lock))
+            .and_then(|()| {
+                total = self.count_in(&settings, info.size)?;
+                self.swap_ref(&object.id, &name, workdir)
+            })
+        {
+            let _ = crate::tree::remove_tree(&self.inner.meta.join(&name));
+            // Put the tree back: the object is as it was before the call.
+            let e = match renameat(
+                &self.inner.objects_dir,
+                name.as_str(),
+                workdir.fd(),
+                TREE_NAME,
+            ) {
+                Ok(()) => e,
+                // The name is in no ref: collection reclaims it once this
+                // process has let go of it.
+                Err(back) => Error::new(
+                    e.errno(),
+                    format!(
+                        "{e}; and the tree could not be moved back from {} ({back})",
+                        dest.display()
+                    ),
+                ),
+            };
+            return Err(e.context(context()));
+        }
+        object.stop_floating();
+        object.mode = Mode::Read;
+        object.tree = dest;
+        // Dropping the work dir removes it (it is empty now).
+        object.holding = Holding::Committed(tree_lock);
+        object.cache.info = std::sync::OnceLock::from(info);
+        // Best effort: the commit has happened; an eviction that fails now
+        // is retried by the next commit or `evict`.
+        let _ = self.evict_after_commit(&settings, total, &name);
+        if let Some(refs) = refs_dir {
+            refs.sync_all().map_err(|e| {
+                Error::path("cannot sync", &self.inner.refs, e).context(format!(
+                    "object {:?} was committed as {name} but may not survive a power cut",
+                    object.id
+                ))
+            })?;
+        }
+        Ok(name)
+    }
+
+    /// Clamps the tree's timestamps to the source epoch, measures it, and
+    /// refuses it with `EFBIG` when it is larger than `max-size`; returns
+    /// its sidecar information.
+    fn measure_for_commit(&self, object: &Object, settings: &Settings) -> Result<Info> {
+        let clamp = match object.cache.source_epoch {
+            Some(epoch) => Some(Clamp {
+                epoch,
+                since: object.created()?,
+            }),
+            None => None,
+        };
+        let measured = measure_tree(&object.tree, clamp)?;
+        self.check_fits(settings, measured.bytes)?;
+        let mut info = object.info()?.clone();
+        info.size = measured.bytes;
+        info.files = measured.entries;
+        Ok(info)
+    }
+
+    /// Writes the sidecar in the work dir and moves it to `meta/<name>`
+    /// (after the tree has moved to `objects/<name>`: see `gc`).
+    fn install_sidecar(&self, workdir: &TempDir, name: &str, info: &Info) -> Result<()> {
+        let meta = self
+            .inner
+            .meta_dir
+            .as_ref()
+            .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
+        // Left over by an earlier attempt that failed.
+        crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
+        sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
+        renameat(workdir.fd(), SIDECAR_NAME, meta, name).map_err(|e| {
+            Error::sys(
+                format_args!(
+                    "cannot move sidecar to {}",
+                    self.inner.meta.join(name).display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores
+    /// only).
+    fn open_refs_for_sync(&self) -> Result<Option<std::fs::File>> {
+        if !self.inner.options.durable {
+            return Ok(None);
+        }
+        let refs = &self.inner.refs;
+        std::fs::File::open(refs)
+            .map(Some)
+            .map_err(|e| Error::path("cannot open", refs, e))
+    }
+
+    /// Flushes the store's filesystem (durable stores only): the tree's
+    /// contents, its rename into `objects/` and every directory entry, so
+    /// that nothing a ref will name can be lost to a power cut.
+    fn make_durable(&self, tree: &DirLock) -> Result<()> {
+        if !self.inner.options.durable {
+            return Ok(());
+        }
+        // SAFETY: the descriptor is open for the lifetime of `tree`.
+        if unsafe { libc::syncfs(tree.fd().as_raw_fd()) } != 0 {
+            return Err(Error::io(
+                format_args!("syncfs of the store {}", self.inner.root.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Points `refs/<id>` at `../objects/<name>`. A new ref is created in
+    /// place (`symlinkat` is atomic: readers see no ref, then the complete
+    /// one); an existing one is replaced by a link made under a temporary
+    /// name in the committing object's work dir and renamed over it. (The
+    /// work dir is locked by its owner, so no collection removes the link
+    /// before the rename, and none needs to wait.)
+    fn swap_ref(&self, id: &str, name: &str, workdir: &TempDir) -> Result<()> {
+        let target = format!("../objects/{name}");
+        let ref_path = || self.inner.refs.join(id);
+        match symlinkat(target.as_str(), &self.inner.refs_dir, id) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format_args!("cannot create ref {}", ref_path().display()),
+                    e,
+                ));
+            }
+        }
+        symlinkat(target.as_str(), workdir.fd(), NEW_REF_NAME).map_err(|e| {
+            let path = workdir
+                .path()
+                .join(OsStr::from_bytes(NEW_REF_NAME.to_bytes()));
+            Error::sys(format_args!("cannot create link {}", path.display()), e)
+        })?;
+        if let Err(e) = renameat(workdir.fd(), NEW_REF_NAME, &self.inner.refs_dir, id) {
+            let _ = unlinkat(workdir.fd(), NEW_REF_NAME, UnlinkatFlags::NoRemoveDir);
+            return Err(Error::sys(
+                format_args!("cannot replace ref {}", ref_path().display()),
+                e,
+            ));
+        }
+        Ok(())
+    }
+}

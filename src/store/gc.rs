@@ -1,0 +1,179 @@
+//! Garbage collection: reclaiming abandoned entries of `tmp/` and objects
+//! that no ref names.
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::Store;
+use super::cached::is_generated_name;
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::mount;
+use crate::tree;
+
+/// What [`Store::gc`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Entries of `tmp/` and `objects/` removed.
+    pub removed: usize,
+}
+
+impl Store {
+    /// Removes what nobody can use any more: entries of `tmp/` that no live
+    /// handle (in any process) holds, and objects that no ref names and no
+    /// live handle holds. Mounts left inside abandoned entries are detached.
+    ///
+    /// Creating objects and temp dirs, committing, look-ups and pinning go
+    /// on while a collection runs (see [`crate::lock`]). An entry that cannot be removed does not stop the
+    /// sweep: everything else is collected and then the first such error is
+    /// returned.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.require_writable("collect garbage")?;
+        let context = || format!("cannot collect garbage in {}", self.inner.root.display());
+        let _sweeping = DirLock::exclusive(&self.inner.tmp).map_err(|e| e.context(context()))?;
+        let mut report = GcReport::default();
+        // One entry that cannot be removed (another user's, a busy mount)
+        // does not stop the sweep; the first such error is reported at the
+        // end.
+        let mut first_error = None;
+        let mut note = |result: Result<bool>| match result {
+            Ok(true) => report.removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        };
+        for (path, is_dir) in list_dir(&self.inner.tmp).map_err(|e| e.context(context()))? {
+            note(reclaim(&path, is_dir));
+        }
+        // Objects only once every ref could be read: a ref that cannot be
+        // read might name any of them.
+        let named = self.names_in_refs().map_err(|e| e.context(context()))?;
+        // Only names osstore generates: a stranger's entry stays.
+        let unnamed: Vec<(PathBuf, bool)> = list_dir(&self.inner.objects)
+            .map_err(|e| e.context(context()))?
+            .into_iter()
+            .filter(|(path, is_dir)| {
+                *is_dir
+                    && path.file_name().is_some_and(|n| {
+                        is_generated_name(n.as_bytes()) && !named.contains(n.as_bytes())
+                    })
+            })
+            .collect();
+        for batch in unnamed.chunks(OBJECT_BATCH) {
+            let mut locked = Vec::new();
+            for (path, _) in batch {
+                match lock_unowned(path) {
+                    Ok(Some(lock)) => locked.push((path, lock)),
+                    Ok(None) => {}
+                    Err(e) => note(Err(e)),
+                }
+            }
+            if locked.is_empty() {
+                continue;
+            }
+            // Read the refs again now that these objects are locked: a
+            // commit holds its tree from before it enters `objects/` until
+            // its ref names it, so one that ended after the first reading
+            // shows its ref now, and none can still be under way.
+            let named = self.names_in_refs().map_err(|e| e.context(context()))?;
+            // Objects a ref names are let go of before anything is removed:
+            // pinning one waits for exactly this (see `crate::lock`).
+            let doomed: Vec<_> = locked
+                .into_iter()
+                .filter(|(path, _)| {
+                    path.file_name()
+                        .is_none_or(|n| !named.contains(n.as_bytes()))
+                })
+                .collect();
+            for (path, lock) in doomed {
+                note(remove_locked(path, &lock).map(|()| true));
+            }
+        }
+        // Sidecars whose object is gone (removed by a collection or an
+        // eviction that was killed). A commit moves its tree into
+        // `objects/` before its sidecar into `meta/`, so a sidecar listed
+        // here whose object is missing afterwards has none.
+        for (path, is_dir) in list_dir(&self.inner.meta).map_err(|e| e.context(context()))? {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if is_dir
+                && is_generated_name(name.as_bytes())
+                && std::fs::symlink_metadata(self.inner.objects.join(name)).is_err()
+            {
+                // Not counted: the report counts trees.
+                note(tree::remove_tree(&path).map(|()| false));
+            }
+        }
+        first_error.map_or(Ok(report), Err)
+    }
+
+    /// Object names that some ref points at. Fails if a ref cannot be read.
+    fn names_in_refs(&self) -> Result<HashSet<Vec<u8>>> {
+        let mut named = HashSet::new();
+        for (path, _) in list_dir(&self.inner.refs)? {
+            match std::fs::read_link(&path) {
+                Ok(target) => {
+                    if let Some(name) = target.file_name() {
+                        named.insert(name.as_bytes().to_vec());
+                    }
+                }
+                // Not a link (names nothing), or removed since listed.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+                Err(e) => return Err(Error::path("cannot read ref", &path, e)),
+            }
+        }
+        Ok(named)
+    }
+}
+
+/// How many unnamed objects a collection locks before it reads the refs
+/// again (bounded: each lock is a descriptor).
+const OBJECT_BATCH: usize = 256;
+
+/// Removes one unowned entry of `tmp/`; `false` when somebody holds it or it
+/// is gone already.
+fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
+    // osstore makes only directories in `tmp/`: a file is a stranger's.
+    if !is_dir {
+        return Ok(false);
+    }
+    match lock_unowned(path)? {
+        Some(owned) => remove_locked(path, &owned).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// An exclusive lock on the directory `path` if nobody holds it; `None`
+/// when somebody does or it is gone already.
+fn lock_unowned(path: &Path) -> Result<Option<DirLock>> {
+    match DirLock::try_exclusive(path) {
+        // Owners remove their entries without the store lock, so one listed
+        // a moment ago may be gone.
+        Err(e) if e.errno() == libc::ENOENT => Ok(None),
+        other => other,
+    }
+}
+
+/// Removes the directory `path`, which the caller holds locked as `lock`, with the
+/// mounts left inside it.
+pub(super) fn remove_locked(path: &Path, lock: &DirLock) -> Result<()> {
+    mount::detach_mounts_below(lock.fd().as_fd())?;
+    tree::remove_tree(path)
+}
+
+/// Entries of a directory with whether each is a directory (not following
+/// symlinks).
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::path("cannot read", dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::path("cannot read", dir, e))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        out.push((entry.path(), is_dir));
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! `measure_tree`: the size of a tree as the cache counts it, and the
+//! clamping of its timestamps to a source epoch, in one parallel walk (see
+//! [`super::pool`]).
+//!
+//! Size = allocated bytes (`st_blocks * 512`) of every entry, the root
+//! included, each inode with several links inside the tree once. Every
+//! directory is opened relative to its parent's descriptor with
+//! `O_NOFOLLOW | O_DIRECTORY` and checked to be the inode that was listed,
+//! so the walk never leaves the tree; mounts below the root are not entered
+//! (the mount point's own directory is counted).
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::dir::Type;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::Mode;
+
+use super::pool::{self, Node, Walker};
+use super::sys::{FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, read_names};
+use crate::error::{Error, Result};
+
+/// What [`measure_tree`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measure {
+    /// Allocated bytes of every inode of the tree, once each.
+    pub bytes: u64,
+    /// Entries of the tree, the root included.
+    pub entries: u64,
+}
+
+/// Setting atime and mtime of every entry whose mtime is at or after
+/// `since` (Unix seconds) to `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clamp {
+    /// The source epoch.
+    pub epoch: i64,
+    /// The object's creation second.
+    pub since: i64,
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Measures the tree at `path` (a directory, not followed if a symlink)
+/// and, with `clamp`, clamps its timestamps on the way.
+pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
+    let fail = |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
+    let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty()).map_err(|e| fail("open", e))?;
+    let st = fstatx(root.as_fd()).map_err(|e| fail("stat", e))?;
+    let walker = Measurer {
+        path,
+        dev: st.dev,
+        clamp,
+        bytes: AtomicU64::new(st.blocks * 512),
+        entries: AtomicU64::new(1),
+        linked: Mutex::new(HashSet::new()),
+    };
+    if let Some(c) = clamp {
+        if st.mtime.sec >= c.since {
+            set_times(root.as_fd(), c"", libc::AT_EMPTY_PATH, c.epoch, &st)
+                .map_err(|e| fail("set times of", e))?;
+        }
+    }
+    pool::run(&walker, root, pool::default_threads())?;
+    Ok(Measure {
+        bytes: walker.bytes.load(Ordering::Relaxed),
+        entries: walker.entries.load(Ordering::Relaxed),
+    })
+}
+
+struct Measurer<'a> {
+    path: &'a Path,
+    dev: u64,
+    clamp: Option<Clamp>,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    /// Inodes with several links seen so far.
+    linked: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Walker for Measurer<'_> {
+    type Data = OwnedFd;
+    type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
+
+    fn scratch(&self) -> Self::Scratch {
+        (Vec::new(), Vec::new())
+    }
+
+    fn visit(
+        &self,
+        scratch: &mut Self::Scratch,
+        node: &Node<OwnedFd>,
+        children: &mut Vec<(PathBuf, OwnedFd)>,
+    ) -> Result<()> {
+        let dir = node.data.as_fd();
+        let (names, buf) = scratch;
+        read_names(dir, names, buf).map_err(|e| self.error("read directory", &node.rel, e))?;
+        let (mut bytes, mut entries) = (0, 0);
+        for (name, _) in names.iter() {
+            let rel = || node.rel.join(OsStr::from_bytes(name.to_bytes()));
+            let st = match lstatx(dir, name) {
+                Ok(st) => st,
+                Err(e) => return Err(self.error("stat", &rel(), e)),
+            };
+            entries += 1;
+            if st.is_dir() || st.nlink < 2 || self.first_link(&st) {
+                bytes += st.blocks * 512;
+            }
+            if let Some(c) = self.clamp {
+                if st.mtime.sec >= c.since {
+                    set_times(dir, name, libc::AT_SYMLINK_NOFOLLOW, c.epoch, &st)
+                        .map_err(|e| self.error("set times of", &rel(), e))?;
+                }
+            }
+            if st.is_dir() && st.dev == self.dev {
+                let fd = openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty())
+                    .map_err(|e| self.error("open", &rel(), e))?;
+                let opened = fstatx(fd.as_fd()).map_err(|e| self.error("stat", &rel(), e))?;
+                if opened.inode() != st.inode() {
+                    return Err(self.error(
+                        "directory replaced while measuring",
+                        &rel(),
+                        Errno::EAGAIN,
+                    ));
+                }
+                children.push((rel(), fd));
+            }
+        }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn leave(&self, _: &mut Self::Scratch, _: &Node<OwnedFd>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Measurer<'_> {
+    /// Whether this is the first link of a multiply linked inode seen.
+    fn first_link(&self, st: &Stat) -> bool {
+        let mut linked = self.linked.lock().unwrap_or_else(|p| p.into_inner());
+        linked.insert(st.inode())
+    }
+
+    fn error(&self, what: &str, rel: &Path, e: Errno) -> Error {
+        Error::sys(format_args!("{what} {}", self.path.join(rel).display()), e)
+    }
+}
+
+/// Sets atime and mtime of `name` in `dir` to `epoch`; an immutable entry
+/// is left as it is.
+fn set_times(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    epoch: i64,
+    st: &Stat,
+) -> nix::Result<()> {
+    let t = libc::timespec {
+        tv_sec: epoch,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: `name` is NUL-terminated, `times` holds two timespecs.
+    let r = unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) };
+    match Errno::result(r) {
+        Err(Errno::EPERM) if is_immutable(dir, name, flags, st) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Whether the file or directory `name` in `dir` has the immutable flag.
+fn is_immutable(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, st: &Stat) -> bool {
+    if !matches!(st.kind(), libc::S_IFREG | libc::S_IFDIR) {
+        return false;
+    }
+    let opened;
+    let fd = if flags & libc::AT_EMPTY_PATH != 0 {
+        dir
+    } else {
+        let oflags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        match openat(dir, name, oflags, Mode::empty()) {
+            Ok(fd) => {
+                opened = fd;
+                opened.as_fd()
+            }
+            Err(_) => return false,
+        }
+    };
+    inode_flags(fd).is_ok_and(|f| f & FS_IMMUTABLE_FL != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn blocks(p: &Path) -> u64 {
+        std::fs::symlink_metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn counts_every_entry_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        std::fs::create_dir_all(t.join("a/b")).unwrap();
+        std::fs::write(t.join("a/f"), vec![1u8; 10000]).unwrap();
+        std::fs::hard_link(t.join("a/f"), t.join("a/b/g")).unwrap();
+        std::os::unix::fs::symlink("a/f", t.join("l")).unwrap();
+        let m = measure_tree(&t, None).unwrap();
+        assert_eq!(m.entries, 6);
+        let expected = blocks(&t)
+            + blocks(&t.join("a"))
+            + blocks(&t.join("a/b"))
+            + blocks(&t.join("a/f"))
+            + blocks(&t.join("l"));
+        assert_eq!(m.bytes, expected);
+    }
+
+    #[test]
+    fn clamps_only_entries_at_or_after_the_creation_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        std::fs::create_dir_all(t.join("d")).unwrap();
+        std::fs::write(t.join("d/new"), "").unwrap();
+        std::fs::write(t.join("old"), "").unwrap();
+        std::os::unix::fs::symlink("missing", t.join("link")).unwrap();
+        let old = std::fs::File::options()
+            .write(true)
+            .open(t.join("old"))
+            .unwrap();
+        old.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
+        let now = std::fs::metadata(&t).unwrap().mtime();
+        measure_tree(
+            &t,
+            Some(Clamp {
+                epoch: 5000,
+                since: now - 1,
+            }),
+        )
+        .unwrap();
+        for p in ["", "d", "d/new"] {
+            assert_eq!(std::fs::metadata(t.join(p)).unwrap().mtime(), 5000, "{p}");
+        }
+        assert_eq!(
+            std::fs::symlink_metadata(t.join("link")).unwrap().mtime(),
+            5000
+        );
+        assert_eq!(std::fs::metadata(t.join("old")).unwrap().mtime(), 1000);
+    }
+}
