@@ -60,7 +60,7 @@ link_c = $(CC) $(C_STRICT) $(CFLAGS) $(CPPFLAGS) $(1) -o $@ $(2) $(LDFLAGS) \
 
 .PHONY: FORCE all lib rust-lib cli cli-docs header header-check demo check deps install uninstall clean deb \
         lint test-rust test-c test-c-asan test-install test-symbols test-dlopen test-client test-client-server test-load fuzz-smoke check-summary \
-        test-man test-abi test-deb abi-baseline \
+        test-man test-abi test-deb abi-baseline test-c-cache \
         bench fuzz loadtest
 
 all: lib client cli
@@ -196,6 +196,15 @@ test-c: $(BUILD)/tests/test_api $(BUILD)/tests/header_c99.o
 
 test-c-asan: $(BUILD)/tests/test_api_asan
 	$(PRIVATE_NS) env ASAN_OPTIONS=detect_leaks=1 $(BUILD)/tests/test_api_asan 2>&1 | tee $(LOGS)/c-asan.log; exit $${PIPESTATUS[0]}
+
+# The cache (shared/spec/cache.md) through the header only; part of test-c.
+test-c: test-c-cache
+$(BUILD)/tests/test_cache: tests/c/test_cache.c tests/c/check.h $(SHARED) $(PC_UNINST)
+	@mkdir -p $(dir $@)
+	$(call link_c,-D_GNU_SOURCE,$<)
+test-c-cache: $(BUILD)/tests/test_cache
+	@mkdir -p $(LOGS)
+	$(PRIVATE_NS) $(BUILD)/tests/test_cache 2>&1 | tee $(LOGS)/c-cache.log; exit $${PIPESTATUS[0]}
 
 # Only os_* symbols may be exported, each tagged OSSTORE_0.1, and the SONAME set;
 # the header declares only prefixed names and documents every function.

@@ -31,6 +31,7 @@
 #define OSSTORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /**
  * The version of this header, at compile time (os_version() tells the
@@ -49,6 +50,13 @@
    (OSSTORE_VERSION_MAJOR == (major) && OSSTORE_VERSION_MINOR > (minor)) ||  \
    (OSSTORE_VERSION_MAJOR == (major) && OSSTORE_VERSION_MINOR == (minor) &&  \
     OSSTORE_VERSION_PATCH >= (patch)))
+
+/**
+ * Flag for os_store_contains_ex(): ignore floating objects; answer whether
+ * a committed object for the id is in the store (what a builder reports as
+ * "cached").
+ */
+#define OS_LOOKUP_CACHED_ONLY 1
 
 /**
  * Flag of os_store_open_ex(): commits are not made durable (no `syncfs`
@@ -103,6 +111,97 @@ struct os_server;
 struct os_store;
 
 /**
+ * A store: a directory of committed trees (`objects/`), the names that
+ * point to them (`refs/`) and work dirs (`tmp/`). A store handle may be used
+ * by several threads at once (the server uses it from a thread of its own).
+ */
+typedef struct os_store os_store_t;
+
+/**
+ * The totals of a store, filled by os_store_stat(). Set `struct_size` to
+ * `sizeof(os_store_stat_t)` before the call.
+ */
+struct os_store_stat {
+  /**
+   * `sizeof(os_store_stat_t)` as the caller knows it.
+   */
+  size_t struct_size;
+  /**
+   * Committed objects on disk (named by a ref).
+   */
+  uint64_t objects;
+  /**
+   * Refs.
+   */
+  uint64_t refs;
+  /**
+   * Total size of the committed objects, in allocated bytes; exact.
+   */
+  uint64_t bytes;
+  /**
+   * The part of `bytes` held by live handles in any process.
+   */
+  uint64_t pinned_bytes;
+  /**
+   * The `max-size` setting; UINT64_MAX when unlimited.
+   */
+  uint64_t max_size;
+  /**
+   * Free bytes on the store's filesystem.
+   */
+  uint64_t fs_free;
+};
+
+/**
+ * The totals of a store (see os_store_stat()).
+ */
+typedef struct os_store_stat os_store_stat_t;
+
+/**
+ * One ref of a store, as os_store_list() reports it.
+ */
+struct os_object_info {
+  /**
+   * The ref's name (the object id); valid during the callback only.
+   */
+  const char *id;
+  /**
+   * `objects/<name>`; valid during the callback only.
+   */
+  const char *name;
+  /**
+   * Size in allocated bytes.
+   */
+  uint64_t size;
+  /**
+   * Entries of the tree, its root included.
+   */
+  uint64_t files;
+  /**
+   * Creation time, Unix seconds.
+   */
+  int64_t created;
+  /**
+   * Last use, Unix seconds.
+   */
+  int64_t last_used;
+  /**
+   * 1 if a live handle in any process holds the object, else 0.
+   */
+  int pinned;
+};
+
+/**
+ * One ref of a store (see os_store_list()).
+ */
+typedef struct os_object_info os_object_info_t;
+
+/**
+ * The callback of os_store_list(): a non-zero return stops the walk.
+ */
+typedef int (*os_list_fn)(const os_object_info_t *info, void *userdata);
+
+/**
  * An object: one tree of a store, being built (OS_MODE_WRITE) or
  * finished (OS_MODE_READ). One thread at a time may use an object handle.
  */
@@ -112,13 +211,6 @@ typedef struct os_object os_object_t;
  * The mode of an object.
  */
 typedef enum os_mode os_mode_t;
-
-/**
- * A store: a directory of committed trees (`objects/`), the names that
- * point to them (`refs/`) and work dirs (`tmp/`). A store handle may be used
- * by several threads at once (the server uses it from a thread of its own).
- */
-typedef struct os_store os_store_t;
 
 /**
  * A running store server: it answers the store's socket protocol from a
@@ -170,6 +262,159 @@ typedef struct os_server_options os_server_options_t;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Sets the store's setting `key` to `value`, atomically and durably, for
+ * every process using the store (each applies it at its next commit).
+ *
+ * Keys and values (cache.md): `max-size`: bytes with an optional unit
+ * (`kB KiB MB MiB GB GiB TB TiB`, spaces allowed before it) or `unlimited`
+ * (the default); `low-water`: percent of max-size an eviction brings the
+ * total down to, 1-100 (default 90); `min-free`: bytes (units as above)
+ * or `N%` of the filesystem to keep free (default `5%`).
+ *
+ * Returns 0; -EINVAL for a NULL or unknown key or a bad value (the message
+ * names the accepted forms; nothing is written); -EROFS for a store opened
+ * with OS_STORE_READ_ONLY; -ENOTSUP for a settings file of a newer format;
+ * -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it
+ * was inherited through fork(); or the errno of writing the file.
+ *
+ * Threads: any, concurrently with other calls on the store.
+ */
+int os_store_config_set(os_store_t *store, const char *key, const char *value);
+
+/**
+ * Hands out the canonical value of the setting `key` through `*value_out`
+ * (bytes as a plain integer, `unlimited`, or `N%`; the default when unset);
+ * free it with os_free(). On failure `*value_out` is NULL.
+ *
+ * Returns 0; -EINVAL for a NULL or unknown key or a NULL `value_out`;
+ * -ENOTSUP for a settings file of a newer format; -EINVAL when `store` is
+ * NULL or not a live store handle, -ECHILD when it was inherited through
+ * fork().
+ *
+ * Threads: any, concurrently with other calls on the store.
+ */
+int os_store_config_get(os_store_t *store, const char *key, char **value_out);
+
+/**
+ * Fills `*out` with the store's totals: committed objects, refs, their
+ * exact total size (a fresh measurement of every object would give the
+ * same number), the part pinned by live handles in any process, the
+ * `max-size` setting and the free space of the store's filesystem. An
+ * object from osstore 0.1 is measured on the way (and its sidecar written,
+ * unless the store is read-only).
+ *
+ * Returns 0; -EINVAL for a NULL `out` or a `struct_size` smaller than
+ * `sizeof(os_store_stat_t)` of this version; -EINVAL when `store` is NULL or
+ * not a live store handle, -ECHILD when it was inherited through fork(); or
+ * the errno of reading the store.
+ *
+ * Threads: any, concurrently with other calls on the store.
+ */
+int os_store_stat(os_store_t *store, os_store_stat_t *out);
+
+/**
+ * Calls `fn` once per ref of the store, least recently used first (ties:
+ * older creation first), with what the store knows about its object. A
+ * non-zero return of `fn` stops the walk and is returned. The store is
+ * read first and the calls made afterwards, so `fn` may call the library
+ * (even on this store).
+ *
+ * Returns 0 after the last call, the callback's non-zero value, or a
+ * negative errno: -EINVAL for a NULL `fn`; -EINVAL when `store` is NULL or
+ * not a live store handle, -ECHILD when it was inherited through fork(); or
+ * the errno of reading the store.
+ *
+ * Threads: any, concurrently with other calls on the store.
+ */
+int os_store_list(os_store_t *store, os_list_fn fn, void *userdata);
+
+/**
+ * Evicts the least recently used unpinned refs, each with its object, until
+ * the store's total is at most `target_bytes`. Objects held by live handles
+ * in any process are skipped, so the total may stay above the target.
+ * Unless `freed_out` is NULL, the bytes freed are stored there.
+ *
+ * Returns 0; -EROFS for a store opened with OS_STORE_READ_ONLY; -EINVAL when
+ * `store` is NULL or not a live store handle, -ECHILD when it was inherited
+ * through fork(); or the errno of removing an object.
+ *
+ * Threads: any, concurrently with other calls on the store (and other
+ * processes: evictions take turns).
+ */
+int os_store_evict(os_store_t *store, uint64_t target_bytes, uint64_t *freed_out);
+
+/**
+ * os_store_contains() with `flags`: with OS_LOOKUP_CACHED_ONLY, floating
+ * objects are ignored and the answer is whether a committed object for the
+ * id is in the store. A hit counts as a use of the object.
+ *
+ * Returns 1 when it has, 0 when not (always 0 for an empty id), or a
+ * negative errno: -EINVAL for an invalid id or unknown flags; -EINVAL when
+ * `store` is NULL or not a live store handle, -ECHILD when it was inherited
+ * through fork().
+ *
+ * Threads: any, concurrently with other calls on the store.
+ */
+int os_store_contains_ex(os_store_t *store, const char *object_id, unsigned int flags);
+
+/**
+ * Sets the metadata `key` of an object in OS_MODE_WRITE to the JSON text
+ * `json` (setting a key again replaces it). Keys follow the rules of object
+ * ids. os_object_init() copies the base's metadata; a commit (move or copy)
+ * carries it; a committed object's metadata never changes.
+ *
+ * Returns 0; -EINVAL for an invalid key or a `json` that is not valid JSON;
+ * -EPERM for an object in OS_MODE_READ or committed; -EINVAL when `object`
+ * is NULL or not a live object handle, -ECHILD when it was inherited
+ * through fork().
+ *
+ * Threads: one thread at a time per object.
+ */
+int os_object_meta_set(os_object_t *object, const char *key, const char *json);
+
+/**
+ * Hands out the JSON text of the metadata `key` through `*json_out` (free
+ * it with os_free()); in any mode. On failure `*json_out` is NULL.
+ *
+ * Returns 0; -ENOENT when the object has no such key; -EINVAL for an
+ * invalid key or a NULL `json_out`; -EINVAL when `object` is NULL or not a
+ * live object handle, -ECHILD when it was inherited through fork(); or the
+ * errno of reading the object's sidecar.
+ *
+ * Threads: any number of threads at once per object, but not while another
+ * thread changes it.
+ */
+int os_object_meta_get(const os_object_t *object, const char *key, char **json_out);
+
+/**
+ * Stores the object's creation time (Unix seconds) in `*unix_seconds_out`:
+ * set by os_store_new(), copied from the base by os_object_init().
+ *
+ * Returns 0; -EINVAL for a NULL `unix_seconds_out`; -EINVAL when `object`
+ * is NULL or not a live object handle, -ECHILD when it was inherited
+ * through fork(); or the errno of reading the object's sidecar.
+ *
+ * Threads: any number of threads at once per object, but not while another
+ * thread changes it.
+ */
+int os_object_created(const os_object_t *object, int64_t *unix_seconds_out);
+
+/**
+ * Gives an object that is not committed a source epoch (Unix seconds). At
+ * os_object_finalize() and at commit, every entry of its tree (root,
+ * directories, files, symbolic links themselves) whose mtime is at or after
+ * the object's creation second gets atime and mtime set to `epoch`; older
+ * entries keep theirs; immutable entries are skipped.
+ *
+ * Returns 0; -EPERM for a committed object or a view of another handle's
+ * object; -EINVAL when `object` is NULL or not a live object handle,
+ * -ECHILD when it was inherited through fork().
+ *
+ * Threads: one thread at a time per object.
+ */
+int os_object_set_source_epoch(os_object_t *object, int64_t epoch);
 
 /**
  * The version of the library the program runs with, e.g. "0.1.0". The

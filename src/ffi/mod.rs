@@ -17,6 +17,7 @@
 #![allow(non_camel_case_types)] // C names for C users: os_store_t, OS_MODE_READ, ...
 #![allow(clippy::missing_safety_doc)] // see above: the contract is in C words
 
+pub mod cache;
 pub mod error;
 pub mod handle;
 pub mod object;
