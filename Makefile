@@ -72,7 +72,8 @@ lib: $(SHARED) $(STATIC) $(PC_UNINST)
 # only by `make deps` (as root), which make check and make demo run: it
 # calls apt-get only when one is missing.
 DEB_PACKAGES := valgrind pkg-config util-linux attr g++ strace xfsprogs clang libclang-rt-dev \
-                abigail-tools debhelper dpkg-dev lintian
+                abigail-tools debhelper dpkg-dev lintian \
+                docker-registry skopeo apache2-utils
 deps_missing = for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done
 deps:

@@ -13,7 +13,7 @@
 #              osstore(3) shows every function of the header
 
 MAN_DIR      := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-CLI_COMMANDS := info ls du config config-get config-set gc evict fsck meta export serve
+CLI_COMMANDS := info ls du config config-get config-set gc evict fsck meta export push pull serve
 MAN_PAGES    := man1/osstore.1 $(patsubst %,man1/osstore-%.1,$(CLI_COMMANDS)) \
                 man1/osstore-client.1 man3/osstore.3
 

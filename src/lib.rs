@@ -17,6 +17,7 @@ pub mod lock;
 pub mod mount;
 pub mod object;
 mod refcache;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tempdir;

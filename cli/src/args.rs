@@ -77,6 +77,18 @@ pub enum Command {
     ///
     /// The copy has the fidelity of `cp -a`; DIR must exist.
     Export(Export),
+    /// Push an object to an OCI registry.
+    ///
+    /// The tree goes up as a standard OCI image (REF is
+    /// host[:port]/repository:tag or ...@sha256:<hex>); prints the
+    /// manifest's digest. Credentials come from --auth-file, else
+    /// $REGISTRY_AUTH_FILE, the containers and the docker auth files.
+    Push(Push),
+    /// Pull an OCI image into the store as object ID.
+    ///
+    /// Commits the image's flattened root filesystem under ID; prints the
+    /// new object's name.
+    Pull(Pull),
     /// Serve the store to build stages on a socket.
     ///
     /// Prints the socket's path and serves until SIGINT, SIGTERM or SIGHUP;
@@ -131,6 +143,47 @@ pub struct Meta {
     /// One key only.
     #[arg(value_name = "KEY")]
     pub key: Option<String>,
+}
+
+/// How to reach a registry (push and pull).
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// Plain HTTP to this registry (it is used without asking only for
+    /// localhost, 127.0.0.1 and [::1]).
+    #[arg(long)]
+    pub insecure: bool,
+    /// The auth file (containers-auth.json(5) format).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
+/// `osstore push`.
+#[derive(Debug, clap::Args)]
+pub struct Push {
+    /// The object's id (a ref name).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Where to: host[:port]/repository:tag.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Compress layers with zstd instead of gzip.
+    #[arg(long)]
+    pub zstd: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `osstore pull`.
+#[derive(Debug, clap::Args)]
+pub struct Pull {
+    /// What to pull: host[:port]/repository:tag or ...@sha256:<hex>.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The id to commit it under.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `osstore export`.

@@ -6,6 +6,7 @@
 mod commands;
 mod inspect;
 mod progress;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,11 @@ fn run(cli: Cli) -> Result<(), Error> {
     // read-only mount or without write permission, and count as no use.
     let writes = matches!(
         cli.command,
-        Command::Config(Config::Set { .. }) | Command::Gc | Command::Evict(_) | Command::Serve(_)
+        Command::Config(Config::Set { .. })
+            | Command::Gc
+            | Command::Evict(_)
+            | Command::Pull(_)
+            | Command::Serve(_)
     );
     let store = open_store(cli.store, !writes)?;
     match cli.command {
@@ -43,6 +48,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Fsck => inspect::fsck(&store),
         Command::Meta(args) => inspect::meta(&store, &args),
         Command::Export(args) => commands::export(&store, &args),
+        Command::Push(args) => registry::push(&store, &args),
+        Command::Pull(args) => registry::pull(&store, &args),
         Command::Serve(args) => commands::serve(store, args),
     }
 }

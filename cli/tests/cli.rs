@@ -14,8 +14,13 @@ use osstore::{OpenOptions, Store};
 use std::os::fd::AsRawFd;
 
 const COMMANDS: &[&str] = &[
-    "info", "ls", "du", "config", "gc", "evict", "fsck", "meta", "export", "serve",
+    "info", "ls", "du", "config", "gc", "evict", "fsck", "meta", "export", "push", "pull", "serve",
 ];
+
+// The real registry of the registry tests (Debian's docker-registry).
+#[allow(dead_code)]
+#[path = "../../tests/registry/support.rs"]
+mod support;
 
 fn osstore(store: Option<&Path>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_osstore"));
@@ -485,4 +490,54 @@ fn serve_listens_at_osstore_socket_by_default() {
     );
     stop(child);
     assert!(!want.exists());
+}
+
+#[test]
+fn push_and_pull_through_a_registry() {
+    if !Path::new("/usr/bin/docker-registry").exists() {
+        println!(
+            "SKIP push_and_pull_through_a_registry: no docker-registry (make deps installs it)"
+        );
+        return;
+    }
+    let registry = support::Registry::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample_store(dir.path());
+    let image = registry.image("cli/stage:a");
+    let out = osstore(Some(&store), &["push", "a", &image]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let digest = stdout(&out).trim_end().to_owned();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("pushing a to {image}: ")),
+        "{}",
+        stderr(&out)
+    );
+
+    let other = dir.path().join("other");
+    Store::open(&other).unwrap();
+    let by_digest = format!("{}@{digest}", registry.image("cli/stage"));
+    let out = osstore(Some(&other), &["pull", &by_digest, "copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim_end(), object_name(&other, "copy"));
+    let target = dir.path().join("out");
+    fs::create_dir(&target).unwrap();
+    let out = osstore(Some(&other), &["export", "copy", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(target.join("two")).unwrap(), "22");
+    let out = osstore(Some(&other), &["meta", "copy", "stage"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["name"], "a", "{}", stderr(&out));
+
+    let out = osstore(Some(&store), &["push", "nope", &image]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("pushing nope") || stderr(&out).contains("osstore: "));
+    assert_eq!(osstore(Some(&store), &["push", "a"]).status.code(), Some(2));
+    assert_eq!(
+        osstore(Some(&store), &["pull", &image]).status.code(),
+        Some(2)
+    );
 }

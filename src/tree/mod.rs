@@ -14,8 +14,8 @@ mod data;
 mod links;
 pub mod measure;
 mod pool;
-mod sys;
-mod xattr;
+pub(crate) mod sys;
+pub(crate) mod xattr;
 
 pub use compare::{Difference, compare_trees};
 pub use copy::copy_tree;
