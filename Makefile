@@ -78,10 +78,10 @@ deps_missing = for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done
 deps:
 	@missing=$$($(deps_missing)); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:" $$missing; \
-	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
-	fi
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:" $$missing "(run 'make deps' as root)"; exit 1; fi; \
+	echo "installing:" $$missing; \
+	apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null
 
 # --- the library -----------------------------------------------------------
 rust-lib: $(RUST_ARCHIVE)
