@@ -176,7 +176,6 @@ lint:
 test-rust:
 	$(PRIVATE_NS) $(CARGO) test --release --locked --workspace -- --nocapture 2>&1 | tee $(LOGS)/rust.log; exit $${PIPESTATUS[0]}
 
-C_TESTS := test_api test_header_cxx
 $(BUILD)/tests/test_api: tests/c/test_api.c tests/c/check.h $(SHARED) $(PC_UNINST)
 	@mkdir -p $(dir $@)
 	$(call link_c,-D_GNU_SOURCE,$<)

@@ -132,8 +132,19 @@ def main():
             w("\n.PP\n".join(doc_paragraphs(comment)) + "\n.RE\n")
     w(".SH TYPES AND CONSTANTS\n")
     for comment, decl in types:
-        w(".PP\n.nf\n" + "\n".join(".B " + roff(l.rstrip()) if l.strip() and not l.strip().startswith(("/**", "*", "*/")) else "" for l in decl.split("\n") if l.strip() and not l.strip().startswith(("/**", "*", "*/"))) + "\n.fi\n.RS\n")
-        w("\n.PP\n".join(doc_paragraphs(comment)) + "\n.RE\n")
+        # Members (of structs and enums) with their own comments.
+        members = re.findall(r"/\*\*(.*?)\*/\s*([^;{}]*?[;,])", decl, re.S)
+        code_lines = [l.strip() for l in re.sub(r"/\*\*.*?\*/", "", decl, flags=re.S).split("\n")]
+        w(".PP\n.nf\n")
+        for line in filter(None, code_lines):
+            inner = line[0] not in "#}" and not line.startswith(("struct", "enum", "typedef"))
+            w(".B " + ("\\ \\ \\ \\ " if inner else "") + roff(line) + "\n")
+        w(".fi\n.RS\n")
+        w("\n.PP\n".join(doc_paragraphs(comment)) + "\n")
+        for member_doc, member in members:
+            w(".TP\n.B " + roff(" ".join(member.rstrip(";,").split())) + "\n")
+            w("\n".join(doc_paragraphs(member_doc)) + "\n")
+        w(".RE\n")
     w(".SH SEE ALSO\n.BR osstore (1),\n.BR osstore\\-client (1),\n.BR pkg\\-config (1)\n")
 
 
