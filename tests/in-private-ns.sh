@@ -9,6 +9,9 @@
 # then find themselves outside a private namespace (or not root) and skip
 # with that reason; the others run.
 set -eu
+# Tests open hundreds of connections at once: as many descriptors as the
+# hard limit allows (an unprivileged user's soft limit is often 1024).
+ulimit -n "$(ulimit -Hn)"
 OSSTORE_OUTER_MNTNS=$(stat -L -c %i /proc/self/ns/mnt)
 export OSSTORE_OUTER_MNTNS
 if ! unshare --mount --propagation private true 2>/dev/null; then
