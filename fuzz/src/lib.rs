@@ -87,6 +87,7 @@ pub fn fixture() -> &'static Fixture {
             osstore::OpenOptions {
                 durable: false,
                 collect_garbage: false,
+                read_only: false,
             },
         )
         .expect("open the fixture store");
