@@ -1796,7 +1796,7 @@ static void write_results(const char *file, const char *mach, const char *tree, 
 }
 
 /* ------------------------------------------------------------------ */
-/* The cache (shared/spec/cache.md)                                    */
+/* The cache (docs/cache.md)                                    */
 
 static int count_listed(const os_object_info_t *info, void *userdata)
 {

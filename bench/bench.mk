@@ -14,8 +14,9 @@
 #                              bench/results.md
 #
 # Runs as root in a private mount namespace: it mounts a tmpfs and loop
-# ext4/XFS images, which vanish with it. Installs xfsprogs (mkfs.xfs) and
-# pkg-config when missing; without mkfs.xfs the XFS rows say they skip.
+# ext4/XFS images, which vanish with it. `make deps` installs xfsprogs
+# (mkfs.xfs) and pkg-config when missing; without mkfs.xfs the XFS rows say
+# they skip.
 
 BENCH_MK_DIR  := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 BENCH_BUILD   := $(BUILD)/bench
@@ -25,9 +26,9 @@ BENCH_RESULTS := $(if $(filter-out 0,$(BENCH_QUICK)),$(BENCH_BUILD)/results-quic
 BENCH_FLAGS   := $(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
                  $(if $(filter-out 0,$(BENCH_SCALE)),--scale --disk $(CURDIR)/$(BENCH_BUILD))
 
-.PHONY: bench bench-scale bench-deps bench-compare
+.PHONY: bench bench-scale bench-compare
 
-bench: bench-deps $(BENCH_BIN) bench-compare
+bench: deps $(BENCH_BIN) bench-compare
 	$(PRIVATE_NS) $(BENCH_BIN) $(BENCH_FLAGS) --compare $(BENCH_COMPARE) \
 	  --results $(BENCH_RESULTS) --notes $(BENCH_MK_DIR)/notes.md
 	$(PRIVATE_NS) $(CARGO_TARGET_DIR)/release/registry-bench --gen $(BENCH_BIN) \
@@ -35,18 +36,6 @@ bench: bench-deps $(BENCH_BIN) bench-compare
 
 bench-scale:
 	$(MAKE) --no-print-directory bench BENCH_SCALE=1
-
-bench-deps:
-	@missing=""; for p in xfsprogs btrfs-progs pkg-config; do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
-	      || echo "bench: could not install$$missing (XFS rows will be skipped without mkfs.xfs)"; \
-	  else echo "bench: missing$$missing (not root: not installing)"; fi; \
-	fi
 
 # The program is compiled against the header generated with the library it
 # links ($(GEN_HEADER), first on the include path), so a committed
@@ -57,7 +46,6 @@ bench-deps:
 bench-compare:
 	cd $(BENCH_MK_DIR)/compare && $(CARGO) build --release --locked
 
-$(BENCH_BIN): $(BENCH_MK_DIR)/bench.c $(BENCH_MK_DIR)/scale.c examples-c/osstore_client.c examples-c/osstore_client.h $(SHARED) $(PC_UNINST)
+$(BENCH_BIN): $(BENCH_MK_DIR)/bench.c $(BENCH_MK_DIR)/scale.c $(CLIENT_LIB) $(CLIENT_HEADER) $(SHARED) $(PC_UNINST)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -D_GNU_SOURCE -Iexamples-c -I$(dir $(GEN_HEADER)) -o $@ $(BENCH_MK_DIR)/bench.c examples-c/osstore_client.c \
-	  $$($(PKG) --cflags --libs osstore) -Wl,-rpath,$(CURDIR)/$(LIB_DIR) -lm
+	$(call link_c,-D_GNU_SOURCE -I$(CLIENT_SRC) -I$(dir $(GEN_HEADER)),$< $(CLIENT_LIB) -lm)

@@ -874,9 +874,11 @@ int os_store_pull(os_store_t *store,
  * thread of its own: os_server_start_ex() with NULL options (socket mode
  * 0600, no uid check).
  *
- * With a NULL `socket_path`, the socket is named `store` in a fresh private
- * directory (mode 0700) under `/run/osbuild` (created if missing); see
- * os_server_socket_path(). Otherwise the path must not exist.
+ * With a NULL `socket_path`, the socket is the path in the environment
+ * variable `OSSTORE_SOCKET` when it is set and not empty (where
+ * `osstore-client` connects by default), otherwise a socket named `store`
+ * in a fresh private directory (mode 0700) under `/run/osbuild` (created if
+ * missing); see os_server_socket_path(). Otherwise the path must not exist.
  *
  * On success `*out` is a new handle that belongs to `store`: free it with
  * os_server_stop(), or let os_store_free() stop and free it. On failure

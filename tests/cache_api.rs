@@ -1,4 +1,4 @@
-//! The store as a cache (shared/spec/cache.md), through the Rust API:
+//! The store as a cache (docs/cache.md), through the Rust API:
 //! settings, sidecars, sizes, last use, eviction, metadata, source epoch,
 //! read-only stores, foreign directories and what the collector spares.
 

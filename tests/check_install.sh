@@ -23,6 +23,15 @@ check test -f "$root/lib64/libosstore.a"
 check test -f "$root/include/osstore.h"
 check test -f "$root/lib64/pkgconfig/osstore.pc"
 check test -x "$root/bin/osstore-client"
+check test -x "$root/bin/osstore"
+check test -f "$root/lib64/libosstore_client.a"
+check test -f "$root/include/osstore_client.h"
+for page in man1/osstore.1 man1/osstore-gc.1 man1/osstore-client.1 man3/osstore.3; do
+  check test -f "$root/share/man/$page"
+done
+check test -f "$root/share/bash-completion/completions/osstore"
+check test -f "$root/share/zsh/vendor-completions/_osstore"
+check test "$(stat -c %a "$root/lib64/libosstore.so.$ver")" = 644
 
 # pkg-config from the installed tree (relocated with --define-prefix-like sysroot).
 export PKG_CONFIG_PATH="$root/lib64/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
@@ -30,6 +39,7 @@ cflags=$(pkg-config --cflags osstore) && ok || bad "pkg-config --cflags"
 libs=$(pkg-config --libs osstore) && ok || bad "pkg-config --libs"
 static_libs=$(pkg-config --libs --static osstore) && ok || bad "pkg-config --libs --static"
 grep -q -- "-lpthread" <<< "$static_libs" && ok || bad "--static lacks the private libraries: $static_libs"
+grep -q -- "-lgcc_s" <<< "$static_libs" && bad "--static names -lgcc_s, which -static links cannot find" || ok
 
 cat > "$dest/use.c" <<'C'
 #include <osstore.h>
@@ -51,11 +61,24 @@ int main(int argc, char **argv)
 C
 cc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -o "$dest/use-shared" "$dest/use.c" $libs -Wl,-rpath,"$root/lib64" && ok || bad "build against the shared library"
 check "$dest/use-shared" "$dest/store1"
-cc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -o "$dest/use-static" "$dest/use.c" -Wl,-Bstatic -losstore -Wl,-Bdynamic $(pkg-config --libs-only-L osstore) $(pkg-config --static --libs-only-l osstore | sed 's/-losstore//') && ok || bad "build against the static library"
+# The README's two static links: the archive into a dynamic program
+# (-l:libosstore.a), and a fully static program (-static).
+cc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -o "$dest/use-static" "$dest/use.c" $(pkg-config --static --libs osstore | sed 's/-losstore/-l:libosstore.a/') && ok || bad "build with libosstore.a"
 check "$dest/use-static" "$dest/store2"
 if [ -x "$dest/use-static" ]; then
   ldd "$dest/use-static" | grep -q libosstore && bad "static build links libosstore.so" || ok
 fi
+if [ -f "$(cc -print-file-name=libc.a)" ] && [ "$(cc -print-file-name=libc.a)" != libc.a ]; then
+  cc -static -std=c99 -Wall -Wextra -Werror -pedantic -o "$dest/use-fully-static" "$dest/use.c" $(pkg-config --static --cflags --libs osstore) 2>"$dest/static.err" && ok || { bad "cc -static"; cat "$dest/static.err"; }
+  check "$dest/use-fully-static" "$dest/store3"
+  file "$dest/use-fully-static" | grep -q 'statically linked' && ok || bad "-static did not link statically"
+else
+  echo "SKIP install: fully static link: no libc.a"
+fi
+# A build stage links the libc-only client library.
+printf '#include <osstore_client.h>\n#include <stdio.h>\nint main(void) { puts(osc_default_socket()); return 0; }\n' > "$dest/client.c"
+cc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -o "$dest/client" "$dest/client.c" -L"$root/lib64" -losstore_client && ok || bad "build with libosstore_client.a"
+[ "$(OSSTORE_SOCKET= "$dest/client")" = /run/osbuild/api/store ] && ok || bad "osc_default_socket()"
 
 # The README's example compiles against the installed tree as it stands.
 sed -n '/^## Using it from C/,/^## /p' README.md | sed -n '/^```c$/,/^```$/p' | sed '1d;$d' > "$dest/readme.c"

@@ -1,4 +1,4 @@
-//! The store as a long-lived, bounded cache (`shared/spec/cache.md`):
+//! The store as a long-lived, bounded cache (`docs/cache.md`):
 //! settings, per-object sidecars, last use, eviction.
 
 pub mod lastuse;

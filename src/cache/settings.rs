@@ -148,7 +148,15 @@ pub fn read_raw(root: &Path) -> Result<Map<String, Value>> {
     let path = root.join(FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        // No file, or `root` is not a directory (opening it then says so).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Map::new());
+        }
         Err(e) => return Err(Error::path("cannot read settings", &path, e)),
     };
     let members = match serde_json::from_slice::<Value>(&text) {

@@ -1,7 +1,7 @@
 //! `os_store_config_*`, `os_store_stat`, `os_store_list`, `os_store_evict`,
 //! `os_store_contains_ex`, `os_object_meta_*`, `os_object_created`,
 //! `os_object_set_source_epoch`: the store as a bounded cache
-//! (`shared/spec/cache.md`).
+//! (`docs/cache.md`).
 
 use std::ffi::{CString, c_char, c_int, c_uint, c_void};
 

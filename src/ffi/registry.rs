@@ -1,5 +1,5 @@
 //! `os_store_push`, `os_store_pull`: sharing trees through an OCI registry
-//! (`shared/spec/registry.md`, `docs/registry.md`).
+//! (`docs/registry.md`).
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::path::PathBuf;

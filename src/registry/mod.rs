@@ -1,5 +1,5 @@
-//! Sharing trees through an OCI registry (`shared/spec/registry.md`;
-//! the wire format is described in `docs/registry.md`).
+//! Sharing trees through an OCI registry (the contract and the wire format:
+//! `docs/registry.md`).
 //!
 //! [`push`] uploads a committed object as a standard OCI image; [`pull`]
 //! commits the flattened root filesystem of any OCI image under an id.

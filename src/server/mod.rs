@@ -69,7 +69,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::tempdir::TempDir;
 
-pub use socket::{DEFAULT_SOCKET_NAME, DEFAULT_SOCKET_PARENT};
+pub use socket::{DEFAULT_SOCKET_NAME, DEFAULT_SOCKET_PARENT, SOCKET_ENV};
 pub use transport::{MAX_FDS, MAX_REQUEST};
 
 /// Default permission bits of the socket file.
@@ -78,7 +78,8 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 /// How a server is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
-    /// Where to listen. `None` (the default): a socket named `store` in a
+    /// Where to listen. `None` (the default): `$OSSTORE_SOCKET` when set and
+    /// not empty ([`SOCKET_ENV`]), otherwise a socket named `store` in a
     /// fresh private directory (mode 0700) under `/run/osbuild`, which is
     /// created if missing; the directory is removed when the server stops.
     pub socket_path: Option<PathBuf>,

@@ -19,6 +19,11 @@ pub const DEFAULT_SOCKET_PARENT: &str = "/run/osbuild";
 /// Name of the socket inside a default private directory.
 pub const DEFAULT_SOCKET_NAME: &str = "store";
 
+/// Environment variable naming the socket of a server started without a
+/// socket path (when set and not empty); `osstore-client` connects to it
+/// too, so exporting it once makes both agree.
+pub const SOCKET_ENV: &str = "OSSTORE_SOCKET";
+
 /// The socket file (and the private directory holding it, when the server
 /// chose the path), removed by [`SocketFile::remove`] or on drop.
 #[derive(Debug)]
@@ -71,8 +76,9 @@ impl Drop for SocketFile {
     }
 }
 
-/// Creates a non-blocking `SOCK_SEQPACKET` socket listening at `path`, or
-/// at `<fresh private dir under /run/osbuild>/store` when `path` is `None`.
+/// Creates a non-blocking `SOCK_SEQPACKET` socket listening at `path`; when
+/// `path` is `None`, at `$OSSTORE_SOCKET` if set and not empty, otherwise at
+/// `<fresh private dir under /run/osbuild>/store`.
 /// The socket file gets permission bits `mode` (at most 0777); it never
 /// has wider permissions than `mode`, not even for a moment.
 pub fn listen(path: Option<&Path>, mode: u32) -> Result<(OwnedFd, SocketFile)> {
@@ -81,7 +87,10 @@ pub fn listen(path: Option<&Path>, mode: u32) -> Result<(OwnedFd, SocketFile)> {
             "socket mode 0{mode:o} has bits beyond 0777"
         )));
     }
-    let mut file = match path {
+    let from_env = std::env::var_os(SOCKET_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let mut file = match path.or(from_env.as_deref()) {
         Some(path) => SocketFile {
             path: path.to_path_buf(),
             identity: None,

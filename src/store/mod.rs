@@ -41,7 +41,7 @@ pub struct OpenOptions {
     pub durable: bool,
     /// Sweep what dead processes left behind when opening (the default).
     pub collect_garbage: bool,
-    /// Change nothing on disk (see `shared/spec/cache.md`): no directories
+    /// Change nothing on disk (see `docs/cache.md`): no directories
     /// created, no collection, no last-use updates; what writes fails with
     /// `EROFS`; temp dirs and the host tree go to `$TMPDIR`.
     pub read_only: bool,

@@ -188,16 +188,26 @@ if [ "$rc" = 0 ] && [ "${#out}" = 150000 ]; then ok; else
 LOGGED=$(wc -l < "$LOG")
 
 # --- command line ---
-run "no command" 1 "" "missing command" --
-run "unknown command" 1 "" "unknown command" -- frobnicate
-run "too many arguments" 1 "" "wrong number of arguments" -- read-tree a b
-run "read-tree-at needs a target" 1 "" "wrong number of arguments" -- read-tree-at a
-run "mkdtemp bad option" 1 "" "unexpected argument" -- mkdtemp --frob
-run "mkdtemp option twice" 1 "" "given twice" -- mkdtemp --prefix a --prefix b
-run "mkdtemp option value" 1 "" "needs a value" -- mkdtemp --suffix
+run "no command" 2 "" "missing command" --
+run "unknown command" 2 "" "unknown command" -- frobnicate
+run "too many arguments" 2 "" "wrong number of arguments" -- read-tree a b
+run "read-tree-at needs a target" 2 "" "wrong number of arguments" -- read-tree-at a
+run "mkdtemp bad option" 2 "" "unexpected argument" -- mkdtemp --frob
+run "mkdtemp option twice" 2 "" "given twice" -- mkdtemp --prefix a --prefix b
+run "mkdtemp option value" 2 "" "needs a value" -- mkdtemp --suffix
 nothing_sent "command line errors"
 out=$(client --help); rc=$?
 if [ "$rc" = 0 ] && [[ "$out" == Usage:* ]]; then ok; else not_ok "--help: exit $rc"; fi
+out=$(client --version); rc=$?
+if [ "$rc" = 0 ] && [[ "$out" =~ ^osstore-client\ [0-9]+\.[0-9]+\.[0-9]+$ ]]; then ok; else not_ok "--version: exit $rc, '$out'"; fi
+out=$(client --frob 2>&1); rc=$?
+if [ "$rc" = 2 ] && [[ "$out" == *"unknown option"* ]]; then ok; else not_ok "unknown option: exit $rc, '$out'"; fi
+out=$(OSSTORE_SOCKET="$TMP/from-env.sock" client read-tree abc 2>&1); rc=$?
+if [ "$rc" = 1 ] && [[ "$out" == *"cannot connect to $TMP/from-env.sock"* ]]; then ok; else
+    not_ok "OSSTORE_SOCKET: exit $rc, '$out'"; fi
+out=$(OSSTORE_SOCKET= client read-tree abc 2>&1); rc=$?
+if [ "$rc" = 1 ] && [[ "$out" == *"cannot connect to /run/osbuild/api/store"* ]]; then ok; else
+    not_ok "default socket: exit $rc, '$out'"; fi
 out=$(client --socket "$TMP/absent.sock" read-tree abc 2>&1); rc=$?
 if [ "$rc" = 1 ] && [[ "$out" == *"cannot connect to $TMP/absent.sock"* ]]; then ok; else
     not_ok "missing socket: exit $rc, '$out'"; fi

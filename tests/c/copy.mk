@@ -2,7 +2,7 @@
 # hook (tests/c/test_copy.c), run by make test-c under valgrind.
 $(BUILD)/tests/test_copy: tests/c/test_copy.c tests/c/check.h $(SHARED) $(PC_UNINST)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -D_GNU_SOURCE -o $@ $< $$($(PKG) --cflags --libs osstore) -lpthread -Wl,-rpath,$(CURDIR)/$(LIB_DIR)
+	$(call link_c,-D_GNU_SOURCE,$< -lpthread)
 
 .PHONY: test-c-copy
 test-c-copy: $(BUILD)/tests/test_copy

@@ -759,6 +759,13 @@ static int connect_fd(int fd, const char *path)
     return r < 0 ? -errno : 0;
 }
 
+const char *osc_default_socket(void)
+{
+    const char *env = getenv(OSC_SOCKET_ENV);
+
+    return env && env[0] ? env : OSC_DEFAULT_SOCKET;
+}
+
 int osc_connect(const char *socket_path, osc_client_t **out)
 {
     osc_client_t *c;

@@ -39,10 +39,21 @@ extern "C" {
 /* Deepest nesting of arrays/objects accepted in a reply (top object = 1). */
 #define OSC_MAX_DEPTH 128
 
-/* Default socket of the store server inside a build root. */
+/* Default socket of the store server inside a build root (where a build
+ * sandbox bind-mounts the directory of the server's socket). */
 #define OSC_DEFAULT_SOCKET "/run/osbuild/api/store"
 
+/* Environment variable naming the socket; honoured by osc_default_socket()
+ * here and by libosstore's os_server_start() when given a NULL path. */
+#define OSC_SOCKET_ENV "OSSTORE_SOCKET"
+
 typedef struct osc_client osc_client_t;
+
+/*
+ * The socket to use when none is given: $OSSTORE_SOCKET when set and not
+ * empty, otherwise OSC_DEFAULT_SOCKET.  The string is not to be freed.
+ */
+const char *osc_default_socket(void);
 
 /*
  * Connects to the store server listening on socket_path (AF_UNIX,

@@ -6,9 +6,12 @@
  *                                  mkdtemp [--prefix P] [--suffix S]
  *                                  source NAME
  *
+ * The socket is --socket PATH, else $OSSTORE_SOCKET, else
+ * /run/osbuild/api/store.
+ *
  * Exit status: 0 and the path on stdout on success; 2 when the server
- * answers with a null path (unknown object); 1 on any other error, with a
- * message on stderr.
+ * answers with a null path (unknown object) or the command line is wrong;
+ * 1 on any other error, with a message on stderr.
  */
 #include "osstore_client.h"
 
@@ -20,7 +23,11 @@
 
 #define PROG "osstore-client"
 
-enum { EXIT_UNKNOWN = 2 };
+enum { EXIT_UNKNOWN = 2, EXIT_USAGE = 2 };
+
+#ifndef OSC_VERSION
+#error "build with -DOSC_VERSION=\"x.y.z\""
+#endif
 
 enum command { READ_TREE, READ_TREE_AT, MKDTEMP, SOURCE };
 
@@ -46,11 +53,13 @@ static void usage(FILE *out)
             "  source NAME                        the directory of source NAME\n"
             "\n"
             "Options:\n"
-            "  --socket PATH  the server's socket (default " OSC_DEFAULT_SOCKET ")\n"
+            "  --socket PATH  the server's socket (default: $" OSC_SOCKET_ENV " if set,\n"
+            "                 else " OSC_DEFAULT_SOCKET ")\n"
             "  -h, --help     show this help and exit\n"
+            "  --version      show the version and exit\n"
             "\n"
-            "Exit status: 0 on success, 2 if the object is unknown (null path),\n"
-            "1 on any other error.\n");
+            "Exit status: 0 on success, 2 if the object is unknown (null path)\n"
+            "or the command line is wrong, 1 on any other error.\n");
 }
 
 /* Reports a command line error; returns -1. */
@@ -176,7 +185,7 @@ static int run(const char *socket_path, const struct request *req)
 
 int main(int argc, char **argv)
 {
-    const char *socket_path = OSC_DEFAULT_SOCKET;
+    const char *socket_path = osc_default_socket();
     struct request req;
     int i = 1;
 
@@ -185,17 +194,20 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf(PROG " " OSC_VERSION "\n");
+            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
         } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
             socket_path = argv[++i];
         } else if (strcmp(argv[i], "--socket") == 0) {
             usage_error("--socket needs a value");
-            return EXIT_FAILURE;
+            return EXIT_USAGE;
         } else {
             usage_error("unknown option '%s'", argv[i]);
-            return EXIT_FAILURE;
+            return EXIT_USAGE;
         }
     }
     if (parse_command(argc - i, argv + i, &req) < 0)
-        return EXIT_FAILURE;
+        return EXIT_USAGE;
     return run(socket_path, &req);
 }
