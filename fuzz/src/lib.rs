@@ -96,7 +96,7 @@ pub fn fixture() -> &'static Fixture {
         store.commit(&mut a, "a").expect("commit a");
         let mut fl = store.new_object("fl").expect("new fl");
         osstore::tree::copy_tree(&tree, fl.tree()).expect("fill fl");
-        fl.finalize();
+        fl.finalize().expect("finalize fl");
         let tmproot = store.tempdir(b"store-server-", b"").expect("temp root");
         let methods = methods::Methods::new(store.clone(), tmproot.path().to_path_buf(), None);
         Fixture {
