@@ -99,6 +99,14 @@ impl DirLock {
         }
     }
 
+    /// Takes a shared lock on the directory `path` (a final symlink not
+    /// followed), waiting for it.
+    pub(crate) fn shared(path: &Path) -> Result<DirLock> {
+        let fd = open_dir(path)?;
+        flock(&fd, libc::LOCK_SH).map_err(|e| Error::path("cannot lock", path, e))?;
+        Ok(DirLock { fd })
+    }
+
     /// Takes an exclusive lock, waiting for it.
     pub fn exclusive(path: &Path) -> Result<DirLock> {
         let fd = open_dir(path)?;

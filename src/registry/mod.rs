@@ -27,6 +27,8 @@ pub use pull::{PullReport, pull};
 pub use push::{PushReport, push};
 pub use reference::{Reference, tag_for_id};
 
+pub(crate) use record::reclaim;
+
 use crate::error::Result;
 use crate::object::Object;
 

@@ -154,7 +154,7 @@ fn run(store: &Store, reference: &str, id: &str, options: &RegistryOptions) -> R
     let meter = Meter::new(options.progress.as_deref());
     let start = Record::best_prefix(store, &layers);
     let skip = start.as_ref().map_or(0, |s| s.1);
-    let dir = blob_dir(store)?;
+    let (dir, _downloading) = blob_dir(store)?;
     let files = fetch_all(&client, &layers[skip..], &dir, &meter, options.jobs())?;
 
     let mut object = store.new_object(id)?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::lock::DirLock;
 use crate::store::Store;
 
 /// A layer as a manifest lists it, with its uncompressed digest.
@@ -34,11 +35,75 @@ fn area(store: &Store) -> PathBuf {
     store.path().join("registry")
 }
 
-/// The download directory for blobs, created if missing.
-pub(crate) fn blob_dir(store: &Store) -> Result<PathBuf> {
+/// The download directory for blobs, created if missing, with a shared
+/// lock on it held by the pull for as long as it uses the directory: what
+/// a failed or killed pull left there (kept so that a second try downloads
+/// only the rest) is reclaimed by the collector only while no pull holds
+/// it (see [`reclaim`]).
+pub(crate) fn blob_dir(store: &Store) -> Result<(PathBuf, DirLock)> {
     let dir = area(store).join("blobs");
     std::fs::create_dir_all(&dir).map_err(|e| Error::path("cannot create", &dir, e))?;
-    Ok(dir)
+    let lock = DirLock::shared(&dir)?;
+    Ok((dir, lock))
+}
+
+/// How long the blobs a failed or killed pull left stay for a second try.
+/// A collection runs at every open, so "until the next collection" would
+/// throw them away before any retry.
+const DOWNLOADS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// What the collector reclaims of the registry's area in the store at
+/// `root`: the blobs failed or killed pulls left in the download area and
+/// nobody touched for [`DOWNLOADS_KEPT`] (unless a pull is running: it holds
+/// the area's lock), and the records of pulled objects that are gone.
+/// Returns the number of files removed.
+pub(crate) fn reclaim(root: &Path) -> Result<u64> {
+    let area = root.join("registry");
+    let mut removed = 0;
+    let blobs = area.join("blobs");
+    let alone = match DirLock::try_exclusive(&blobs) {
+        Err(e) if e.errno() == libc::ENOENT => None,
+        other => other?,
+    };
+    if alone.is_some() {
+        // The download area holds only blob files this module writes.
+        let stale = |name: &str| {
+            std::fs::symlink_metadata(blobs.join(name))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > DOWNLOADS_KEPT))
+        };
+        removed += remove_files(&blobs, stale)?;
+    }
+    let objects = root.join("objects");
+    removed += remove_files(&area.join("objects"), |name| {
+        let object = name.strip_suffix(".json").unwrap_or(name);
+        std::fs::symlink_metadata(objects.join(object)).is_err()
+    })?;
+    Ok(removed)
+}
+
+/// Removes the files of `dir` (if it exists) whose names `doomed` picks.
+fn remove_files(dir: &Path, doomed: impl Fn(&str) -> bool) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        other => other.map_err(|e| Error::path("cannot list", dir, e))?,
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::path("cannot list", dir, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !doomed(&name) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::path("cannot remove", &entry.path(), e)),
+        }
+    }
+    Ok(removed)
 }
 
 fn record_path(store: &Store, name: &str) -> PathBuf {

@@ -113,6 +113,11 @@ impl Store {
                 note(&path, tree::remove_tree(&path).map(|()| false));
             }
         }
+        // What failed pulls left for a second try, once no pull runs; the
+        // registry records of objects that are gone.
+        if let Err(e) = crate::registry::reclaim(&self.inner.root) {
+            first_error.get_or_insert(e);
+        }
         if let Some(before) = free_before.filter(|_| report.removed > 0) {
             let freed = free_bytes(&self.inner.tmp).saturating_sub(before);
             let n = report.removed;

@@ -516,6 +516,8 @@ fn registry_killed_push_and_pull_resume() {
     kill_mid_transfer("pull", b.path(), &image, stop_at, 0);
     let sb = common::quick(b.path());
     assert!(!sb.contains("big").unwrap(), "a killed pull committed");
+    // A collection keeps what the killed pull downloaded, for the rerun.
+    sb.gc().expect("gc");
     let rerun = pull(&sb, &image, "big", &opts()).expect("pull again");
     assert!(
         rerun.bytes_downloaded <= total - stop_at,
@@ -700,4 +702,42 @@ fn registry_c_functions() {
         );
         os_store_free(handle);
     }
+}
+
+/// What failed pulls leave for a second try is reclaimed by gc once nobody
+/// touched it for a day, and so are the records of pulled objects that are
+/// gone; fresh downloads stay. (No registry needed.)
+#[test]
+fn registry_gc_reclaims_stale_downloads_and_orphan_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::quick(dir.path());
+    let blobs = dir.path().join("registry/blobs");
+    let records = dir.path().join("registry/objects");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&records).unwrap();
+    let (stale, fresh) = (blobs.join("aa.partial"), blobs.join("bb"));
+    std::fs::write(&stale, b"old").unwrap();
+    std::fs::write(&fresh, b"new").unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let mut obj = store.new_object("kept").unwrap();
+    std::fs::write(obj.tree().join("f"), b"x").unwrap();
+    let name = store.commit(&mut obj, "kept").unwrap();
+    let (live, orphan) = (
+        records.join(format!("{name}.json")),
+        records.join("00000000-0000-4000-8000-000000000000.json"),
+    );
+    std::fs::write(&live, b"{}").unwrap();
+    std::fs::write(&orphan, b"{}").unwrap();
+
+    store.gc().expect("gc");
+    assert!(!stale.exists(), "a download untouched for two days stays");
+    assert!(fresh.exists(), "a fresh download was removed");
+    assert!(live.exists(), "the record of a live object was removed");
+    assert!(!orphan.exists(), "the record of a gone object stays");
 }
