@@ -329,3 +329,38 @@ fn hostile_server_options_of_0_1_size_accepted() {
         os_store_free(store);
     }
 }
+
+/// A cancelled export puts the destination back as it was; a directory of
+/// the destination swapped for a symlink to an outside directory meanwhile
+/// must not lead the clean-up there (it removed the outside directory's
+/// entries, absent from its record of the destination's `a/s0`).
+#[test]
+fn hostile_cancelled_export_restore_stays_inside() {
+    let (tmp, store, victim) = arena();
+    let mut obj = store.new_object("src").expect("new");
+    fill(&obj.tree().join("a/s0"), 2000, 0);
+    store.commit(&mut obj, "src").expect("commit");
+    attack("cancelled export", |trial| {
+        let dst = tmp.path().join(format!("dst{trial}"));
+        // Merged into: recorded, and restored, by the cancellation.
+        fs::create_dir_all(dst.join("a/s0")).expect("mkdir");
+        let link = tmp.path().join(format!("attacker/l{trial}"));
+        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        symlink(&victim, &link).expect("symlink");
+        let before = snapshot(&victim);
+        let attacker = Attacker::arm(&dst.join("a/s0"), Trigger::Create, &dst.join("a"), &link);
+        // Goes on at the first report, cancels at any later one (the last
+        // one at the latest).
+        let mut reports = 0;
+        let mut progress = |_: &osstore::tree::Progress| {
+            reports += 1;
+            reports == 1
+        };
+        let options = osstore::tree::CopyOptions {
+            progress: Some(&mut progress),
+            caller_owns: false,
+        };
+        let _ = obj.export_with(&dst, options);
+        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+    });
+}
