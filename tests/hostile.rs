@@ -364,3 +364,130 @@ fn hostile_cancelled_export_restore_stays_inside() {
         (attacker.swapped(), touched(&before, &snapshot(&victim)))
     });
 }
+
+/// Renames a fresh hard link of `outside` over each entry created in `dir`
+/// (`IN_CREATE`), until `stop` is set; returns how many it renamed.
+fn link_over_created(
+    dir: &Path,
+    outside: &Path,
+    links: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscall without pointers.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "inotify_init1");
+    let path = CString::new(dir.as_os_str().as_bytes()).expect("path");
+    // SAFETY: `path` is NUL-terminated; `fd` is an inotify descriptor.
+    let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE) };
+    assert!(wd >= 0, "inotify_add_watch");
+    let (dir, outside, links) = (
+        dir.to_path_buf(),
+        outside.to_path_buf(),
+        links.to_path_buf(),
+    );
+    std::thread::spawn(move || {
+        let mut renamed = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 50) } != 1 {
+                continue;
+            }
+            // SAFETY: `buf` is valid for its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let mut events = &buf[..usize::try_from(n).unwrap_or(0)];
+            // struct inotify_event { int wd; u32 mask, cookie, len; char name[]; }
+            while events.len() >= 16 {
+                let len = u32::from_ne_bytes(events[12..16].try_into().expect("4 bytes")) as usize;
+                let name = &events[16..16 + len];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+                events = &events[16 + len..];
+                let link = links.join(format!("h{renamed}"));
+                if fs::hard_link(&outside, &link).is_ok()
+                    && fs::rename(&link, dir.join(OsStr::from_bytes(name))).is_ok()
+                {
+                    renamed += 1;
+                }
+            }
+        }
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(fd) };
+        renamed
+    })
+}
+
+/// Special files are created by name and their metadata set after: a hard
+/// link of an outside file renamed over the new name meanwhile must not get
+/// the copy's owner, mode or times (`NOFOLLOW` does not stop hard links).
+#[test]
+fn hostile_special_file_metadata_not_applied_through_hard_link() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !common::is_root() {
+        eprintln!(
+            "skipping hostile_special_file_metadata_not_applied_through_hard_link: needs root (chown)"
+        );
+        return;
+    }
+    let tmp = fast_tempdir();
+    let (src, outside, links) = (
+        tmp.path().join("src"),
+        tmp.path().join("outside"),
+        tmp.path().join("links"),
+    );
+    fs::create_dir(&src).expect("mkdir");
+    fs::create_dir(&links).expect("mkdir");
+    fs::write(&outside, b"outside").expect("write");
+    for i in 0..300 {
+        let fifo = src.join(format!("p{i}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        std::os::unix::fs::chown(&fifo, Some(1234), Some(4321)).expect("chown");
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o4757)).expect("chmod");
+        let old = nix::sys::time::TimeSpec::new(1_000_000, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &fifo,
+            &old,
+            &old,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+    }
+    let meta = || {
+        let m = fs::metadata(&outside).expect("stat outside");
+        (m.uid(), m.gid(), m.mode(), m.mtime(), m.mtime_nsec())
+    };
+    let before = meta();
+    let mut renamed = 0;
+    for trial in 0..5 {
+        let dst = tmp.path().join(format!("dst{trial}"));
+        fs::create_dir(&dst).expect("mkdir");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attacker = link_over_created(&dst, &outside, &links, stop.clone());
+        let result = osstore::tree::copy_tree(&src, &dst);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamed += attacker.join().expect("attacker");
+        if let Err(e) = result {
+            assert!(
+                [libc::ESTALE, libc::ENOENT].contains(&e.errno()),
+                "copy failed otherwise: {e}"
+            );
+        }
+        assert_eq!(
+            meta(),
+            before,
+            "outside file's metadata changed by the copy"
+        );
+        if renamed > 0 {
+            break;
+        }
+    }
+    assert!(renamed > 0, "the attacker never renamed a link in");
+}
