@@ -491,3 +491,96 @@ fn hostile_special_file_metadata_not_applied_through_hard_link() {
     }
     assert!(renamed > 0, "the attacker never renamed a link in");
 }
+
+/// An unprivileged client of a server with a world-writable mount root
+/// renames its target directory out of the root and back while asking for a
+/// mount on it: a mount made while the directory is outside would stay
+/// there (a mount point cannot be renamed back). No mount may end up
+/// outside the root.
+#[test]
+fn hostile_read_tree_at_target_renamed_out_of_root() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if common::skip_without_private_mounts("hostile_read_tree_at_target_renamed_out_of_root") {
+        return;
+    }
+    /// Trials: each a target directory, a renamer and one request.
+    const TRIALS: usize = 300;
+    const CLIENT: &str = "import os, socket, sys\n\
+        sock, mr, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n\
+        for i in range(n):\n\
+        \x20   d, o = f'{mr}/t{i}', f'{out}/t{i}'\n\
+        \x20   os.mkdir(d)\n\
+        \x20   pid = os.fork()\n\
+        \x20   if pid == 0:\n\
+        \x20       while True:\n\
+        \x20           try:\n\
+        \x20               os.rename(d, o)\n\
+        \x20               os.rename(o, d)\n\
+        \x20           except OSError:\n\
+        \x20               pass\n\
+        \x20   s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        \x20   s.connect(sock)\n\
+        \x20   s.send(('{\"method\": \"read-tree-at\", \"object-id\": \"obj\", \"target\": \"%s\", \"subtree\": \"/\"}' % d).encode())\n\
+        \x20   print(s.recv(1 << 20).decode())\n\
+        \x20   os.kill(pid, 9)\n\
+        \x20   os.waitpid(pid, 0)\n";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = quick(&tmp.path().join("store"));
+    let mut obj = store.new_object("obj").expect("new");
+    fs::write(obj.tree().join("from-store"), b"x").expect("write");
+    store.commit(&mut obj, "obj").expect("commit");
+    let (mr, out) = (tmp.path().join("mr"), tmp.path().join("out"));
+    for d in [&mr, &out] {
+        fs::create_dir(d).expect("mkdir");
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    }
+    let socket = tmp.path().join("sock");
+    let server = serve_nobody(&store, &socket, Some(vec![mr.clone()]));
+    let client = std::process::Command::new("python3")
+        .args(["-c", CLIENT])
+        .arg(&socket)
+        .arg(&mr)
+        .arg(&out)
+        .arg(TRIALS.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the client");
+    assert!(
+        client.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let replies = String::from_utf8_lossy(&client.stdout);
+    let mounted = replies.matches("\"path\"").count();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .collect();
+    let below = |dir: &Path| {
+        let prefix = format!("{}/", dir.display());
+        points.iter().filter(|p| p.starts_with(&prefix)).count()
+    };
+    let (inside, outside) = (below(&mr), below(&out));
+    // Confined mounts: read-only, no set-id, no devices.
+    let mr_prefix = format!("{}/", mr.display());
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4).is_some_and(|p| p.starts_with(&mr_prefix)) {
+            let options: Vec<&str> = fields[5].split(',').collect();
+            for want in ["ro", "nosuid", "nodev"] {
+                assert!(options.contains(&want), "not {want}: {line}");
+            }
+        }
+    }
+    server.stop().expect("stop");
+    assert_eq!(outside, 0, "mounts outside the mount root");
+    assert_eq!(
+        inside, mounted,
+        "each accepted request is a mount in the root"
+    );
+    assert!(mounted > 0, "no request was accepted: {replies}");
+}

@@ -18,7 +18,7 @@ mod data;
 mod links;
 pub mod measure;
 mod pool;
-mod sys;
+pub(crate) mod sys;
 mod undo;
 mod xattr;
 
