@@ -5,7 +5,10 @@
 //! The attacker watches a directory with inotify and, at the first deletion
 //! (removal) or creation (export) in it, exchanges it for a symlink to an
 //! outside directory (`renameat2(RENAME_EXCHANGE)`). Each attack runs a few
-//! trials; the outside directory must come out untouched every time.
+//! trials; the outside directory must come out untouched every time. The
+//! same goes for the clean-up of a cancelled export, for special files whose
+//! names get a hard link of an outside file renamed over them, and for
+//! `read-tree-at` targets renamed out of the server's mount root.
 
 #[path = "common/attack.rs"]
 mod attack;
@@ -115,16 +118,34 @@ fn hostile_export_destination_exchange_race_stays_inside() {
     fill(&obj.tree().join("x"), FILES, DIRS);
     store.commit(&mut obj, "src").expect("commit");
     attack("export", |trial| {
-        let dst = tmp.path().join(format!("dst{trial}"));
-        fs::create_dir_all(dst.join("x")).expect("mkdir");
-        let link = tmp.path().join(format!("attacker/l{trial}"));
-        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
-        symlink(&victim, &link).expect("symlink");
-        let before = snapshot(&victim);
-        let attacker = Attacker::arm(&dst.join("x"), Trigger::Create, &dst.join("x"), &link);
-        let _ = obj.export(&dst);
-        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+        export_trial(tmp.path(), &victim, trial, "x", "x", |dst| {
+            let _ = obj.export(dst);
+        })
     });
+}
+
+/// One trial of an export into `<tmp>/dst<trial>`, which holds the
+/// directory `watched` beforehand: at the first entry the export creates in
+/// it, the attacker swaps `swap` (in the destination) for a symlink to
+/// `victim`; `export` runs the export. Returns (swapped, outside entries
+/// touched).
+fn export_trial(
+    tmp: &Path,
+    victim: &Path,
+    trial: usize,
+    watched: &str,
+    swap: &str,
+    export: impl FnOnce(&Path),
+) -> (bool, usize) {
+    let dst = tmp.join(format!("dst{trial}"));
+    fs::create_dir_all(dst.join(watched)).expect("mkdir");
+    let link = tmp.join(format!("attacker/l{trial}"));
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    symlink(victim, &link).expect("symlink");
+    let before = snapshot(victim);
+    let attacker = Attacker::arm(&dst.join(watched), Trigger::Create, &dst.join(swap), &link);
+    export(&dst);
+    (attacker.swapped(), touched(&before, &snapshot(victim)))
 }
 
 /// A chain of `depth` directories of `name_len`-byte names (deeper than
@@ -341,27 +362,21 @@ fn hostile_cancelled_export_restore_stays_inside() {
     fill(&obj.tree().join("a/s0"), 2000, 0);
     store.commit(&mut obj, "src").expect("commit");
     attack("cancelled export", |trial| {
-        let dst = tmp.path().join(format!("dst{trial}"));
-        // Merged into: recorded, and restored, by the cancellation.
-        fs::create_dir_all(dst.join("a/s0")).expect("mkdir");
-        let link = tmp.path().join(format!("attacker/l{trial}"));
-        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
-        symlink(&victim, &link).expect("symlink");
-        let before = snapshot(&victim);
-        let attacker = Attacker::arm(&dst.join("a/s0"), Trigger::Create, &dst.join("a"), &link);
-        // Goes on at the first report, cancels at any later one (the last
-        // one at the latest).
-        let mut reports = 0;
-        let mut progress = |_: &osstore::tree::Progress| {
-            reports += 1;
-            reports == 1
-        };
-        let options = osstore::tree::CopyOptions {
-            progress: Some(&mut progress),
-            caller_owns: false,
-        };
-        let _ = obj.export_with(&dst, options);
-        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+        // `a/s0` is merged into: recorded, and restored, by the cancellation.
+        export_trial(tmp.path(), &victim, trial, "a/s0", "a", |dst| {
+            // Goes on at the first report, cancels at any later one (the
+            // last one at the latest).
+            let mut reports = 0;
+            let mut progress = |_: &osstore::tree::Progress| {
+                reports += 1;
+                reports == 1
+            };
+            let options = osstore::tree::CopyOptions {
+                progress: Some(&mut progress),
+                caller_owns: false,
+            };
+            let _ = obj.export_with(dst, options);
+        })
     });
 }
 

@@ -194,7 +194,9 @@ impl Copier {
         let src_path = fd_path(dirs.src.as_fd(), name);
         let proc = fd_path(created.as_fd(), c"");
         // A symlink cannot be reached through the magic link (it would be
-        // followed): its xattrs go by name.
+        // followed) and the kernel takes no O_PATH descriptor for xattrs:
+        // its xattrs (only security.* and trusted.* exist on symlinks) go by
+        // name, the one step still done by name.
         let dst_path;
         let dst_xattrs = if st.kind() == libc::S_IFLNK {
             dst_path = fd_path(dst_dir, name);
