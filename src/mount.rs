@@ -20,6 +20,10 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// Set-id bits and file capabilities not honoured.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+/// Device nodes not openable.
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 
 /// `struct mount_attr` of <linux/mount.h>.
 #[repr(C)]
@@ -39,6 +43,12 @@ fn cstring(path: &Path) -> Result<CString> {
 /// e.g. from `openat2(O_PATH)`) into a detached, recursively read-only and
 /// private mount, returned as a descriptor that `move_mount` can attach.
 pub fn detached_readonly(source: BorrowedFd<'_>) -> Result<OwnedFd> {
+    detached_readonly_with(source, 0)
+}
+
+/// [`detached_readonly`] with the `MOUNT_ATTR_*` flags `extra` set as well
+/// (recursively).
+pub fn detached_readonly_with(source: BorrowedFd<'_>, extra: u64) -> Result<OwnedFd> {
     let empty = c"";
     // SAFETY: plain syscall; `empty` is a valid C string, `source` an open descriptor.
     let raw = unsafe {
@@ -58,7 +68,7 @@ pub fn detached_readonly(source: BorrowedFd<'_>) -> Result<OwnedFd> {
     // SAFETY: open_tree returned a new descriptor that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: MOUNT_ATTR_RDONLY | extra,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,

@@ -5,7 +5,10 @@
 //! The attacker watches a directory with inotify and, at the first deletion
 //! (removal) or creation (export) in it, exchanges it for a symlink to an
 //! outside directory (`renameat2(RENAME_EXCHANGE)`). Each attack runs a few
-//! trials; the outside directory must come out untouched every time.
+//! trials; the outside directory must come out untouched every time. The
+//! same goes for the clean-up of a cancelled export, for special files whose
+//! names get a hard link of an outside file renamed over them, and for
+//! `read-tree-at` targets renamed out of the server's mount root.
 
 #[path = "common/attack.rs"]
 mod attack;
@@ -115,16 +118,34 @@ fn hostile_export_destination_exchange_race_stays_inside() {
     fill(&obj.tree().join("x"), FILES, DIRS);
     store.commit(&mut obj, "src").expect("commit");
     attack("export", |trial| {
-        let dst = tmp.path().join(format!("dst{trial}"));
-        fs::create_dir_all(dst.join("x")).expect("mkdir");
-        let link = tmp.path().join(format!("attacker/l{trial}"));
-        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
-        symlink(&victim, &link).expect("symlink");
-        let before = snapshot(&victim);
-        let attacker = Attacker::arm(&dst.join("x"), Trigger::Create, &dst.join("x"), &link);
-        let _ = obj.export(&dst);
-        (attacker.swapped(), touched(&before, &snapshot(&victim)))
+        export_trial(tmp.path(), &victim, trial, "x", "x", |dst| {
+            let _ = obj.export(dst);
+        })
     });
+}
+
+/// One trial of an export into `<tmp>/dst<trial>`, which holds the
+/// directory `watched` beforehand: at the first entry the export creates in
+/// it, the attacker swaps `swap` (in the destination) for a symlink to
+/// `victim`; `export` runs the export. Returns (swapped, outside entries
+/// touched).
+fn export_trial(
+    tmp: &Path,
+    victim: &Path,
+    trial: usize,
+    watched: &str,
+    swap: &str,
+    export: impl FnOnce(&Path),
+) -> (bool, usize) {
+    let dst = tmp.join(format!("dst{trial}"));
+    fs::create_dir_all(dst.join(watched)).expect("mkdir");
+    let link = tmp.join(format!("attacker/l{trial}"));
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    symlink(victim, &link).expect("symlink");
+    let before = snapshot(victim);
+    let attacker = Attacker::arm(&dst.join(watched), Trigger::Create, &dst.join(swap), &link);
+    export(&dst);
+    (attacker.swapped(), touched(&before, &snapshot(victim)))
 }
 
 /// A chain of `depth` directories of `name_len`-byte names (deeper than
@@ -328,4 +349,253 @@ fn hostile_server_options_of_0_1_size_accepted() {
         os_server_stop(server);
         os_store_free(store);
     }
+}
+
+/// A cancelled export puts the destination back as it was; a directory of
+/// the destination swapped for a symlink to an outside directory meanwhile
+/// must not lead the clean-up there (it removed the outside directory's
+/// entries, absent from its record of the destination's `a/s0`).
+#[test]
+fn hostile_cancelled_export_restore_stays_inside() {
+    let (tmp, store, victim) = arena();
+    let mut obj = store.new_object("src").expect("new");
+    fill(&obj.tree().join("a/s0"), 2000, 0);
+    store.commit(&mut obj, "src").expect("commit");
+    attack("cancelled export", |trial| {
+        // `a/s0` is merged into: recorded, and restored, by the cancellation.
+        export_trial(tmp.path(), &victim, trial, "a/s0", "a", |dst| {
+            // Goes on at the first report, cancels at any later one (the
+            // last one at the latest).
+            let mut reports = 0;
+            let mut progress = |_: &osstore::tree::Progress| {
+                reports += 1;
+                reports == 1
+            };
+            let options = osstore::tree::CopyOptions {
+                progress: Some(&mut progress),
+                caller_owns: false,
+            };
+            let _ = obj.export_with(dst, options);
+        })
+    });
+}
+
+/// Renames a fresh hard link of `outside` over each entry created in `dir`
+/// (`IN_CREATE`), until `stop` is set; returns how many it renamed.
+fn link_over_created(
+    dir: &Path,
+    outside: &Path,
+    links: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscall without pointers.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "inotify_init1");
+    let path = CString::new(dir.as_os_str().as_bytes()).expect("path");
+    // SAFETY: `path` is NUL-terminated; `fd` is an inotify descriptor.
+    let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE) };
+    assert!(wd >= 0, "inotify_add_watch");
+    let (dir, outside, links) = (
+        dir.to_path_buf(),
+        outside.to_path_buf(),
+        links.to_path_buf(),
+    );
+    std::thread::spawn(move || {
+        let mut renamed = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 50) } != 1 {
+                continue;
+            }
+            // SAFETY: `buf` is valid for its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let mut events = &buf[..usize::try_from(n).unwrap_or(0)];
+            // struct inotify_event { int wd; u32 mask, cookie, len; char name[]; }
+            while events.len() >= 16 {
+                let len = u32::from_ne_bytes(events[12..16].try_into().expect("4 bytes")) as usize;
+                let name = &events[16..16 + len];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+                events = &events[16 + len..];
+                let link = links.join(format!("h{renamed}"));
+                if fs::hard_link(&outside, &link).is_ok()
+                    && fs::rename(&link, dir.join(OsStr::from_bytes(name))).is_ok()
+                {
+                    renamed += 1;
+                }
+            }
+        }
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(fd) };
+        renamed
+    })
+}
+
+/// Special files are created by name and their metadata set after: a hard
+/// link of an outside file renamed over the new name meanwhile must not get
+/// the copy's owner, mode or times (`NOFOLLOW` does not stop hard links).
+#[test]
+fn hostile_special_file_metadata_not_applied_through_hard_link() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !common::is_root() {
+        eprintln!(
+            "skipping hostile_special_file_metadata_not_applied_through_hard_link: needs root (chown)"
+        );
+        return;
+    }
+    let tmp = fast_tempdir();
+    let (src, outside, links) = (
+        tmp.path().join("src"),
+        tmp.path().join("outside"),
+        tmp.path().join("links"),
+    );
+    fs::create_dir(&src).expect("mkdir");
+    fs::create_dir(&links).expect("mkdir");
+    fs::write(&outside, b"outside").expect("write");
+    for i in 0..300 {
+        let fifo = src.join(format!("p{i}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        std::os::unix::fs::chown(&fifo, Some(1234), Some(4321)).expect("chown");
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o4757)).expect("chmod");
+        let old = nix::sys::time::TimeSpec::new(1_000_000, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &fifo,
+            &old,
+            &old,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+    }
+    let meta = || {
+        let m = fs::metadata(&outside).expect("stat outside");
+        (m.uid(), m.gid(), m.mode(), m.mtime(), m.mtime_nsec())
+    };
+    let before = meta();
+    let mut renamed = 0;
+    for trial in 0..5 {
+        let dst = tmp.path().join(format!("dst{trial}"));
+        fs::create_dir(&dst).expect("mkdir");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attacker = link_over_created(&dst, &outside, &links, stop.clone());
+        let result = osstore::tree::copy_tree(&src, &dst);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamed += attacker.join().expect("attacker");
+        if let Err(e) = result {
+            assert!(
+                [libc::ESTALE, libc::ENOENT].contains(&e.errno()),
+                "copy failed otherwise: {e}"
+            );
+        }
+        assert_eq!(
+            meta(),
+            before,
+            "outside file's metadata changed by the copy"
+        );
+        if renamed > 0 {
+            break;
+        }
+    }
+    assert!(renamed > 0, "the attacker never renamed a link in");
+}
+
+/// An unprivileged client of a server with a world-writable mount root
+/// renames its target directory out of the root and back while asking for a
+/// mount on it: a mount made while the directory is outside would stay
+/// there (a mount point cannot be renamed back). No mount may end up
+/// outside the root.
+#[test]
+fn hostile_read_tree_at_target_renamed_out_of_root() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if common::skip_without_private_mounts("hostile_read_tree_at_target_renamed_out_of_root") {
+        return;
+    }
+    /// Trials: each a target directory, a renamer and one request.
+    const TRIALS: usize = 300;
+    const CLIENT: &str = "import os, socket, sys\n\
+        sock, mr, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n\
+        for i in range(n):\n\
+        \x20   d, o = f'{mr}/t{i}', f'{out}/t{i}'\n\
+        \x20   os.mkdir(d)\n\
+        \x20   pid = os.fork()\n\
+        \x20   if pid == 0:\n\
+        \x20       while True:\n\
+        \x20           try:\n\
+        \x20               os.rename(d, o)\n\
+        \x20               os.rename(o, d)\n\
+        \x20           except OSError:\n\
+        \x20               pass\n\
+        \x20   s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        \x20   s.connect(sock)\n\
+        \x20   s.send(('{\"method\": \"read-tree-at\", \"object-id\": \"obj\", \"target\": \"%s\", \"subtree\": \"/\"}' % d).encode())\n\
+        \x20   print(s.recv(1 << 20).decode())\n\
+        \x20   os.kill(pid, 9)\n\
+        \x20   os.waitpid(pid, 0)\n";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = quick(&tmp.path().join("store"));
+    let mut obj = store.new_object("obj").expect("new");
+    fs::write(obj.tree().join("from-store"), b"x").expect("write");
+    store.commit(&mut obj, "obj").expect("commit");
+    let (mr, out) = (tmp.path().join("mr"), tmp.path().join("out"));
+    for d in [&mr, &out] {
+        fs::create_dir(d).expect("mkdir");
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    }
+    let socket = tmp.path().join("sock");
+    let server = serve_nobody(&store, &socket, Some(vec![mr.clone()]));
+    let client = std::process::Command::new("python3")
+        .args(["-c", CLIENT])
+        .arg(&socket)
+        .arg(&mr)
+        .arg(&out)
+        .arg(TRIALS.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the client");
+    assert!(
+        client.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let replies = String::from_utf8_lossy(&client.stdout);
+    let mounted = replies.matches("\"path\"").count();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .collect();
+    let below = |dir: &Path| {
+        let prefix = format!("{}/", dir.display());
+        points.iter().filter(|p| p.starts_with(&prefix)).count()
+    };
+    let (inside, outside) = (below(&mr), below(&out));
+    // Confined mounts: read-only, no set-id, no devices.
+    let mr_prefix = format!("{}/", mr.display());
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4).is_some_and(|p| p.starts_with(&mr_prefix)) {
+            let options: Vec<&str> = fields[5].split(',').collect();
+            for want in ["ro", "nosuid", "nodev"] {
+                assert!(options.contains(&want), "not {want}: {line}");
+            }
+        }
+    }
+    server.stop().expect("stop");
+    assert_eq!(outside, 0, "mounts outside the mount root");
+    assert_eq!(
+        inside, mounted,
+        "each accepted request is a mount in the root"
+    );
+    assert!(mounted > 0, "no request was accepted: {replies}");
 }

@@ -14,7 +14,11 @@
 //! target with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the
 //! root it lies under and mounts onto the resulting descriptor
 //! (`move_mount` with `MOVE_MOUNT_T_EMPTY_PATH`): a symlink or `..` planted
-//! under a root cannot lead the mount outside it.
+//! under a root cannot lead the mount outside it. A directory renamed out of
+//! the root between its resolution and the mount would take the mount with
+//! it, so the target is resolved again once mounted and must be the new
+//! mount's root; if not, the mount is detached and the request refused.
+//! These mounts are also `nosuid` and `nodev`.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -25,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::fd;
 use crate::lock::DirLock;
 use crate::mount;
+use crate::tree::sys::fstatx;
 
 /// Opens `subtree` (leading slashes ignored; empty or `/` is the tree
 /// itself) inside `tree`, resolved with the tree as its root. The result is
@@ -75,12 +80,35 @@ fn open_path_at(dir: BorrowedFd<'_>, path: &CStr, resolve: u64) -> std::io::Resu
     Ok(unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) })
 }
 
+/// A confined `read-tree-at` target (from [`open_target`]): open, with the
+/// mount root it was resolved from, so that it can be resolved again.
+#[derive(Debug)]
+pub struct Target {
+    /// The target (`O_PATH`).
+    fd: OwnedFd,
+    /// The mount root it lies below (`O_PATH`), and its path.
+    root: OwnedFd,
+    root_path: PathBuf,
+    /// The target relative to the root.
+    below: CString,
+}
+
+/// How a confined target is resolved from its mount root.
+const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+
+impl Target {
+    /// Resolves the target again from its root, as [`open_target`] did.
+    fn resolve(&self) -> std::io::Result<OwnedFd> {
+        open_path_at(self.root.as_fd(), &self.below, BENEATH)
+    }
+}
+
 /// Opens the `read-tree-at` target `target` (`O_PATH`), which must lie
 /// strictly below one of `roots`: resolved from that root without following
 /// any symlink and without leaving it. Fails with `EPERM` for a target below
 /// none of them, `ELOOP` or `EXDEV` for one that a symlink or `..` would
 /// lead elsewhere.
-pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
+pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<Target> {
     let refused = || {
         Error::new(
             libc::EPERM,
@@ -104,8 +132,7 @@ pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::path("cannot open mount root", root, e))?;
     let below_c = CString::new(below.as_os_str().as_bytes())
         .map_err(|_| Error::invalid("target contains a NUL character"))?;
-    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
-    open_path_at(root_fd.as_fd(), &below_c, resolve).map_err(|e| {
+    let fd = open_path_at(root_fd.as_fd(), &below_c, BENEATH).map_err(|e| {
         Error::io(
             format_args!(
                 "read-tree-at target {} (resolved below {} without symlinks)",
@@ -114,16 +141,25 @@ pub fn open_target(roots: &[PathBuf], target: &Path) -> Result<OwnedFd> {
             ),
             e,
         )
+    })?;
+    Ok(Target {
+        fd,
+        root: root_fd,
+        root_path: root.clone(),
+        below: below_c,
     })
 }
 
-/// Mounts `source` read-only onto the open target `target` (from
-/// [`open_target`]; `path` is its path, for messages) and returns the
-/// descriptor naming the new mount. Needs the new mount API (Linux 5.12):
-/// the classic bind takes a path, which a confined target must not be
-/// resolved by again.
-fn attach_confined(source: &OwnedFd, target: &OwnedFd, path: &Path) -> Result<OwnedFd> {
-    let view = detached_view(source).map_err(|e| {
+/// Mounts `source` read-only, `nosuid` and `nodev` onto the open target
+/// `target` (from [`open_target`]; `path` is its path, for messages),
+/// checks that the target, resolved again from its root, is the new mount
+/// (else detaches it and fails with `EPERM`: the target was moved out of
+/// its root meanwhile), and returns the descriptor naming the new mount.
+/// Needs the new mount API (Linux 5.12): the classic bind takes a path,
+/// which a confined target must not be resolved by again.
+fn attach_confined(source: &OwnedFd, target: &Target, path: &Path) -> Result<OwnedFd> {
+    let extra = mount::MOUNT_ATTR_NOSUID | mount::MOUNT_ATTR_NODEV;
+    let view = mount::detached_readonly_with(source.as_fd(), extra).map_err(|e| {
         e.context(format!(
             "cannot mount onto {} (confined targets need open_tree, Linux 5.12)",
             path.display()
@@ -138,7 +174,7 @@ fn attach_confined(source: &OwnedFd, target: &OwnedFd, path: &Path) -> Result<Ow
             libc::SYS_move_mount,
             view.as_raw_fd(),
             empty.as_ptr(),
-            target.as_raw_fd(),
+            target.fd.as_raw_fd(),
             empty.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
@@ -151,7 +187,40 @@ fn attach_confined(source: &OwnedFd, target: &OwnedFd, path: &Path) -> Result<Ow
         ));
     }
     // The detached mount's descriptor now names the attached mount.
+    if !is_mounted_at(&view, target) {
+        let _ = detach(&view);
+        return Err(Error::new(
+            libc::EPERM,
+            format!(
+                "read-tree-at target {} was moved out of {} during the request; not mounted",
+                path.display(),
+                target.root_path.display()
+            ),
+        ));
+    }
     Ok(view)
+}
+
+/// Whether `target`, resolved again from its root, is the root of the
+/// mount `view` (same mount id, or same inode as a mount root where the
+/// kernel reports no mount ids).
+fn is_mounted_at(view: &OwnedFd, target: &Target) -> bool {
+    let Ok(again) = target.resolve() else {
+        return false;
+    };
+    match (fstatx(view.as_fd()), fstatx(again.as_fd())) {
+        (Ok(m), Ok(t)) => match (m.mnt_id, t.mnt_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => t.mount_root && m.inode() == t.inode(),
+        },
+        _ => false,
+    }
+}
+
+/// Detaches the mount `mount` names (lazily), through its descriptor.
+fn detach(mount: &OwnedFd) -> nix::Result<()> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
+    nix::mount::umount2(&by_fd, nix::mount::MntFlags::MNT_DETACH)
 }
 
 /// A detached, recursively read-only and private mount of `source` (from
@@ -185,7 +254,7 @@ impl Mounts {
         &mut self,
         source: &OwnedFd,
         target: &Path,
-        target_fd: Option<&OwnedFd>,
+        target_fd: Option<&Target>,
         pin: DirLock,
     ) -> Result<()> {
         let root = match target_fd {
@@ -247,9 +316,7 @@ impl Drop for Mounts {
 
 fn unmount(mount: &Attached) -> Result<()> {
     use nix::errno::Errno;
-    use nix::mount::{MntFlags, umount2};
-    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.root.as_raw_fd()));
-    match umount2(&by_fd, MntFlags::MNT_DETACH) {
+    match detach(&mount.root) {
         Ok(()) => Ok(()),
         // Not a mount of this namespace any more: somebody unmounted it.
         Err(Errno::EINVAL) => Ok(()),

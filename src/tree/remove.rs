@@ -62,22 +62,32 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let fail =
-        |what: &str, errno: Errno| Error::sys(format_args!("{what} {}", path.display()), errno);
     let parent_fd = match openat(AT_FDCWD, parent, ROOT_FLAGS, Mode::empty()) {
         Err(Errno::ENOENT) => return Ok(()),
-        other => other.map_err(|e| fail("open parent directory of", e))?,
+        other => other.map_err(|e| {
+            Error::sys(
+                format_args!("open parent directory of {}", path.display()),
+                e,
+            )
+        })?,
     };
-    let parent_fd = parent_fd.as_fd();
-    let st = match lstatx(parent_fd, &name) {
+    remove_entry_at(parent_fd.as_fd(), &name, path)
+}
+
+/// [`remove_tree`] of the entry `name` of the open directory `parent_fd`,
+/// which is never looked up by path: `path` only names it in messages.
+pub(crate) fn remove_entry_at(parent_fd: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<()> {
+    let fail =
+        |what: &str, errno: Errno| Error::sys(format_args!("{what} {}", path.display()), errno);
+    let st = match lstatx(parent_fd, name) {
         Err(Errno::ENOENT) => return Ok(()),
         other => other.map_err(|e| fail("stat", e))?,
     };
     // The parent is not ours: only the entry itself is unlocked.
     if !st.is_dir() {
         return retry_unlocked(
-            || unlinkat(parent_fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir),
-            || unlock_entry(parent_fd, &name),
+            || unlinkat(parent_fd, name, UnlinkatFlags::NoRemoveDir),
+            || unlock_entry(parent_fd, name),
         )
         .map_err(|e| fail("remove", e));
     }
@@ -86,18 +96,18 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         return Err(fail("refusing to remove mount point", Errno::EBUSY));
     }
     // A subvolume goes at once; if it cannot, the walk empties it.
-    if btrfs::may_be_subvolume(&st, &parent_stat) && delete_subvolume(parent_fd, &name) {
+    if btrfs::may_be_subvolume(&st, &parent_stat) && delete_subvolume(parent_fd, name) {
         return Ok(());
     }
     let (root, _) = retry_unlocked(
-        || open_dir_checked(parent_fd, &name, st.inode()),
-        || make_accessible(parent_fd, &name),
+        || open_dir_checked(parent_fd, name, st.inode()),
+        || make_accessible(parent_fd, name),
     )
     .map_err(|e| fail(walk_what("open directory", e), e))?;
     let remover = Remover {
         path,
         parent: parent_fd,
-        name: &name,
+        name,
         root_stat: st,
         privileged: geteuid().is_root(),
     };

@@ -193,20 +193,27 @@ pub(crate) fn walk_what(what: &'static str, errno: Errno) -> &'static str {
 /// `/proc/self/fd/<dir>/<name>`: the entry `name` of the open directory
 /// `dir` as a path, for the `l*xattr` calls on what is never opened. Only
 /// its last component is looked up by name, in the directory already open.
+/// An empty `name` gives `/proc/self/fd/<dir>`, the descriptor's own inode
+/// to calls that follow it.
 pub(crate) fn fd_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    path.extend_from_slice(name.to_bytes());
+    let mut path = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        path.push(b'/');
+        path.extend_from_slice(name.to_bytes());
+    }
     // Neither part holds a NUL byte.
     CString::new(path).unwrap_or_default()
 }
 
 /// Where to read or write extended attributes: an open descriptor, or a path
 /// for the inodes that are never opened (symlinks, devices, fifos, sockets;
-/// the `l*xattr` calls do not follow a final symlink).
+/// the `l*xattr` calls do not follow a final symlink), or a path whose final
+/// symlink is followed (`/proc/self/fd/N` of an `O_PATH` descriptor).
 #[derive(Clone, Copy)]
 pub(crate) enum XattrTarget<'a> {
     Fd(BorrowedFd<'a>),
     Path(&'a CStr),
+    Follow(&'a CStr),
 }
 
 /// `flistxattr`/`llistxattr`. An empty `buf` asks for the size needed.
@@ -217,6 +224,8 @@ pub(crate) fn list_xattrs(t: XattrTarget<'_>, buf: &mut [u8]) -> nix::Result<usi
         XattrTarget::Fd(fd) => unsafe { libc::flistxattr(fd.as_raw_fd(), ptr, buf.len()) },
         // SAFETY: `p` is NUL-terminated; `ptr` is valid for `buf.len()` bytes.
         XattrTarget::Path(p) => unsafe { libc::llistxattr(p.as_ptr(), ptr, buf.len()) },
+        // SAFETY: as above.
+        XattrTarget::Follow(p) => unsafe { libc::listxattr(p.as_ptr(), ptr, buf.len()) },
     };
     Errno::result(rc).map(|n| n as usize)
 }
@@ -233,6 +242,10 @@ pub(crate) fn get_xattr(t: XattrTarget<'_>, name: &CStr, buf: &mut [u8]) -> nix:
         // `buf.len()` bytes.
         XattrTarget::Path(p) => unsafe {
             libc::lgetxattr(p.as_ptr(), name.as_ptr(), ptr, buf.len())
+        },
+        // SAFETY: as above.
+        XattrTarget::Follow(p) => unsafe {
+            libc::getxattr(p.as_ptr(), name.as_ptr(), ptr, buf.len())
         },
     };
     Errno::result(rc).map(|n| n as usize)
@@ -251,6 +264,10 @@ pub(crate) fn set_xattr(t: XattrTarget<'_>, name: &CStr, value: &[u8]) -> nix::R
         // `value.len()` readable bytes.
         XattrTarget::Path(p) => unsafe {
             libc::lsetxattr(p.as_ptr(), name.as_ptr(), ptr, value.len(), 0)
+        },
+        // SAFETY: as above.
+        XattrTarget::Follow(p) => unsafe {
+            libc::setxattr(p.as_ptr(), name.as_ptr(), ptr, value.len(), 0)
         },
     };
     Errno::result(rc).map(drop)

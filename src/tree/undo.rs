@@ -25,9 +25,10 @@ use nix::sys::stat::{Mode, fchmod, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
-use super::remove_tree;
+use super::remove::remove_entry_at;
 use super::sys::{
-    Stat, XattrTarget, fstatx, get_xattr, list_xattrs, lstatx, read_names, set_xattr,
+    Stat, XattrTarget, fstatx, get_xattr, list_xattrs, lstatx, open_dir_checked, read_names,
+    set_xattr, walk_what,
 };
 use super::xattr::fill;
 use crate::error::{Error, Result};
@@ -45,8 +46,11 @@ pub(crate) struct Snapshot {
 }
 
 struct DirState {
-    /// Relative to the destination; empty for the root.
+    /// Relative to the destination; empty for the root (for messages).
     rel: PathBuf,
+    /// The index of the parent's state and the directory's name in it;
+    /// `None` for the root.
+    parent: Option<(usize, CString)>,
     names: HashSet<CString>,
     st: Stat,
     xattrs: Vec<(CString, Vec<u8>)>,
@@ -72,8 +76,9 @@ impl Snapshot {
     pub(crate) fn take(src: &Path, dst: &Path) -> Result<Snapshot> {
         let mut dirs = Vec::new();
         let mut listing = Listing::default();
-        let mut stack = vec![(PathBuf::new(), open_root(src)?, open_root(dst)?)];
-        while let Some((rel, src_dir, dst_dir)) = stack.pop() {
+        let mut stack = vec![(PathBuf::new(), None, open_root(src)?, open_root(dst)?)];
+        while let Some((rel, parent, src_dir, dst_dir)) = stack.pop() {
+            let index = dirs.len();
             let path = dst.join(&rel);
             let st = fstatx(dst_dir.as_fd())
                 .map_err(|e| Error::sys(format_args!("stat {}", path.display()), e))?;
@@ -90,7 +95,8 @@ impl Snapshot {
                     let (s, d) = opened.map_err(|e| {
                         Error::sys(format_args!("open directory in {}", path.display()), e)
                     })?;
-                    stack.push((rel.join(OsStr::from_bytes(name.to_bytes())), s, d));
+                    let child = rel.join(OsStr::from_bytes(name.to_bytes()));
+                    stack.push((child, Some((index, name.clone())), s, d));
                 }
                 names.insert(name);
             }
@@ -98,6 +104,7 @@ impl Snapshot {
                 .map_err(|e| Error::sys(format_args!("read xattrs of {}", path.display()), e))?;
             dirs.push(DirState {
                 rel,
+                parent,
                 names,
                 st,
                 xattrs,
@@ -108,21 +115,23 @@ impl Snapshot {
 
     /// Removes from `dst` what is not in the snapshot and puts the recorded
     /// directories' owners, modes and times back.
+    ///
+    /// Each recorded directory is reached from the root one component at a
+    /// time, each checked to be the directory recorded, and entries are
+    /// removed relative to it: a directory replaced since (by a symlink to
+    /// elsewhere, say) fails the restore with `ESTALE` instead of leading it
+    /// outside the destination.
     pub(crate) fn restore(&self, dst: &Path) -> Result<()> {
         let root = open_root(dst)?;
         let mut listing = Listing::default();
-        for dir in self.dirs.iter().rev() {
+        for (index, dir) in self.dirs.iter().enumerate().rev() {
             let path = dst.join(&dir.rel);
             let fail =
                 |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
-            let held;
-            let fd = if dir.rel.as_os_str().is_empty() {
-                root.as_fd()
-            } else {
-                held = openat(root.as_fd(), &dir.rel, DIR_FLAGS, Mode::empty())
-                    .map_err(|e| fail("open directory", e))?;
-                held.as_fd()
-            };
+            let fd = self
+                .open_recorded(root.as_fd(), index)
+                .map_err(|e| fail(walk_what("open directory", e), e))?;
+            let fd = fd.as_fd();
             listing.read(fd, &path)?;
             for (name, _) in listing.names.drain(..) {
                 if dir.names.contains(&name) {
@@ -130,7 +139,8 @@ impl Snapshot {
                 }
                 match lstatx(fd, &name) {
                     Ok(st) if st.is_dir() => {
-                        remove_tree(&path.join(OsStr::from_bytes(name.to_bytes())))?
+                        let entry = path.join(OsStr::from_bytes(name.to_bytes()));
+                        remove_entry_at(fd, &name, &entry)?
                     }
                     Ok(_) => unlinkat(fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir)
                         .map_err(|e| fail("remove an entry of", e))?,
@@ -151,6 +161,24 @@ impl Snapshot {
             futimens(fd, &ts(st.atime), &ts(st.mtime)).map_err(|e| fail("set times of", e))?;
         }
         Ok(())
+    }
+}
+
+impl Snapshot {
+    /// Opens the recorded directory `index` from the destination root `root`,
+    /// one component at a time, each checked against what was recorded.
+    fn open_recorded(&self, root: BorrowedFd<'_>, index: usize) -> nix::Result<OwnedFd> {
+        let mut chain = Vec::new();
+        let mut at = index;
+        while let Some((parent, name)) = &self.dirs[at].parent {
+            chain.push((name.as_c_str(), self.dirs[at].st.inode()));
+            at = *parent;
+        }
+        let mut dir = open_dir_checked(root, c".", self.dirs[at].st.inode())?.0;
+        for (name, key) in chain.into_iter().rev() {
+            dir = open_dir_checked(dir.as_fd(), name, key)?.0;
+        }
+        Ok(dir)
     }
 }
 

@@ -4,16 +4,16 @@
 
 use std::borrow::Cow;
 use std::ffi::CStr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmod, fchmodat, futimens, utimensat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{FchmodatFlags, Mode, fchmod, fchmodat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat};
 
 use super::{Copier, DirNode, Failure, Scratch, Side, on_dst};
-use crate::tree::sys::{Stat, Time, XattrTarget};
+use crate::tree::sys::{REPLACED, Stat, Time, XattrTarget, fstatx};
 use crate::tree::xattr::copy_xattrs;
 
 /// What [`Copier::apply_metadata`] may leave out, because the destination
@@ -26,12 +26,13 @@ pub(super) struct Plain {
     pub(super) created_mode: Option<u32>,
 }
 
-/// The inode metadata is applied to: an open descriptor, or a name in a
-/// directory for what is never opened (symlinks and special files).
+/// The inode metadata is applied to: an open descriptor, or an `O_PATH`
+/// descriptor of what is never opened for I/O (symlinks and special files;
+/// see [`open_created`]), with `/proc/self/fd/N` for it.
 #[derive(Clone, Copy)]
 pub(super) enum Dest<'a> {
     Fd(BorrowedFd<'a>),
-    At(BorrowedFd<'a>, &'a CStr),
+    Path(BorrowedFd<'a>, &'a CStr),
 }
 
 impl Dest<'_> {
@@ -39,7 +40,7 @@ impl Dest<'_> {
         let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         match self {
             Dest::Fd(fd) => fchown(fd, uid, gid),
-            Dest::At(dir, name) => fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
+            Dest::Path(fd, _) => fchownat(fd, c"", uid, gid, EMPTY_PATH_NOFOLLOW),
         }
     }
 
@@ -48,7 +49,9 @@ impl Dest<'_> {
         let mode = Mode::from_bits_truncate(mode as libc::mode_t);
         match self {
             Dest::Fd(fd) => fchmod(fd, mode),
-            Dest::At(dir, name) => fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink),
+            // The magic link leads to the descriptor's inode, whatever its
+            // name has become.
+            Dest::Path(_, proc) => fchmodat(AT_FDCWD, proc, mode, FchmodatFlags::FollowSymlink),
         }
     }
 
@@ -57,11 +60,50 @@ impl Dest<'_> {
         let (atime, mtime) = (ts(atime), ts(mtime));
         match self {
             Dest::Fd(fd) => futimens(fd, &atime, &mtime),
-            Dest::At(dir, name) => {
-                utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+            Dest::Path(fd, _) => {
+                let times = [*atime.as_ref(), *mtime.as_ref()];
+                // SAFETY: the empty name is NUL-terminated, `times` holds
+                // the two timespecs the call reads, and the descriptor is
+                // open for the duration of the call.
+                let rc = unsafe {
+                    libc::utimensat(
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        times.as_ptr(),
+                        EMPTY_PATH_NOFOLLOW.bits(),
+                    )
+                };
+                Errno::result(rc).map(drop)
             }
         }
     }
+}
+
+/// The `*at` flags that act on an `O_PATH` descriptor's own inode.
+const EMPTY_PATH_NOFOLLOW: AtFlags = AtFlags::AT_EMPTY_PATH.union(AtFlags::AT_SYMLINK_NOFOLLOW);
+
+/// What [`open_created`] fails with when the entry is not the one created.
+const ENTRY_REPLACED: &str = "entry replaced during the copy:";
+
+/// Opens (`O_PATH`, not following a symlink) the entry `name` the copy has
+/// just created in `dir` as a `kind` (symlink or special file), so that its
+/// metadata is set through the descriptor and never by name: a process
+/// writing in the destination may have renamed another inode over the name
+/// meanwhile, a hard link of an outside file say, which `NOFOLLOW` does not
+/// stop. Fails with `ESTALE` unless the entry is a `kind` with one link (a
+/// fresh inode).
+pub(super) fn open_created(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    kind: u32,
+) -> Result<OwnedFd, Failure> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty()).map_err(on_dst("open created"))?;
+    let st = fstatx(fd.as_fd()).map_err(on_dst("stat created"))?;
+    if st.kind() != kind || st.nlink != 1 {
+        return Err(on_dst(ENTRY_REPLACED)(REPLACED));
+    }
+    Ok(fd)
 }
 
 impl Copier {

@@ -7,7 +7,13 @@
 //! xattrs, then the mode, then timestamps (last, since everything before
 //! changes them). A directory's metadata is applied once everything below it
 //! is written (post-order), and directories are created `0700` until then so
-//! that even an unprivileged copy can fill them.
+//! that even an unprivileged copy can fill them. A symlink or special file
+//! is opened (`O_PATH`) right after its creation and checked to be that
+//! fresh inode (its type, one link) before its metadata is set through the
+//! descriptor: another inode renamed over the name (a hard link of a file
+//! outside the destination) fails the copy with `ESTALE` instead of having
+//! its metadata changed. Regular files are created `O_EXCL` and written
+//! through their descriptors.
 //!
 //! What would change nothing is not done (see [`meta::Plain`]): in a directory
 //! this copy created, below a destination root that passes nothing on

@@ -16,7 +16,7 @@ use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 
-use super::meta::{Dest, Plain};
+use super::meta::{Dest, Plain, open_created};
 use super::{Copier, DirData, DirNode, DirPair, Failure, Scratch, Side, on_dst, on_src};
 use crate::error::Result;
 use crate::tree::data::DataError;
@@ -190,8 +190,20 @@ impl Copier {
             }
             _ => return Err(on_src("unknown file type of")(Errno::EINVAL)),
         }
+        let created = open_created(dst_dir, name, st.kind())?;
         let src_path = fd_path(dirs.src.as_fd(), name);
-        let dst_path = fd_path(dst_dir, name);
+        let proc = fd_path(created.as_fd(), c"");
+        // A symlink cannot be reached through the magic link (it would be
+        // followed) and the kernel takes no O_PATH descriptor for xattrs:
+        // its xattrs (only security.* and trusted.* exist on symlinks) go by
+        // name, the one step still done by name.
+        let dst_path;
+        let dst_xattrs = if st.kind() == libc::S_IFLNK {
+            dst_path = fd_path(dst_dir, name);
+            XattrTarget::Path(&dst_path)
+        } else {
+            XattrTarget::Follow(&proc)
+        };
         let plain = Plain {
             owner: self.owned_as_created(node, st),
             created_mode: None,
@@ -199,8 +211,8 @@ impl Copier {
         self.apply_metadata(
             scratch,
             XattrTarget::Path(&src_path),
-            Dest::At(dst_dir, name),
-            XattrTarget::Path(&dst_path),
+            Dest::Path(created.as_fd(), &proc),
+            dst_xattrs,
             st,
             plain,
         )
