@@ -241,8 +241,10 @@ fn send_config(
     meter: &Meter,
 ) -> Result<()> {
     if client.has_blob(digest)? {
+        meter.plan(1, 0)?;
         return meter.blob(true);
     }
+    meter.plan(1, config.len() as u64)?;
     std::io::Write::write_all(&mut file, config)
         .map_err(|e| Error::io("cannot write the config", e))?;
     client.upload(&file, config.len() as u64, digest, None, meter)?;
