@@ -284,12 +284,19 @@ impl Object {
         })
     }
 
-    /// The size and entry count of the tree, where known without walking
-    /// it: the progress totals of a copy from it. Nothing is recorded yet
-    /// (0, "not known"); once the store records the size and entry count of
-    /// each committed object (the cache, issue 11), they are passed in here.
+    /// The progress totals of a copy from this object, where known without
+    /// walking the tree: a committed object's sidecar records its entries
+    /// (the root among them, which a copy does not count). Its recorded
+    /// size is allocated bytes, not the file bytes a copy reports, so the
+    /// byte total stays 0 ("not known").
     fn known_totals(&self) -> Totals {
-        Totals::default()
+        match self.committed_name().map(|_| self.info()) {
+            Some(Ok(info)) => Totals {
+                files: info.files.saturating_sub(1),
+                bytes: 0,
+            },
+            _ => Totals::default(),
+        }
     }
 
     fn require_write(&self, what: &str) -> Result<()> {
