@@ -250,7 +250,9 @@ typedef int (*os_list_fn)(const os_object_info_t *info, void *userdata);
 typedef struct os_object os_object_t;
 
 /**
- * Where a copy is. Totals are 0 when not known in advance.
+ * Where a copy is. Totals are 0 when not known in advance: a copy from a
+ * committed object knows its entry total (recorded at commit), the byte
+ * total is not recorded.
  */
 struct os_progress {
   /**

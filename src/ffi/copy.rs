@@ -16,7 +16,9 @@ use crate::tree::{CopyOptions, Progress};
 /// in the tree are dropped.
 pub const OS_COPY_NO_OWNER: c_uint = 1;
 
-/// Where a copy is. Totals are 0 when not known in advance.
+/// Where a copy is. Totals are 0 when not known in advance: a copy from a
+/// committed object knows its entry total (recorded at commit), the byte
+/// total is not recorded.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct os_progress {
