@@ -180,8 +180,9 @@ pub unsafe extern "C" fn os_store_push(
 /// flattened root filesystem under `object_id`, with the usual atomic ref
 /// swap. Every blob is checked against its digest as it arrives; entries,
 /// links and whiteouts that would act outside the tree are refused. On any
-/// failure nothing is committed; blobs fully downloaded stay in the store's
-/// `registry/blobs/` so that a new try downloads only the rest. Unless
+/// failure nothing is committed; what was downloaded stays in the store's
+/// `registry/blobs/` so that a new try downloads only the rest (os_store_gc()
+/// removes it once nobody touched it for a day). Unless
 /// `name_out` is NULL, the new object's name is handed out through it (free
 /// it with os_free()).
 ///
