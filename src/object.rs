@@ -64,6 +64,24 @@ pub struct Object {
 }
 
 impl Object {
+    fn new(
+        registry: &Arc<Registry>,
+        id: ObjectIdBuf,
+        mode: Mode,
+        tree: PathBuf,
+        holding: Holding,
+        cache: ObjectCache,
+    ) -> Object {
+        Object {
+            registry: Arc::clone(registry),
+            id,
+            mode,
+            tree,
+            holding,
+            cache,
+        }
+    }
+
     /// A WRITE object whose tree is `tree`, inside the work dir `dir`.
     pub(crate) fn in_work_dir(
         registry: &Arc<Registry>,
@@ -72,17 +90,11 @@ impl Object {
         dir: TempDir,
         cache: ObjectCache,
     ) -> Object {
-        Object {
-            registry: Arc::clone(registry),
-            id,
-            mode: Mode::Write,
-            tree,
-            holding: Holding::Work {
-                floating: None,
-                dir,
-            },
-            cache,
-        }
+        let holding = Holding::Work {
+            floating: None,
+            dir,
+        };
+        Object::new(registry, id, Mode::Write, tree, holding, cache)
     }
 
     /// A READ view of `tree`, owning nothing.
@@ -92,14 +104,7 @@ impl Object {
         tree: PathBuf,
         cache: ObjectCache,
     ) -> Object {
-        Object {
-            registry: Arc::clone(registry),
-            id,
-            mode: Mode::Read,
-            tree,
-            holding: Holding::View,
-            cache,
-        }
+        Object::new(registry, id, Mode::Read, tree, Holding::View, cache)
     }
 
     /// A READ handle of the committed tree `tree`, pinned by `pin`.
@@ -110,14 +115,7 @@ impl Object {
         pin: Pin,
         cache: ObjectCache,
     ) -> Object {
-        Object {
-            registry: Arc::clone(registry),
-            id,
-            mode: Mode::Read,
-            tree,
-            holding: Holding::Pinned(pin),
-            cache,
-        }
+        Object::new(registry, id, Mode::Read, tree, Holding::Pinned(pin), cache)
     }
 
     /// `objects/<name>` for a committed object (one this handle committed

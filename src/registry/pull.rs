@@ -179,7 +179,11 @@ fn run(store: &Store, reference: &str, id: &str, options: &RegistryOptions) -> R
         manifest: digest.clone(),
         layers,
     };
-    record.save(store, &name)?;
+    // The tree is committed: a record that cannot be saved only costs a
+    // later pull the reuse of these layers, so it is reported, not failed.
+    if let Err(e) = record.save(store, &name) {
+        crate::log::warn(format_args!("pull of {id:?}: {e}"));
+    }
     for path in &files {
         let _ = std::fs::remove_file(path);
     }

@@ -160,7 +160,10 @@ impl Record {
             f.write_all(self.to_json().to_string().as_bytes())?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| Error::path("cannot save the image record", &path, e))
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::path("cannot save the image record", &path, e)
+        })
     }
 
     /// The committed object whose layers are the longest prefix of
