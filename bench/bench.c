@@ -755,23 +755,59 @@ static void copy_rows(struct fs *fs, int removal_rows)
     free(dst);
 }
 
-/* Peak RSS of copying a tree: HWM after minus RSS before, with the
- * high-water mark reset first (clear_refs "5"). In this process, since a
- * forked child may not use the parent's handles. */
-static long copy_peak_kib(os_object_t *base, const char *dst)
+/* `osstore-bench --peak-export STORE ID DST` (this program run again, so
+ * that nothing the bench did before is resident): prints the peak RSS growth
+ * in KiB of `os_object_export` of the committed object ID of STORE into the
+ * new directory DST (VmHWM after the export - VmRSS just before it). */
+static int peak_export(const char *store_path, const char *id, const char *dst)
 {
+    os_store_t *s;
+    os_object_t *obj;
     long before, after;
-    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, "5", 1) != 1)
-        die("reset the RSS high-water mark: %s", strerror(errno));
-    close(fd);
+    check(os_store_open_ex(store_path, OS_STORE_NO_SYNC | OS_STORE_NO_GC, &s), "open for export");
+    check(os_store_get(s, id, &obj), "get");
     if (mkdir(dst, 0755) < 0)
         die("mkdir %s: %s", dst, strerror(errno));
     before = proc_status_kib("VmRSS");
-    check(os_object_export(base, dst), "export");
+    check(os_object_export(obj, dst), "export");
     after = proc_status_kib("VmHWM");
+    os_object_release(obj);
+    os_store_free(s);
+    printf("%ld\n", after - before);
+    return 0;
+}
+
+/* Peak RSS growth of an export of `obj` in a fresh process: `obj` is
+ * committed (copied) as `id` in the store at `store_path`, then
+ * `--peak-export` runs; the copy it makes in `dst` is removed. */
+static long copy_peak_kib(os_store_t *store, const char *store_path, os_object_t *obj,
+                          const char *id, const char *dst)
+{
+    char *self = realpath("/proc/self/exe", NULL);
+    char *argv[] = {"osstore-bench", "--peak-export", (char *)store_path, (char *)id,
+                    (char *)dst, NULL};
+    posix_spawn_file_actions_t fa;
+    char out[64] = {0};
+    int pipefd[2], status;
+    ssize_t n;
+    pid_t pid;
+
+    check(os_store_commit(store, obj, id, NULL), "commit a copy to export");
+    if (!self || pipe2(pipefd, O_CLOEXEC) < 0)
+        die("peak RSS: %s", strerror(errno));
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    if (posix_spawn(&pid, self, &fa, NULL, argv, environ) != 0)
+        die("spawn the export process");
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    n = read(pipefd[0], out, sizeof out - 1);
+    close(pipefd[0]);
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || n <= 0)
+        die("the export process failed");
     rm_rf(dst);
-    return after - before;
+    free(self);
+    return atol(out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1965,6 +2001,8 @@ int main(int argc, char **argv)
             notes_file = argv[++i];
         else if (!strcmp(argv[i], "--gc-store") && i + 1 < argc)
             return gc_store(argv[i + 1]);
+        else if (!strcmp(argv[i], "--peak-export") && i + 3 < argc)
+            return peak_export(argv[i + 1], argv[i + 2], argv[i + 3]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
         else if (!strcmp(argv[i], "--scale"))
@@ -2072,12 +2110,14 @@ int main(int argc, char **argv)
         check(os_store_new(tmpfs.store, "small", &small), "new");
         gen_tree(os_object_tree(small), nfiles / 10, 42, &s3);
         check(os_object_finalize(small), "finalize");
-        small_peak = copy_peak_kib(small, small_dir);
-        big_peak = copy_peak_kib(tmpfs.base, small_dir);
+        char *store_path = fmt("%s/store", tmpfs.mnt);
+        small_peak = copy_peak_kib(tmpfs.store, store_path, small, "peak-small", small_dir);
+        big_peak = copy_peak_kib(tmpfs.store, store_path, tmpfs.base, "peak-big", small_dir);
+        free(store_path);
         os_object_release(small);
     }
     r = add_row("memory: peak RSS of a tree copy",
-                fmt("peak RSS growth (VmHWM after, reset before, - VmRSS before) of the bench running "
+                fmt("peak RSS growth (VmHWM after - VmRSS before) of a fresh process (the bench run again) running "
                     "`os_object_export` of a %ld-file tree (reference column) and of the "
                     "%ld-file tree; ratio = big / small",
                     nfiles / 10, nfiles));

@@ -342,9 +342,9 @@ static void big_tree_rows(long small_peak, char **tree_note)
     *tree_note = describe_tree(&st);
     printf("big tree: %s\n", *tree_note);
     copy_rows(&t, 1);
-    peak = copy_peak_kib(t.base, fmt("%s/peak", t.mnt));
+    peak = copy_peak_kib(t.store, fmt("%s/store", t.mnt), t.base, "peak", fmt("%s/peak", t.mnt));
     r = add_row("memory: peak RSS of a copy of the 200k tree",
-                "peak RSS growth of a process running `os_object_export` of the 200k-file tree "
+                "peak RSS growth of a fresh process running `os_object_export` of the 200k-file tree "
                 "(ours) and of the 20k-file tree (reference column, from the row above)");
     snprintf(r->ref, sizeof r->ref, "%ld KiB (20k files)", small_peak);
     snprintf(r->ours, sizeof r->ours, "%ld KiB (200k files)", peak);
