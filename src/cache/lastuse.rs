@@ -2,25 +2,52 @@
 //! second by every look-up that finds the object.
 //!
 //! A process touches a given object's file at most once per second: it
-//! remembers, per object name, the second it last recorded, so a hot loop
-//! of look-ups costs one clock read (vDSO) and one hash look-up each, and
-//! one `utimensat` per object and second. The time is in the filesystem, so
-//! it is shared by every process and survives restarts.
+//! remembers what it recorded lately in a small table of atomic words, each
+//! a hash of an object's name (its 40 high bits) with the second recorded
+//! (its 24 low bits), in buckets of four chosen by the hash's low bits. A
+//! hot loop of look-ups costs one clock read (vDSO), one hash of the name
+//! and a few atomic loads each, no lock, and one `utimensat` per object and
+//! second. Names that crowd one bucket only cost each other an extra
+//! `utimensat`. The time is in the filesystem, so it is shared by every
+//! process and survives restarts.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sidecar::INFO;
 
-/// Most names remembered; the memory is emptied when full.
-const MAX_NAMES: usize = 4096;
+/// Buckets of the table, and words per bucket.
+const BUCKETS: usize = 256;
+const WAYS: usize = 4;
+/// Bits of a word that hold the second.
+const SECOND_BITS: u32 = 24;
 
 /// What this process recorded recently.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LastUse {
-    recorded: Mutex<HashMap<String, i64>>,
+    recorded: Box<[AtomicU64]>,
+}
+
+impl Default for LastUse {
+    fn default() -> LastUse {
+        LastUse {
+            recorded: (0..BUCKETS * WAYS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// A quick hash of a short name, eight bytes at a time (names are UUIDs;
+/// a collision costs only a `utimensat`).
+fn hash(name: &str) -> u64 {
+    name.as_bytes()
+        .chunks(8)
+        .fold(name.len() as u64, |h, chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^ (h >> 29)
+        })
 }
 
 /// The current Unix second (coarse clock: a vDSO read, no syscall).
@@ -40,16 +67,28 @@ impl LastUse {
     /// osstore 0.1, until it gets one) or a failure records nothing.
     pub fn record(&self, meta: BorrowedFd<'_>, name: &str) {
         let second = now();
-        {
-            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
-            if recorded.get(name) == Some(&second) {
+        let hash = hash(name);
+        let seconds = (1 << SECOND_BITS) - 1;
+        let tag = hash & !seconds;
+        let word = tag | (second as u64 & seconds);
+        let bucket = &self.recorded[(hash as usize % BUCKETS) * WAYS..][..WAYS];
+        // The word to replace: this name's older one, else one from another
+        // second, else the first. Two threads may both record: harmless.
+        let mut victim = 0;
+        for (i, slot) in bucket.iter().enumerate() {
+            let seen = slot.load(Ordering::Relaxed);
+            if seen == word {
                 return;
             }
-            if recorded.len() >= MAX_NAMES {
-                recorded.clear();
+            if seen & !seconds == tag {
+                victim = i;
+                break;
             }
-            recorded.insert(name.to_owned(), second);
+            if seen & seconds != word & seconds {
+                victim = i;
+            }
         }
+        bucket[victim].store(word, Ordering::Relaxed);
         let Ok(path) = CString::new(format!("{name}/{INFO}")) else {
             return;
         };
@@ -61,5 +100,79 @@ impl LastUse {
         // SAFETY: `path` is NUL-terminated, `times` holds two timespecs,
         // `meta` is open. A failure is ignored (best effort, see above).
         unsafe { libc::utimensat(meta.as_raw_fd(), path.as_ptr(), times.as_ptr(), 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn mtime(meta: &std::path::Path, name: &str) -> i64 {
+        std::fs::metadata(meta.join(name).join(INFO))
+            .unwrap()
+            .mtime()
+    }
+
+    fn set_mtime_zero(meta: &std::path::Path, name: &str) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(meta.join(name).join(INFO))
+            .unwrap();
+        file.set_modified(UNIX_EPOCH + Duration::ZERO).unwrap();
+    }
+
+    fn make(meta: &std::path::Path, name: &str) {
+        std::fs::create_dir(meta.join(name)).unwrap();
+        std::fs::write(meta.join(name).join(INFO), "").unwrap();
+        set_mtime_zero(meta, name);
+    }
+
+    #[test]
+    fn a_name_is_recorded_once_a_second_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path();
+        make(meta, "object");
+        let fd = std::fs::File::open(meta).unwrap();
+        let last_use = LastUse::default();
+        loop {
+            let before = now();
+            last_use.record(fd.as_fd(), "object");
+            assert!(mtime(meta, "object") >= before);
+            set_mtime_zero(meta, "object");
+            last_use.record(fd.as_fd(), "object");
+            if now() == before {
+                assert_eq!(mtime(meta, "object"), 0);
+                break;
+            }
+            // The second changed in between (a slow machine): again.
+        }
+    }
+
+    #[test]
+    fn every_name_is_recorded_when_more_than_a_bucket_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path();
+        let names: Vec<String> = (0..)
+            .map(|i| format!("object-{i:05}"))
+            .filter(|name| hash(name) as usize % BUCKETS == 0)
+            .take(WAYS + 2)
+            .collect();
+        for name in &names {
+            make(meta, name);
+        }
+        let fd = std::fs::File::open(meta).unwrap();
+        let last_use = LastUse::default();
+        let before = now();
+        for name in &names {
+            last_use.record(fd.as_fd(), name);
+        }
+        for name in &names {
+            let t = mtime(meta, name);
+            assert!(t >= before, "{name}: {t} < {before}");
+        }
     }
 }

@@ -2,9 +2,10 @@
 
 use std::ffi::{CString, c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 
-use super::handle::{self, Token};
-use super::store::{os_store, os_store_t};
+use super::handle;
+use super::store::os_store_t;
 use super::strings;
 use super::{Failed, boundary};
 use crate::error::Result;
@@ -30,10 +31,10 @@ impl Failed for os_mode {
 /// out: os_object_release() or os_store_free() ends it.
 pub struct os_object {
     pub(crate) object: Object,
-    /// The store handle that gave it out.
-    owner: Token,
-    id: CString,
-    tree: CString,
+    /// C copies of the id and the tree path, made when first asked for (a
+    /// look-up handle is often released unasked).
+    id: OnceLock<CString>,
+    tree: Option<CString>,
 }
 
 /// An object: one tree of a store, being built (OS_MODE_WRITE) or
@@ -44,33 +45,35 @@ pub type os_object_t = os_object;
 pub type os_mode_t = os_mode;
 
 impl os_object {
+    /// The C copy of the id.
+    fn id(&self) -> Result<&CString> {
+        if let Some(id) = self.id.get() {
+            return Ok(id);
+        }
+        let id = strings::c_string(self.object.id().as_bytes())?;
+        Ok(self.id.get_or_init(|| id))
+    }
+
     /// The C copy of the tree path, renewed first if the object's tree
     /// moved (a commit moves it), so no caller has to remember to.
     fn tree(&mut self) -> Result<&CString> {
         let current = self.object.tree();
-        if self.tree.as_bytes() != current.as_os_str().as_bytes() {
-            self.tree = strings::c_path(current)?;
-        }
-        Ok(&self.tree)
+        let tree = match self.tree.take() {
+            Some(tree) if tree.as_bytes() == current.as_os_str().as_bytes() => tree,
+            _ => strings::c_path(current)?,
+        };
+        Ok(self.tree.insert(tree))
     }
 }
 
-/// Wraps a core object in a handle owned by the store handle `store`
-/// (whose value is `owner`).
-pub(crate) fn publish(
-    store: *const os_store_t,
-    owner: &os_store,
-    object: Object,
-) -> Result<*mut os_object_t> {
+/// Wraps a core object in a handle owned by the store handle `store`.
+pub(crate) fn publish(store: *const os_store_t, object: Object) -> Result<*mut os_object_t> {
     let handle = os_object {
-        id: strings::c_string(object.id().as_bytes())?,
-        tree: strings::c_path(object.tree())?,
-        owner: handle::token_of(store),
         object,
+        id: OnceLock::new(),
+        tree: None,
     };
-    let ptr = handle::publish_object(handle)?;
-    owner.adopt(handle::token_of(ptr));
-    Ok(ptr)
+    handle::publish_object(handle, handle::token_of(store))
 }
 
 /// The object's id.
@@ -82,7 +85,7 @@ pub(crate) fn publish(
 /// Threads: one thread at a time per object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_id(object: *const os_object_t) -> *const c_char {
-    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id.as_ptr())))
+    boundary(|| handle::with_object_ref(object, |obj| Ok(obj.id()?.as_ptr())))
 }
 
 /// The object's mode.
@@ -193,18 +196,8 @@ pub unsafe extern "C" fn os_object_export(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_object_release(object: *mut os_object_t) {
     boundary(|| {
-        let token = handle::token_of(object);
-        let Some(obj) = handle::take_object(token)? else {
-            return Ok(());
-        };
-        let owner = obj.read().unwrap_or_else(|p| p.into_inner()).owner;
-        // The store may be gone already (freed from another thread).
-        let _ = handle::with_store(owner as *const os_store_t, |store| {
-            store.disown(token);
-            Ok(())
-        });
         // The work dir goes with the last reference.
-        drop(obj);
+        drop(handle::take_object(handle::token_of(object))?);
         Ok(())
     })
 }

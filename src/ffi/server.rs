@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::boundary;
-use super::handle::{self, Token};
+use super::handle;
 use super::store::os_store_t;
 use super::{strings, versioned};
 use crate::error::{Error, Result};
@@ -20,8 +20,6 @@ pub struct os_server {
     /// `None` once stopped.
     server: Mutex<Option<Server>>,
     socket_path: CString,
-    /// The store handle that owns this server.
-    store: Token,
 }
 
 impl os_server {
@@ -162,13 +160,13 @@ pub unsafe extern "C" fn os_server_start_ex(
         }
         let ptr = handle::with_store(store, |owner| {
             let server = Server::start(owner.store.clone(), server_options)?;
-            let ptr = handle::publish_server(os_server {
-                socket_path: strings::c_path(server.socket_path())?,
-                server: Mutex::new(Some(server)),
-                store: handle::token_of(store),
-            })?;
-            owner.adopt_server(handle::token_of(ptr));
-            Ok(ptr)
+            handle::publish_server(
+                os_server {
+                    socket_path: strings::c_path(server.socket_path())?,
+                    server: Mutex::new(Some(server)),
+                },
+                handle::token_of(store),
+            )
         })?;
         // SAFETY: `out` checked above.
         unsafe { *out = ptr };
@@ -253,15 +251,9 @@ pub unsafe extern "C" fn os_server_socket_path(server: *const os_server_t) -> *c
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_server_stop(server: *mut os_server_t) {
     boundary(|| {
-        let token = handle::token_of(server);
-        let Some(handle) = handle::take_server(token)? else {
+        let Some(handle) = handle::take_server(handle::token_of(server))? else {
             return Ok(());
         };
-        // The store may be gone already (freed from another thread).
-        let _ = handle::with_store(handle.store as *const os_store_t, |owner| {
-            owner.disown_server(token);
-            Ok(())
-        });
         handle.stop()
     })
 }

@@ -1,11 +1,10 @@
 //! `os_store_*`: opening, look-ups, commit, temp dirs, host tree, clean-up.
 
-use std::collections::HashSet;
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
 use super::boundary;
-use super::handle::{self, Token};
+use super::handle::{self, Kind, Token};
 use super::object::{self, os_object_t};
 use super::strings;
 use crate::error::Error;
@@ -32,50 +31,16 @@ pub struct os_store {
     pub(crate) store: Store,
     path: CString,
     host_tree: Mutex<Option<CString>>,
-    owned: Mutex<Owned>,
-}
-
-/// What a store handle owns and frees with it.
-#[derive(Default)]
-struct Owned {
-    /// Object handles (one insert and one removal per `get`).
-    objects: HashSet<Token>,
-    tempdirs: Vec<TempDir>,
-    /// Running servers.
-    servers: HashSet<Token>,
+    /// The temp dirs of os_store_tempdir(), removed with the handle (the
+    /// object and server handles it gave out are found in the handle
+    /// table).
+    tempdirs: Mutex<Vec<TempDir>>,
 }
 
 /// A store: a directory of committed trees (`objects/`), the names that
 /// point to them (`refs/`) and work dirs (`tmp/`). A store handle may be used
 /// by several threads at once (the server uses it from a thread of its own).
 pub type os_store_t = os_store;
-
-impl os_store {
-    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records an object handle as owned by this store.
-    pub(crate) fn adopt(&self, object: Token) {
-        self.owned().objects.insert(object);
-    }
-
-    /// Forgets an object handle that is being released.
-    pub(crate) fn disown(&self, object: Token) {
-        self.owned().objects.remove(&object);
-    }
-
-    /// Records a running server, which `os_store_free()` stops if it is
-    /// still running then.
-    pub(crate) fn adopt_server(&self, server: Token) {
-        self.owned().servers.insert(server);
-    }
-
-    /// Forgets a server that is being stopped through its own handle.
-    pub(crate) fn disown_server(&self, server: Token) {
-        self.owned().servers.remove(&server);
-    }
-}
 
 /// Opens the store at `path` (any bytes but NUL), creating it and its
 /// `objects/`, `refs/` and `tmp/` where missing, and sweeps what dead
@@ -125,7 +90,7 @@ pub unsafe extern "C" fn os_store_open_ex(
             path: strings::c_path(store.path())?,
             store,
             host_tree: Mutex::new(None),
-            owned: Mutex::new(Owned::default()),
+            tempdirs: Mutex::new(Vec::new()),
         };
         let ptr = handle::publish_store(handle)?;
         // SAFETY: `out` checked above.
@@ -147,21 +112,23 @@ pub unsafe extern "C" fn os_store_open_ex(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
     boundary(|| {
-        let Some(handle) = handle::take_store(handle::token_of(store))? else {
+        let token: Token = handle::token_of(store);
+        let Some(handle) = handle::take_store(token)? else {
             return Ok(());
         };
-        let owned = std::mem::take(&mut *handle.owned());
         // Servers first: they use the store's objects and temp dirs. Nobody
         // is left to report their clean-up errors to.
-        for server in owned.servers {
+        for server in handle::owned_by(token, Kind::Server) {
             if let Ok(Some(server)) = handle::take_server(server) {
                 let _ = server.stop();
             }
         }
-        for object in owned.objects {
+        for object in handle::owned_by(token, Kind::Object) {
             drop(handle::take_object(object));
         }
-        drop(owned.tempdirs);
+        drop(std::mem::take(
+            &mut *handle.tempdirs.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
         Ok(())
     })
 }
@@ -200,7 +167,7 @@ pub unsafe extern "C" fn os_store_new(
         // SAFETY: forwarded contract.
         let id = ObjectId::new(unsafe { strings::id(object_id) }?)?;
         let ptr = handle::with_store(store, |handle| {
-            object::publish(store, handle, handle.store.new_object(id)?)
+            object::publish(store, handle.store.new_object(id)?)
         })?;
         // SAFETY: `out` checked above.
         unsafe { *out = ptr };
@@ -236,7 +203,7 @@ pub unsafe extern "C" fn os_store_get(
             let obj = handle.store.get(id)?.ok_or_else(|| {
                 Error::new(libc::ENOENT, format!("no object \"{id}\" in the store"))
             })?;
-            object::publish(store, handle, obj)
+            object::publish(store, obj)
         })?;
         // SAFETY: `out` checked above.
         unsafe { *out = ptr };
@@ -365,7 +332,11 @@ pub unsafe extern "C" fn os_store_tempdir(
         let path = handle::with_store(store, |handle| {
             let dir = handle.store.tempdir(prefix, suffix)?;
             let path = strings::c_path(dir.path())?;
-            handle.owned().tempdirs.push(dir);
+            handle
+                .tempdirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(dir);
             Ok(path)
         })?;
         // SAFETY: `path_out` checked above.

@@ -89,8 +89,12 @@ impl Store {
         let context = || format!("cannot get object {:?}", id.as_str());
         // Fast path: the object's directory is open already and nothing
         // changed in the store since (checked once it is locked).
-        let peeked = lock_ignoring_poison(&self.inner.ref_cache).peek(id);
-        if let (true, Some((name, generation))) = (self.inner.track_use, peeked) {
+        let peeked = self
+            .inner
+            .track_use
+            .then(|| lock_ignoring_poison(&self.inner.ref_cache).peek(id))
+            .flatten();
+        if let Some((name, generation)) = peeked {
             if let Some(dir) = self.inner.pins.get(&name, generation) {
                 let pin = dir.pin().map_err(|e| e.context(context()))?;
                 if self.ref_generation() == Some(generation) {
