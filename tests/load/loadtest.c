@@ -160,9 +160,7 @@ int main(int argc, char **argv)
     if (!mkdtemp(scratch))
         fail_setup("mkdtemp");
     snprintf(sock_path, sizeof sock_path, "%s/store.sock", scratch);
-    snprintf(tree_path, sizeof tree_path, "%s/store/refs/load", scratch);
     exchanges[0].request = "{\"method\": \"read-tree\", \"object-id\": \"load\"}";
-    snprintf(exchanges[0].reply, sizeof exchanges[0].reply, "{\"path\": \"%s\"}", tree_path);
     exchanges[1].request = "{\"method\": \"read-tree\", \"object-id\": \"absent\"}";
     snprintf(exchanges[1].reply, sizeof exchanges[1].reply, "{\"path\": null}");
     exchanges[2].request = "{\"method\": \"source\", \"name\": \"org.osbuild.files\"}";
@@ -187,6 +185,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadtest: the server did not start\n");
         return 2;
     }
+    /* The reply names the object itself, objects/<name> (cache.md). */
+    char link[PATH_MAX], target[PATH_MAX];
+    snprintf(link, sizeof link, "%s/store/refs/load", scratch);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n < 0 || strncmp(target, "../", 3) != 0)
+        fail_setup("readlink refs/load");
+    target[n] = '\0';
+    snprintf(tree_path, sizeof tree_path, "%s/store/%s", scratch, target + 3);
+    snprintf(exchanges[0].reply, sizeof exchanges[0].reply, "{\"path\": \"%s\"}", tree_path);
 
     int fds_idle = fd_count(server);
     long rss_idle = proc_value(server, "VmRSS:");
