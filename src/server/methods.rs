@@ -29,8 +29,8 @@ pub struct Methods {
     /// Where `read-tree-at` may mount (`None`: anywhere).
     mount_roots: Option<Vec<PathBuf>>,
     /// The committed objects that `read-tree` and `open-tree` answers pin,
-    /// by connection and tree; let go when the connection closes.
-    held: HashMap<RawFd, HashMap<PathBuf, Object>>,
+    /// by connection and object name; let go when the connection closes.
+    held: HashMap<RawFd, HashMap<String, Object>>,
 }
 
 impl Methods {
@@ -102,15 +102,15 @@ impl Methods {
         }
     }
 
-    /// Keeps `object`'s pin for connection `conn` (once per tree); a
+    /// Keeps `object`'s pin for connection `conn` (once per object); a
     /// floating object's view pins nothing and is not kept.
     fn hold(&mut self, conn: RawFd, object: Object) {
-        if object.committed_name().is_none() {
+        let Some(name) = object.committed_name() else {
             return;
-        }
+        };
         let held = self.held.entry(conn).or_default();
-        if !held.contains_key(object.tree()) {
-            held.insert(object.tree().to_path_buf(), object);
+        if !held.contains_key(name) {
+            held.insert(name.to_owned(), object);
         }
     }
 
