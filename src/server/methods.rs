@@ -109,8 +109,15 @@ impl Methods {
             return;
         };
         let held = self.held.entry(conn).or_default();
-        if !held.contains_key(name) {
-            held.insert(name.to_owned(), object);
+        match held.get_mut(name) {
+            // Both pin the same object; the newer look-up's directory is
+            // the one the store keeps open (see `crate::cache::pins`), and
+            // holding it keeps the next look-ups free of `flock` calls.
+            Some(older) => *older = object,
+            None => {
+                let name = name.to_owned();
+                held.insert(name, object);
+            }
         }
     }
 
