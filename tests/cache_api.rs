@@ -382,7 +382,7 @@ fn the_store_is_tagged_and_gc_spares_strangers() {
     assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
     let name = commit_sized(&store, "keep", 1);
     // Another tool's entries, unlocked: a file, an empty directory, a full
-    // one, and one named like osstore 0.1's work dirs (no check).
+    // one, and one named like earlier osstore work dirs (no check).
     let strangers = [
         "stranger-file",
         "stranger-dir",

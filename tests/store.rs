@@ -322,7 +322,7 @@ fn gc_spares_live_work_and_reclaims_the_rest() {
     let live = store.new_object("live").unwrap();
     // Leftovers of a "dead" owner: a dir nobody locks, named as osstore
     // names them; a stranger's link (osstore makes no files in tmp/) and a
-    // stranger's unlocked directory with a name like osstore 0.1's: both
+    // stranger's unlocked directory with a name like earlier versions': both
     // stay.
     let dead = osstore::tempdir::fresh_name(b"object-dead-", b"-workdir").unwrap();
     let dead = dir.path().join("tmp").join(dead.to_str().unwrap());
