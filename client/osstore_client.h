@@ -87,7 +87,14 @@ const char *osc_last_error(const osc_client_t *client);
  * -EPROTO.  After a transport failure the handle only gives -ENOTCONN.
  */
 
-/* {"method": "read-tree", "object-id": object_id} */
+/*
+ * {"method": "read-tree", "object-id": object_id}
+ * An osstore server answers with the object itself (<store>/objects/<name>,
+ * what the ref named at the look-up) and keeps it pinned, safe from
+ * eviction and garbage collection, until this connection is closed
+ * (osc_close) or the server stops: keep the client open while the path is
+ * used.
+ */
 int osc_read_tree(osc_client_t *client, const char *object_id, char **path_out);
 
 /*

@@ -21,14 +21,16 @@
 //! The collector holds a store-wide lock on `tmp/` exclusively while it
 //! sweeps, so that sweeps do not overlap. Nothing else takes that lock, so a
 //! sweep, however long, keeps no look-up waiting:
-//! - Pinning the object a ref names (for a mount) resolves the ref, takes a
-//!   shared lock without waiting, then checks that the ref still names the
-//!   locked directory; if a collector holds the object, or the ref moved on,
-//!   it starts again. A collector holds an object that a ref names only while
-//!   it reads the refs again, and lets go of it before removing anything,
-//!   so the retries end within that reading. An object the ref names once
-//!   locked is safe: ref targets are fresh names, never reused, so no
-//!   collector found it unnamed after having locked it.
+//! - Pinning the object a ref names (a look-up: `get`, the server's
+//!   `read-tree`, `read-tree-at` and `open-tree`; see [`crate::cache::pins`])
+//!   opens `objects/<name>` that the ref names and takes a shared lock,
+//!   waiting while an eviction or collection holds it, then checks that the
+//!   directory is still linked, and reads the ref again if not. A collector
+//!   holds an object that a ref names only while it reads the refs again,
+//!   and lets go of it before removing anything, so that wait ends within
+//!   that reading. An object the ref names once locked is safe: ref targets
+//!   are fresh names, never reused, so no collector found it unnamed after
+//!   having locked it.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -60,32 +62,6 @@ impl DirLock {
         let st = nix::sys::stat::fstat(&self.fd)
             .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
         Ok(st.st_nlink == 0)
-    }
-
-    /// Tries to take a shared lock on the directory `path` resolves to,
-    /// following symlinks (for `refs/<id>`, a link to the object), without
-    /// waiting; `None` when a collector holds it exclusively.
-    pub(crate) fn try_shared_following(path: &Path) -> Result<Option<DirLock>> {
-        let fd = open_with(path, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        match flock(&fd, libc::LOCK_SH | libc::LOCK_NB) {
-            Ok(()) => Ok(Some(DirLock { fd })),
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
-            Err(e) => Err(Error::path("cannot lock", path, e)),
-        }
-    }
-
-    /// Whether `path`, following symlinks, still names the locked directory.
-    pub(crate) fn is_at(&self, path: &Path) -> Result<bool> {
-        let held = nix::sys::stat::fstat(&self.fd)
-            .map_err(|e| Error::sys(format_args!("cannot stat {}", path.display()), e))?;
-        match nix::sys::stat::stat(path) {
-            Ok(now) => Ok(now.st_dev == held.st_dev && now.st_ino == held.st_ino),
-            Err(nix::errno::Errno::ENOENT) => Ok(false),
-            Err(e) => Err(Error::sys(
-                format_args!("cannot stat {}", path.display()),
-                e,
-            )),
-        }
     }
 
     /// Tries to take an exclusive lock on `path` without waiting; `None`
@@ -121,11 +97,7 @@ impl DirLock {
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    open_with(path, DIR_FLAGS)
-}
-
-fn open_with(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
-    fd::open(path, flags).map_err(|e| Error::path("cannot open", path, e))
+    fd::open(path, DIR_FLAGS).map_err(|e| Error::path("cannot open", path, e))
 }
 
 fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, path: &Path) -> Result<OwnedFd> {
@@ -153,7 +125,7 @@ mod tests {
     #[test]
     fn shared_lock_blocks_exclusive_try() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::try_shared_following(dir.path()).unwrap().unwrap();
+        let held = DirLock::shared(dir.path()).unwrap();
         assert!(DirLock::try_exclusive(dir.path()).unwrap().is_none());
         drop(held);
         assert!(DirLock::try_exclusive(dir.path()).unwrap().is_some());

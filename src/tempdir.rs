@@ -4,6 +4,21 @@
 //! server's private root are all [`TempDir`]s: a fresh directory named
 //! `<prefix><random><suffix>`, locked by its owner (see [`crate::lock`]) and
 //! removed, whatever a build left in it, when the owner drops it.
+//!
+//! # Recognising osstore's names
+//!
+//! The collector may remove only what osstore made (other tools, such as
+//! osbuild's 2022 tools sharing the store, put their own entries in
+//! `tmp/`), but prefix and suffix are the caller's. So the random part
+//! is marked: [`RANDOM_LEN`] random characters followed by a
+//! [`CHECK_LEN`]-character check computed from them with a keyed hash
+//! ([`is_generated`]). A name made by anything else has some window of
+//! that length that checks with a chance of about 1 in 2.5 * 10^9 per
+//! window. The mark is in the name rather than in an extended attribute
+//! or a file inside the directory because the name exists from the
+//! `mkdir` on: a directory whose owner died right after creating it is
+//! still recognised, with no second step to lose and no reliance on what
+//! the filesystem supports.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -22,7 +37,13 @@ use crate::tree;
 
 /// Characters of the random part of a name, as `mkdtemp` implementations use.
 const NAME_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
-const RANDOM_LEN: usize = 8;
+/// Random characters of a name.
+pub const RANDOM_LEN: usize = 8;
+/// Characters of the check that follows them.
+pub const CHECK_LEN: usize = 6;
+/// The key of the check ("osstore1"): part of the on-disk format, since
+/// every version must recognise the names of every other.
+const CHECK_KEY: u64 = 0x6f73_7374_6f72_6531;
 const ATTEMPTS: usize = 100;
 
 /// A directory that its owner removes on drop.
@@ -142,7 +163,7 @@ fn make_unique_dir(
     suffix: &[u8],
 ) -> Result<(CString, PathBuf)> {
     for _ in 0..ATTEMPTS {
-        let name = unique_name(prefix, suffix)?;
+        let name = fresh_name(prefix, suffix)?;
         let path = parent.join(OsStr::from_bytes(name.to_bytes()));
         match mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700)) {
             Ok(()) => return Ok((name, path)),
@@ -161,16 +182,94 @@ fn make_unique_dir(
     ))
 }
 
-/// `<prefix><8 random characters from NAME_CHARS><suffix>`.
-fn unique_name(prefix: &[u8], suffix: &[u8]) -> Result<CString> {
+/// A fresh name `<prefix><random><suffix>`, the random part being
+/// [`RANDOM_LEN`] random characters and their [`CHECK_LEN`]-character check
+/// (see [`is_generated`]). `EINVAL` when prefix or suffix contains NUL.
+pub fn fresh_name(prefix: &[u8], suffix: &[u8]) -> Result<CString> {
     let random = uuid::Uuid::new_v4().into_bytes();
-    let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + suffix.len() + 1);
+    let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + CHECK_LEN + suffix.len() + 1);
     name.extend_from_slice(prefix);
     name.extend(
         random[..RANDOM_LEN]
             .iter()
             .map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()]),
     );
+    let check = check_of(&name[prefix.len()..]);
+    name.extend_from_slice(&check);
     name.extend_from_slice(suffix);
     CString::new(name).map_err(|_| Error::invalid("a directory name prefix or suffix contains NUL"))
+}
+
+/// Whether osstore made `name` with [`fresh_name`]: some window of it is
+/// [`RANDOM_LEN`] characters of the random alphabet followed by their check.
+pub fn is_generated(name: &[u8]) -> bool {
+    name.windows(RANDOM_LEN + CHECK_LEN).any(|window| {
+        let (random, check) = window.split_at(RANDOM_LEN);
+        random.iter().all(|c| NAME_CHARS.contains(c)) && check_of(random) == check
+    })
+}
+
+/// The check of the random characters `random`: a keyed FNV-1a hash,
+/// mixed (the splitmix64 finaliser) so that every character of the check
+/// depends on every input character, written in the random alphabet.
+/// Fixed, not `std`'s hasher: it must never change between versions.
+fn check_of(random: &[u8]) -> [u8; CHECK_LEN] {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ CHECK_KEY;
+    for &c in random {
+        h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let base = NAME_CHARS.len() as u64;
+    let mut check = [0u8; CHECK_LEN];
+    for c in &mut check {
+        *c = NAME_CHARS[(h % base) as usize];
+        h /= base;
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_names_are_recognised_whatever_the_affixes() {
+        for (prefix, suffix) in [
+            (&b""[..], &b""[..]),
+            (b"object-abc1234-", b"-workdir"),
+            (b"x", b"y"),
+        ] {
+            let name = fresh_name(prefix, suffix).unwrap();
+            let bytes = name.as_bytes();
+            assert_eq!(
+                bytes.len(),
+                prefix.len() + RANDOM_LEN + CHECK_LEN + suffix.len()
+            );
+            assert!(is_generated(bytes), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn other_names_are_not_recognised() {
+        let name = fresh_name(b"t-", b"").unwrap();
+        let mut changed = name.as_bytes().to_vec();
+        // Any one character of the random part or the check altered.
+        for i in 2..changed.len() {
+            let kept = changed[i];
+            changed[i] = if kept == b'a' { b'b' } else { b'a' };
+            assert!(!is_generated(&changed), "{changed:?}");
+            changed[i] = kept;
+        }
+        for stranger in [
+            &b"stranger-dir"[..],
+            b"object-dead-xxxxxxxx-workdir",
+            b"tmpab12cd34",
+            b"store-server-abcdefgh",
+            b"0e1f2a3b-0000-4000-8000-00000000abcd",
+        ] {
+            assert!(!is_generated(stranger), "{stranger:?}");
+        }
+    }
 }

@@ -381,19 +381,32 @@ fn the_store_is_tagged_and_gc_spares_strangers() {
     let tag = fs::read_to_string(root.join("CACHEDIR.TAG")).unwrap();
     assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
     let name = commit_sized(&store, "keep", 1);
+    // Another tool's entries, unlocked: a file, an empty directory, a full
+    // one, and one named like earlier osstore work dirs (no check).
+    let strangers = [
+        "stranger-file",
+        "stranger-dir",
+        "stranger-full/inside",
+        "object-abcdefg-hijklmno-workdir/object/f",
+    ];
     for sub in ["objects", "tmp", "meta"] {
-        fs::write(root.join(sub).join("stranger-file"), "").unwrap();
-        fs::create_dir(root.join(sub).join("stranger-dir")).unwrap();
+        fs::write(root.join(sub).join(strangers[0]), "").unwrap();
+        fs::create_dir(root.join(sub).join(strangers[1])).unwrap();
+        for full in &strangers[2..] {
+            let path = root.join(sub).join(full);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, "theirs").unwrap();
+        }
     }
     // A sidecar whose object is gone is osstore's and is reclaimed.
     let orphan = "0e1f2a3b-0000-4000-8000-00000000abcd";
     fs::create_dir(root.join("meta").join(orphan)).unwrap();
     store.gc().unwrap();
-    for sub in ["objects", "meta"] {
-        assert!(root.join(sub).join("stranger-file").exists(), "{sub}");
-        assert!(root.join(sub).join("stranger-dir").exists(), "{sub}");
+    for sub in ["objects", "tmp", "meta"] {
+        for stranger in strangers {
+            assert!(root.join(sub).join(stranger).exists(), "{sub}/{stranger}");
+        }
     }
-    assert!(root.join("tmp/stranger-file").exists());
     assert!(!root.join("meta").join(orphan).exists());
     assert!(root.join("meta").join(name).exists());
 }
@@ -483,7 +496,14 @@ fn a_read_only_store_is_served_with_its_temp_root_under_tmpdir() {
     )
     .unwrap();
     let reply = ask(&socket, r#"{"method": "read-tree", "object-id": "r"}"#);
-    assert_eq!(reply["path"], root.join("refs/r").to_str().unwrap());
+    // The object itself (cache.md), pinned on a read-only store too.
+    let object = root.join("objects").join(
+        fs::read_link(root.join("refs/r"))
+            .unwrap()
+            .file_name()
+            .unwrap(),
+    );
+    assert_eq!(reply["path"], object.to_str().unwrap());
     let reply = ask(
         &socket,
         r#"{"method": "mkdtemp", "prefix": "p-", "suffix": ""}"#,

@@ -102,7 +102,12 @@ fn hostile_gc_exchange_race_stays_inside() {
     let (tmp, store, victim) = arena();
     attack("gc", |trial| {
         // A dead builder's work dir: in tmp/, locked by nobody.
-        let tree = tmp.path().join(format!("store/tmp/dead-{trial}/tree"));
+        let dead = osstore::tempdir::fresh_name(format!("dead-{trial}-").as_bytes(), b"").unwrap();
+        let tree = tmp
+            .path()
+            .join("store/tmp")
+            .join(dead.to_str().unwrap())
+            .join("tree");
         let link = tmp.path().join(format!("attacker/l{trial}"));
         plant(&tree, &link, &victim);
         attack_removal(&store, &tree, &link, &victim, || {
@@ -183,7 +188,8 @@ fn deep_tree_lifecycle(name_len: usize, depth: usize) {
     assert!(!workdir.exists(), "release left the work dir");
 
     // The export becomes a dead builder's work dir (in tmp/, unlocked).
-    let dead = tmp.path().join("store/tmp/dead");
+    let dead = osstore::tempdir::fresh_name(b"dead-", b"").unwrap();
+    let dead = tmp.path().join("store/tmp").join(dead.to_str().unwrap());
     fs::create_dir(&dead).expect("mkdir");
     fs::rename(&export, dead.join("tree")).expect("rename");
     store.gc().expect("gc");

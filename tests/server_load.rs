@@ -28,13 +28,16 @@ fn many_concurrent_clients() {
     fx.commit("committed", &[]);
     let socket = fx.socket();
     let store = fx.store_path();
+    // The object itself (cache.md).
+    let object = object_of(fx.store.path(), "committed");
+    let committed = format!(r#"{{"path": "{}"}}"#, object.display());
     let threads: Vec<_> = (0..50)
         .map(|t| {
             let socket = socket.clone();
             let store = store.clone();
+            let committed = committed.clone();
             std::thread::spawn(move || {
                 let client = Client::connect(&socket);
-                let committed = format!(r#"{{"path": "{store}/refs/committed"}}"#);
                 for i in 0..200 {
                     match i % 3 {
                         0 => assert_eq!(

@@ -27,12 +27,15 @@ fn read_tree_finds_committed_and_floating_objects() {
     fx.commit("committed", &[("f", "c")]);
     let floating = fx.floating("floating", &[("f", "fl")]);
     let client = fx.client();
-    let store = fx.store_path();
 
+    // cache.md: the object itself, as `get` names it, not the ref.
     let reply = client.call(read_tree("committed").to_string().as_bytes());
     assert_eq!(
         text(&reply),
-        format!(r#"{{"path": "{store}/refs/committed"}}"#)
+        format!(
+            r#"{{"path": "{}"}}"#,
+            object_of(fx.store.path(), "committed").display()
+        )
     );
 
     let reply = client.call_json(&read_tree("floating"));
@@ -61,23 +64,29 @@ fn read_tree_finds_committed_and_floating_objects() {
 fn read_tree_answers_follow_changes_of_the_store() {
     let fx = Fixture::new();
     let client = fx.client();
-    let committed = format!(r#"{{"path": "{}/refs/x"}}"#, fx.store_path());
+    // The object the ref names now.
+    let committed = || {
+        let object = object_of(fx.store.path(), "x");
+        format!(r#"{{"path": "{}"}}"#, object.display())
+    };
     let ask = || text(&client.call(read_tree("x").to_string().as_bytes()));
     for _ in 0..3 {
         assert_eq!(ask(), r#"{"path": null}"#);
         fx.commit("x", &[("f", "1")]);
-        assert_eq!(ask(), committed);
-        assert_eq!(ask(), committed);
-        // A new commit under the same id: still there.
+        assert_eq!(ask(), committed());
+        assert_eq!(ask(), committed());
+        // A new commit under the same id: its object is named.
+        let first = committed();
         fx.commit("x", &[("f", "2")]);
-        assert_eq!(ask(), committed);
+        assert_eq!(ask(), committed());
+        assert_ne!(committed(), first);
         // The object the ref names disappears behind the store's back.
-        let target = fs::canonicalize(fx.store.path().join("refs/x")).unwrap();
+        let target = object_of(fx.store.path(), "x");
         let aside = fx.dir.path().join("aside");
         fs::rename(&target, &aside).unwrap();
         assert_eq!(ask(), r#"{"path": null}"#);
         fs::rename(&aside, &target).unwrap();
-        assert_eq!(ask(), committed);
+        assert_eq!(ask(), committed());
         // The ref goes away.
         fs::remove_file(fx.store.path().join("refs/x")).unwrap();
     }
@@ -89,6 +98,10 @@ fn read_tree_answers_follow_changes_of_the_store() {
         .unwrap()
         .file_name();
     let link = fx.store.path().join("refs/x");
+    let committed = format!(
+        r#"{{"path": "{}"}}"#,
+        fx.store.path().join("objects").join(&name).display()
+    );
     let run = |args: &[&std::ffi::OsStr]| {
         assert!(
             std::process::Command::new(args[0])
@@ -109,6 +122,44 @@ fn read_tree_answers_follow_changes_of_the_store() {
     assert_eq!(ask(), committed);
     run(&["rm".as_ref(), link.as_os_str()]);
     assert_eq!(ask(), r#"{"path": null}"#);
+}
+
+/// cache.md "Pins" and "Last use": a `read-tree` answer pins the object it
+/// names for as long as the connection that asked lives, against eviction
+/// and collection by another user of the store, and counts as a use.
+#[test]
+fn read_tree_pins_its_answer_until_the_connection_closes() {
+    let fx = Fixture::new();
+    let other = other_user(&fx);
+    for id in ["held", "free"] {
+        let mut obj = other.new_object(id).unwrap();
+        fill(&obj, &[("f", "first")]);
+        other.commit(&mut obj, id).unwrap();
+        forget_last_use(fx.store.path(), id);
+    }
+    let client = fx.client();
+    let reply = client.call_json(&read_tree("held"));
+    let held = PathBuf::from(reply["path"].as_str().expect("a path"));
+    assert_eq!(held, object_of(fx.store.path(), "held"));
+    assert!(last_used(&other, "held") > 1000, "the look-up is a use");
+    assert_eq!(last_used(&other, "free"), 1000);
+
+    assert_eq!(other.evict(0).unwrap().evicted, ["free"]);
+    assert!(held.is_dir(), "a pinned object is never evicted");
+    // The ref moves on: the answer still names what was looked up, and a
+    // collection spares it.
+    let mut obj = other.new_object("held").unwrap();
+    fill(&obj, &[("f", "second")]);
+    other.commit(&mut obj, "held").unwrap();
+    assert_eq!(other.gc().unwrap().removed, 0);
+    assert_eq!(fs::read_to_string(held.join("f")).unwrap(), "first");
+
+    drop(client);
+    // A request on a new connection is answered after the server has seen
+    // the old one close (it was closed before this one was accepted).
+    let _ = fx.client().call_json(&read_tree("none"));
+    assert_eq!(other.gc().unwrap().removed, 1);
+    assert!(!held.exists());
 }
 
 #[test]
@@ -184,7 +235,9 @@ fn mkdtemp_creates_private_directories_in_the_temp_root() {
         let path = PathBuf::from(reply["path"].as_str().expect("a path"));
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with(prefix) && name.ends_with(suffix), "{name}");
-        assert_eq!(name.len(), prefix.len() + 8 + suffix.len(), "{name}");
+        // 8 random characters and their 6-character check (store.md).
+        assert_eq!(name.len(), prefix.len() + 14 + suffix.len(), "{name}");
+        assert!(osstore::tempdir::is_generated(name.as_bytes()), "{name}");
         let meta = fs::symlink_metadata(&path).unwrap();
         assert!(meta.is_dir());
         assert_eq!(meta.mode() & 0o777, 0o700);
@@ -220,10 +273,12 @@ fn reference_client_bytes_get_reference_server_bytes() {
     // What osbuild's StoreClient sends: json.dumps() output, auto-bound socket.
     let client = Client::connect_autobind(&fx.socket());
     let store = fx.store_path();
+    // The object itself (cache.md), whose name is ASCII.
+    let object = object_of(fx.store.path(), "\u{e9}t\u{e9}-\u{1f600}");
     let exchanges: Vec<(&[u8], String)> = vec![
         (
             br#"{"method": "read-tree", "object-id": "\u00e9t\u00e9-\ud83d\ude00"}"#,
-            format!(r#"{{"path": "{store}/refs/\u00e9t\u00e9-\ud83d\ude00"}}"#),
+            format!(r#"{{"path": "{}"}}"#, object.display()),
         ),
         (br#"{"method": "read-tree", "object-id": "unknown"}"#, r#"{"path": null}"#.to_owned()),
         (

@@ -309,3 +309,50 @@ fn a_mounted_tree_survives_replacement_and_garbage_collection() {
     fx.stop();
     assert_eq!(fx.store.gc().unwrap().removed, 1);
 }
+
+/// cache.md "Pins" and "Last use": `open-tree` and `read-tree-at` count as
+/// uses and pin the object against another user of the store; an
+/// `open-tree` descriptor's pin lasts as long as the connection that asked
+/// for it (docs/protocol.md), a mount's until the server unmounts it.
+#[test]
+fn open_tree_and_read_tree_at_pin_and_record_a_use() {
+    if common::skip_without_private_mounts("open_tree_and_read_tree_at_pin_and_record_a_use") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let other = other_user(&fx);
+    for id in ["opened", "mounted"] {
+        let mut obj = other.new_object(id).unwrap();
+        fill(&obj, &[("f", id)]);
+        other.commit(&mut obj, id).unwrap();
+        forget_last_use(fx.store.path(), id);
+    }
+    let client = fx.client();
+    client.send(br#"{"method": "open-tree", "object-id": "opened"}"#);
+    let (reply, fds) = client.recv_with_fds();
+    assert_eq!(reply, br#"{"fd": 0}"#);
+    let target = fx.dir.path().join("target");
+    fs::create_dir(&target).unwrap();
+    client.call_json(&read_tree_at("mounted", &target, "/"))["path"]
+        .as_str()
+        .expect("mounted");
+    for id in ["opened", "mounted"] {
+        assert!(last_used(&other, id) > 1000, "{id}: the look-up is a use");
+    }
+    let evicted = other.evict(0).unwrap().evicted;
+    assert!(
+        evicted.is_empty(),
+        "pinned objects were evicted: {evicted:?}"
+    );
+
+    // The descriptor's pin is its connection's.
+    drop(fds);
+    assert!(other.evict(0).unwrap().evicted.is_empty());
+    drop(client);
+    // Answered once the server has seen the old connection close.
+    let _ = fx.client().call_json(&read_tree("none"));
+    assert_eq!(other.evict(0).unwrap().evicted, ["opened"]);
+    assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "mounted");
+    fx.stop();
+    assert_eq!(other.evict(0).unwrap().evicted, ["mounted"]);
+}

@@ -44,7 +44,12 @@ fn work_dirs_are_named_after_the_id() {
     assert!(tree.starts_with(tmp.to_str().unwrap()), "{tree}");
     assert!(tree.ends_with("-workdir/object"), "{tree}");
     let random = &tree[tmp.to_str().unwrap().len()..tree.len() - "-workdir/object".len()];
-    assert_eq!(random.len(), 8, "{random}");
+    // 8 random characters and their 6-character check.
+    assert_eq!(random.len(), 14, "{random}");
+    assert!(
+        osstore::tempdir::is_generated(random.as_bytes()),
+        "{random}"
+    );
     assert_eq!(obj.mode(), Mode::Write);
     assert_eq!(fs::read_dir(obj.tree()).unwrap().count(), 0);
 }
@@ -195,7 +200,6 @@ fn ids_are_validated_where_they_enter() {
         assert_eq!(store.new_object(bad).unwrap_err().errno(), libc::EINVAL);
         assert_eq!(store.contains(bad).unwrap_err().errno(), libc::EINVAL);
         assert_eq!(store.get(bad).unwrap_err().errno(), libc::EINVAL);
-        assert_eq!(store.lookup_tree(bad).unwrap_err().errno(), libc::EINVAL);
         assert_eq!(store.resolve_ref(bad).unwrap_err().errno(), libc::EINVAL);
         assert_eq!(
             store.commit(&mut obj, bad).unwrap_err().errno(),
@@ -214,23 +218,22 @@ fn floating_objects_are_found_first() {
     let store = common::quick(dir.path());
     let mut committed = store.new_object("x").unwrap();
     let name = store.commit(&mut committed, "x").unwrap();
-    let object = dir.path().join("refs/x");
+    let object = dir.path().join("objects").join(&name);
+    let tree_of = |id| store.get(id).unwrap().unwrap().tree().to_path_buf();
     // cache.md: a get names the object itself, not the ref.
-    let got = store.get("x").unwrap().unwrap();
-    assert_eq!(got.tree(), dir.path().join("objects").join(&name));
-    drop(got);
+    assert_eq!(tree_of("x"), object);
 
     let mut floating = store.new_object("x").unwrap();
     fs::write(floating.tree().join("float"), "").unwrap();
-    assert_eq!(store.lookup_tree("x").unwrap().unwrap(), object);
+    assert_eq!(tree_of("x"), object);
     floating.finalize().unwrap();
     assert_eq!(floating.mode(), Mode::Read);
     let view = store.get("x").unwrap().unwrap();
     assert_eq!(view.tree(), floating.tree());
-    assert_eq!(store.lookup_tree("x").unwrap().unwrap(), floating.tree());
+    assert_eq!(tree_of("x"), floating.tree());
     drop(view);
     drop(floating);
-    assert_eq!(store.lookup_tree("x").unwrap().unwrap(), object);
+    assert_eq!(tree_of("x"), object);
 }
 
 #[test]
@@ -301,7 +304,7 @@ fn tempdirs_are_named_and_removed() {
     let t = store.tempdir(b"pre-", b"-suf").unwrap();
     let name = t.path().file_name().unwrap().to_str().unwrap().to_owned();
     assert!(
-        name.starts_with("pre-") && name.ends_with("-suf") && name.len() == 16,
+        name.starts_with("pre-") && name.ends_with("-suf") && name.len() == 22,
         "{name}"
     );
     assert_eq!(t.path().parent().unwrap(), dir.path().join("tmp"));
@@ -317,8 +320,13 @@ fn gc_spares_live_work_and_reclaims_the_rest() {
     let dir = scratch();
     let store = common::quick(dir.path());
     let live = store.new_object("live").unwrap();
-    // Leftovers of a "dead" owner: a dir nobody locks; a stranger's link
-    // (osstore makes no files in tmp/, so it stays).
+    // Leftovers of a "dead" owner: a dir nobody locks, named as osstore
+    // names them; a stranger's link (osstore makes no files in tmp/) and a
+    // stranger's unlocked directory with a name like earlier versions': both
+    // stay.
+    let dead = osstore::tempdir::fresh_name(b"object-dead-", b"-workdir").unwrap();
+    let dead = dir.path().join("tmp").join(dead.to_str().unwrap());
+    fs::create_dir_all(dead.join("object")).unwrap();
     fs::create_dir_all(dir.path().join("tmp/object-dead-xxxxxxxx-workdir/object")).unwrap();
     std::os::unix::fs::symlink("../objects/x", dir.path().join("tmp/.ref-stale")).unwrap();
     // An object no ref names, and one named and held.
@@ -337,7 +345,13 @@ fn gc_spares_live_work_and_reclaims_the_rest() {
 
     let report = store.gc().unwrap();
     assert_eq!(report.removed, 2, "dead work dir, orphan");
+    assert!(!dead.exists());
     assert!(dir.path().join("tmp/.ref-stale").symlink_metadata().is_ok());
+    assert!(
+        dir.path()
+            .join("tmp/object-dead-xxxxxxxx-workdir/object")
+            .is_dir()
+    );
     assert!(live.tree().is_dir());
     assert!(dir.path().join("objects").join(&kept_name).is_dir());
     assert!(

@@ -58,7 +58,8 @@ pub enum Command {
     /// Remove what nobody can use any more.
     ///
     /// Leftovers of dead processes, and objects that no ref names and no
-    /// live handle holds.
+    /// live handle holds. Only what osstore named is removed: another tool's
+    /// files and directories in the store stay.
     Gc,
     /// Evict least recently used refs until the total is at most SIZE.
     ///

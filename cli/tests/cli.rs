@@ -478,7 +478,9 @@ fn serve_answers_until_terminated_and_cleans_up() {
     let (child, socket) = serve(&store, &["--socket", want.to_str().unwrap()], None);
     assert_eq!(socket, want);
     let reply = read_tree(&socket, "a");
-    assert_eq!(reply["path"], store.join("refs/a").to_str().unwrap());
+    // The object itself (cache.md).
+    let object = store.join("objects").join(object_name(&store, "a"));
+    assert_eq!(reply["path"], object.to_str().unwrap());
     assert_eq!(read_tree(&socket, "nope")["path"], serde_json::Value::Null);
     let out = stop(child);
     assert!(
@@ -496,10 +498,8 @@ fn serve_listens_at_osstore_socket_by_default() {
     let want = dir.path().join("env.sock");
     let (child, socket) = serve(&store, &[], Some(&want));
     assert_eq!(socket, want);
-    assert_eq!(
-        read_tree(&socket, "b")["path"],
-        store.join("refs/b").to_str().unwrap()
-    );
+    let object = store.join("objects").join(object_name(&store, "b"));
+    assert_eq!(read_tree(&socket, "b")["path"], object.to_str().unwrap());
     stop(child);
     assert!(!want.exists());
 }

@@ -98,14 +98,14 @@ fn dispatch(fixture: &Fixture, request: Request) {
         }
         | Request::OpenTree { object_id, subtree } => {
             // What both do before mounting: find the tree, resolve inside it.
-            let Some(tree) = fixture
+            let Some(object) = fixture
                 .store
-                .lookup_tree(&object_id)
+                .get(&object_id)
                 .expect("look-up of a valid id")
             else {
                 return;
             };
-            let tree = tree.canonicalize().expect("the tree exists");
+            let tree = object.tree().canonicalize().expect("the tree exists");
             if let Ok(fd) = readtree_at::open_subtree(&tree, &subtree) {
                 let resolved = fd_path(&fd);
                 assert!(
@@ -164,7 +164,7 @@ fn handle(fixture: &Fixture, request: Request) -> Reply {
         .methods
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .handle(request);
+        .handle(0, request);
     let json = encoded(&reply);
     match &reply {
         Reply::Path(path) => assert_eq!(json["path"], path_str(path)),

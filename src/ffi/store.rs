@@ -308,7 +308,9 @@ pub unsafe extern "C" fn os_store_commit(
 /// Creates a fresh directory `<store>/tmp/<prefix><random><suffix>` (mode
 /// 0700) and hands its path out through `*path_out` (free the string with
 /// os_free()). `prefix` and `suffix` may be NULL, meaning "", and may not
-/// contain `/`. os_store_free() removes the directory.
+/// contain `/`. `<random>` is 14 characters: 8 random ones and a check of
+/// them, by which os_store_gc() knows the directory for osstore's.
+/// os_store_free() removes the directory.
 ///
 /// Returns 0; -EINVAL for a `/` in `prefix` or `suffix` or a NULL `path_out`;
 /// -EINVAL when `store` is NULL or not a live store handle, -ECHILD when it was
@@ -383,11 +385,13 @@ pub unsafe extern "C" fn os_store_host_tree(
     })
 }
 
-/// Removes what nobody can use any more: entries of `tmp/` whose owning
-/// process died (work dirs, temp dirs, host trees; mounts left in them are
-/// detached) and objects that no ref names and no live handle, in any
-/// process, holds. Never touches what a live handle uses; safe to run while
-/// other processes use the store.
+/// Removes what nobody can use any more: directories of `tmp/` that osstore
+/// made and whose owning process died (work dirs, temp dirs, host trees;
+/// mounts left in them are detached) and objects that no ref names and no
+/// live handle, in any process, holds. Never touches what a live handle
+/// uses; safe to run while other processes use the store. Entries osstore
+/// did not name (another tool's files and directories in `objects/`, `tmp/`
+/// or `meta/`) stay, locked or not.
 ///
 /// Returns the number of entries removed, or a negative errno: -EINVAL when
 /// `store` is NULL or not a live store handle, -ECHILD when it was inherited

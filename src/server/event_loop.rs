@@ -13,7 +13,8 @@
 //! read its replies is not read from either.
 //!
 //! An idle connection costs its socket and one 16-byte slot of a table
-//! indexed by descriptor; no buffer is kept per connection.
+//! indexed by descriptor, plus the pins of its answers (see
+//! [`Methods::disconnected`]); no buffer is kept per connection.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -240,7 +241,7 @@ impl EventLoop {
         };
         let reply = match transport::receive(conn.fd.as_fd(), &mut self.buffers) {
             Ok(Received::Packet(packet)) => match protocol::decode(packet) {
-                Ok(request) => self.methods.handle(request),
+                Ok(request) => self.methods.handle(fd, request),
                 Err(e) => Reply::error(&e),
             },
             Ok(Received::WouldBlock) => return false,
@@ -323,10 +324,12 @@ impl EventLoop {
     /// Closes connection `fd`. It is taken out of the epoll set first:
     /// closing alone would not do that while a forked child of another
     /// thread still shares the descriptor.
+    /// The pins of the connection's answers go with it.
     fn close(&mut self, fd: RawFd) {
         if let Some(slot) = self.conns.get_mut(fd as usize) {
             if let Some(conn) = slot.take() {
                 let _ = self.epoll.delete(&conn.fd);
+                self.methods.disconnected(fd);
             }
         }
     }

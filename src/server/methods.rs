@@ -1,11 +1,20 @@
 //! The methods: what each validated request does and the reply it gets.
+//!
+//! Look-ups go through [`Store::get`], as the library's do: a committed
+//! object is named by `objects/<name>` (what the ref named at the look-up),
+//! its use is recorded and it is pinned. A `read-tree-at` mount holds its
+//! pin until it is unmounted; `read-tree` and `open-tree` answers hold
+//! theirs until the connection that asked closes (the client can use the
+//! path or the descriptor until then at least).
 
-use std::os::fd::AsFd;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use super::protocol::{Reply, Request};
 use super::readtree_at::{self, Mounts};
 use crate::error::Result;
+use crate::object::Object;
 use crate::store::Store;
 use crate::tempdir::create_unique_dir;
 
@@ -19,6 +28,9 @@ pub struct Methods {
     mounts: Mounts,
     /// Where `read-tree-at` may mount (`None`: anywhere).
     mount_roots: Option<Vec<PathBuf>>,
+    /// The committed objects that `read-tree` and `open-tree` answers pin,
+    /// by connection and object name; let go when the connection closes.
+    held: HashMap<RawFd, HashMap<String, Object>>,
 }
 
 impl Methods {
@@ -31,18 +43,30 @@ impl Methods {
             tmproot,
             mounts: Mounts::default(),
             mount_roots,
+            held: HashMap::new(),
         }
     }
 
-    /// Carries out `request`; failures become `{"error": ...}` replies.
-    pub fn handle(&mut self, request: Request) -> Reply {
-        self.dispatch(request).unwrap_or_else(|e| Reply::error(&e))
+    /// Carries out `request`, received on connection `conn`; failures become
+    /// `{"error": ...}` replies.
+    pub fn handle(&mut self, conn: RawFd, request: Request) -> Reply {
+        self.dispatch(conn, request)
+            .unwrap_or_else(|e| Reply::error(&e))
     }
 
-    fn dispatch(&mut self, request: Request) -> Result<Reply> {
+    /// Connection `conn` closed: the pins of its answers go.
+    pub fn disconnected(&mut self, conn: RawFd) {
+        self.held.remove(&conn);
+    }
+
+    fn dispatch(&mut self, conn: RawFd, request: Request) -> Result<Reply> {
         match request {
-            Request::ReadTree { object_id } => Ok(match self.store.lookup_tree(&object_id)? {
-                Some(tree) => Reply::Path(tree),
+            Request::ReadTree { object_id } => Ok(match self.store.get(&object_id)? {
+                Some(object) => {
+                    let tree = object.tree().to_path_buf();
+                    self.hold(conn, object);
+                    Reply::Path(tree)
+                }
                 None => Reply::NoObject,
             }),
             Request::ReadTreeAt {
@@ -56,23 +80,43 @@ impl Methods {
                     Some(roots) => Some(readtree_at::open_target(roots, &target)?),
                     None => None,
                 };
-                let Some(tree) = self.store.lookup_tree(&object_id)? else {
+                let Some(object) = self.store.get(&object_id)? else {
                     return Ok(Reply::NoObject);
                 };
-                let pin = self.store.pin_tree(&tree)?;
-                let source = readtree_at::open_subtree_in(pin.fd().as_fd(), &tree, &subtree)?;
+                let source = readtree_at::open_subtree(object.tree(), &subtree)?;
                 self.mounts
-                    .attach(&source, &target, target_fd.as_ref(), pin)?;
+                    .attach(&source, &target, target_fd.as_ref(), object)?;
                 Ok(Reply::Path(target))
             }
             Request::Mkdtemp { prefix, suffix } => Ok(Reply::Path(self.mkdtemp(&prefix, &suffix)?)),
             Request::Source { name } => Ok(Reply::Path(self.sources.join(name))),
             Request::OpenTree { object_id, subtree } => {
-                let Some(tree) = self.store.lookup_tree(&object_id)? else {
+                let Some(object) = self.store.get(&object_id)? else {
                     return Ok(Reply::NoObject);
                 };
-                let source = readtree_at::open_subtree(&tree, &subtree)?;
-                Ok(Reply::Fd(readtree_at::detached_view(&source)?))
+                let source = readtree_at::open_subtree(object.tree(), &subtree)?;
+                let view = readtree_at::detached_view(&source)?;
+                self.hold(conn, object);
+                Ok(Reply::Fd(view))
+            }
+        }
+    }
+
+    /// Keeps `object`'s pin for connection `conn` (once per object); a
+    /// floating object's view pins nothing and is not kept.
+    fn hold(&mut self, conn: RawFd, object: Object) {
+        let Some(name) = object.committed_name() else {
+            return;
+        };
+        let held = self.held.entry(conn).or_default();
+        match held.get_mut(name) {
+            // Both pin the same object; the newer look-up's directory is
+            // the one the store keeps open (see `crate::cache::pins`), and
+            // holding it keeps the next look-ups free of `flock` calls.
+            Some(older) => *older = object,
+            None => {
+                let name = name.to_owned();
+                held.insert(name, object);
             }
         }
     }

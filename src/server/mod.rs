@@ -16,8 +16,9 @@
 //! measured on, the clients keep the other core busy, so more server
 //! threads would not add throughput.) It also keeps idle connections cheap:
 //! there is one receive buffer per loop and none per connection, so an idle
-//! connection costs its socket and a 16-byte table slot, where a thread per
-//! connection would cost a stack.
+//! connection costs its socket and a 16-byte table slot (plus the pins of
+//! its answers, see `methods.rs`), where a thread per connection would cost
+//! a stack.
 //!
 //! No client can stall the others: nothing in the loop waits for a client,
 //! receives and sends are non-blocking, and a reply that does not fit in a
@@ -28,9 +29,16 @@
 //! with a client on the same core the request is there already.
 //!
 //! `read-tree` answers for committed objects come from the store's ref
-//! cache (kept exact with inotify, see `src/refcache.rs`), which saves the
-//! `stat` of `refs/<id>` that otherwise costs as much as the rest of a
-//! request.
+//! cache (kept exact with inotify, see `src/refcache.rs`) and its table of
+//! open object directories (see `src/cache/pins.rs`), as `Store::get`'s do:
+//! that saves the `stat` of `refs/<id>` that otherwise costs as much as the
+//! rest of a request.
+//!
+//! # Pins
+//!
+//! Look-ups pin what they find against eviction and collection (see
+//! `methods.rs`): a `read-tree-at` mount until it is unmounted, the answers
+//! of `read-tree` and `open-tree` until their connection closes.
 //!
 //! # Limits
 //!
@@ -42,7 +50,7 @@
 //! # Clean-up
 //!
 //! [`Server::stop`] (or dropping the server) stops accepting, closes every
-//! connection, syncs and lazily unmounts every mount that `read-tree-at`
+//! connection (letting go of their pins), syncs and lazily unmounts every mount that `read-tree-at`
 //! made (newest first), removes the private temp root of `mkdtemp`, the
 //! socket file and, when the server chose the socket path, its private
 //! directory.

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fd;
-use crate::lock::DirLock;
 use crate::mount;
+use crate::object::Object;
 use crate::tree::sys::fstatx;
 
 /// Opens `subtree` (leading slashes ignored; empty or `/` is the tree
@@ -37,18 +37,12 @@ use crate::tree::sys::fstatx;
 pub fn open_subtree(tree: &Path, subtree: &str) -> Result<OwnedFd> {
     let root = fd::open(tree, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| Error::path("cannot open tree", tree, e))?;
-    open_subtree_in(root.as_fd(), tree, subtree)
-}
-
-/// Like [`open_subtree`], inside the tree open at `root` (`tree` is its
-/// path, for messages).
-pub fn open_subtree_in(root: BorrowedFd<'_>, tree: &Path, subtree: &str) -> Result<OwnedFd> {
     let relative = subtree.trim_start_matches('/');
     let relative = if relative.is_empty() { "." } else { relative };
     let c_relative =
         CString::new(relative).map_err(|_| Error::invalid("subtree contains a NUL character"))?;
     let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    open_path_at(root, &c_relative, resolve).map_err(|e| {
+    open_path_at(root.as_fd(), &c_relative, resolve).map_err(|e| {
         Error::io(
             format_args!("cannot open subtree {subtree:?} of {}", tree.display()),
             e,
@@ -241,21 +235,23 @@ pub struct Mounts {
 struct Attached {
     root: OwnedFd,
     target: PathBuf,
-    /// Keeps the mounted object from garbage collection until unmounted.
-    _pin: DirLock,
+    /// The look-up of the mounted object, whose pin keeps it from eviction
+    /// and collection until unmounted.
+    _pinned: Object,
 }
 
 impl Mounts {
     /// Mounts `source` (from [`open_subtree`]) read-only at `target` (an
     /// existing directory for a directory, an existing file for a file),
     /// or onto `target_fd` when given (from [`open_target`]; `target` is
-    /// then its path for messages), and records the mount.
+    /// then its path for messages), and records the mount with `object`,
+    /// the look-up it shows, kept (and so pinned) until unmounted.
     pub fn attach(
         &mut self,
         source: &OwnedFd,
         target: &Path,
         target_fd: Option<&Target>,
-        pin: DirLock,
+        object: Object,
     ) -> Result<()> {
         let root = match target_fd {
             Some(fd) => attach_confined(source, fd, target)?,
@@ -264,7 +260,7 @@ impl Mounts {
         self.attached.push(Attached {
             root,
             target: target.to_path_buf(),
-            _pin: pin,
+            _pinned: object,
         });
         Ok(())
     }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::log;
 use crate::mount;
+use crate::tempdir;
 use crate::tree;
 
 /// What [`Store::gc`] did.
@@ -22,9 +23,11 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Removes what nobody can use any more: entries of `tmp/` that no live
-    /// handle (in any process) holds, and objects that no ref names and no
-    /// live handle holds. Mounts left inside abandoned entries are detached.
+    /// Removes what nobody can use any more: entries of `tmp/` that osstore
+    /// made and no live handle (in any process) holds, and objects that no
+    /// ref names and no live handle holds. Mounts left inside abandoned
+    /// entries are detached. Names osstore never generates are left alone
+    /// in `tmp/`, `objects/` and `meta/`.
     ///
     /// Creating objects and temp dirs, committing, look-ups and pinning go
     /// on while a collection runs (see [`crate::lock`]). An entry that cannot be removed does not stop the
@@ -149,11 +152,15 @@ impl Store {
 /// again (bounded: each lock is a descriptor).
 const OBJECT_BATCH: usize = 256;
 
-/// Removes one unowned entry of `tmp/`; `false` when somebody holds it or it
-/// is gone already.
+/// Removes one unowned entry of `tmp/`; `false` when somebody holds it, it
+/// is gone already or osstore did not make it.
 fn reclaim(path: &Path, is_dir: bool) -> Result<bool> {
-    // osstore makes only directories in `tmp/`: a file is a stranger's.
-    if !is_dir {
+    // osstore makes only directories in `tmp/`, with names it can tell
+    // (see `crate::tempdir`): anything else is a stranger's, locked or not.
+    let ours = path
+        .file_name()
+        .is_some_and(|n| tempdir::is_generated(n.as_bytes()));
+    if !is_dir || !ours {
         return Ok(false);
     }
     match lock_unowned(path)? {

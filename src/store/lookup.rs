@@ -1,8 +1,7 @@
-//! Look-ups: whether an id is in the store, its object, its tree, and
-//! pinning a tree against collection.
+//! Look-ups: whether an id is in the store and its object (pinned).
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Store, lock_ignoring_poison};
@@ -10,7 +9,6 @@ use crate::cache::ObjectCache;
 use crate::cache::pins::Pin;
 use crate::error::{Error, Result};
 use crate::ids::{self, ObjectId, ToObjectId};
-use crate::lock::DirLock;
 use crate::object::Object;
 
 impl Store {
@@ -132,48 +130,6 @@ impl Store {
             pin,
             ObjectCache::read(self),
         )
-    }
-
-    /// The tree path that `read-tree` hands out for `id`: the floating
-    /// object's tree or `refs/<id>` when it resolves (a use of the object it
-    /// names); `None` when unknown.
-    pub fn lookup_tree(&self, id: &(impl ToObjectId + ?Sized)) -> Result<Option<PathBuf>> {
-        let id = id.to_object_id()?;
-        if let Some(tree) = self.floating_tree(id) {
-            return Ok(Some(tree));
-        }
-        let found = self
-            .note_use_of_ref(id)
-            .map_err(|e| e.context(format!("cannot look up object {:?}", id.as_str())))?;
-        Ok(found.then(|| self.ref_path(id)))
-    }
-
-    /// Pins the tree at `tree` (from [`Store::lookup_tree`]) against
-    /// garbage collection for as long as the returned lock lives, e.g. while
-    /// it is mounted somewhere: a later commit may unname the object, but
-    /// nobody removes it under the mount. Through a ref, the object pinned
-    /// is the one the ref names now; the lock's descriptor is that tree.
-    ///
-    /// Takes no store-wide lock: a collection under way delays this by its
-    /// re-reading of the refs at most (see [`crate::lock`]).
-    pub fn pin_tree(&self, tree: &Path) -> Result<DirLock> {
-        let mut pause = std::time::Duration::from_micros(50);
-        loop {
-            if let Some(lock) = DirLock::try_shared_following(tree)? {
-                if lock.is_at(tree)? {
-                    return Ok(lock);
-                }
-                // The ref moved on before the lock was taken: pin its new
-                // target instead.
-                continue;
-            }
-            // A collector holds the object: either it is checking whether a
-            // ref names it (it lets go within that check), or the ref has
-            // moved on and the object is being removed (the next resolution
-            // finds the new one).
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(2));
-        }
     }
 
     /// The path `refs/<id>`, whether or not it exists.

@@ -24,7 +24,8 @@ coproc SERVER { "$serve" "$store" "$sock"; }
 read -r line <&"${SERVER[0]}"
 [ "$line" = ready ] && ok || { bad "server did not start"; echo "client_server: $passed passed, $failed failed"; exit 1; }
 
-expect 0 "$store/refs/committed" -- read-tree committed
+# The object itself, objects/<name>, that refs/committed names (cache.md).
+expect 0 "$store/objects/$(basename "$(readlink "$store/refs/committed")")" -- read-tree committed
 floating=$("$client" --socket "$sock" read-tree floating)
 case "$floating" in "$store"/tmp/object-floatin-*-workdir/object) ok ;; *) bad "floating read-tree gave '$floating'" ;; esac
 expect 2 "" -- read-tree absent

@@ -370,8 +370,9 @@ static void on_log(int level, const char *message, void *userdata)
     CHECK_RC(os_log_set(NULL, OS_LOG_NONE, NULL), -EDEADLK);
 }
 
-/* Opens a store at `dir`, leaves a stray directory in tmp/ and collects;
- * returns what os_store_gc() returns (entries removed). */
+/* Opens a store at `dir`, leaves an object that no ref names in objects/
+ * (named as the store names objects, so that the collector recognises it)
+ * and collects; returns what os_store_gc() returns (entries removed). */
 static int make_and_collect_garbage(const char *dir)
 {
     os_store_t *store = NULL;
@@ -379,7 +380,7 @@ static int make_and_collect_garbage(const char *dir)
     int rc = os_store_open_ex(dir, OS_STORE_NO_SYNC | OS_STORE_NO_GC, &store);
     if (rc < 0)
         return rc;
-    fmt(path, sizeof path, "%s/tmp/leftover-of-a-dead-process", dir);
+    fmt(path, sizeof path, "%s/objects/0e1f2a3b-0000-4000-8000-00000000abcd", dir);
     if (mkdir(path, 0700) != 0)
         die(path);
     rc = os_store_gc(store);

@@ -244,3 +244,45 @@ pub fn mount_points() -> Vec<PathBuf> {
 pub fn errno_of(result: std::io::Result<()>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())
 }
+
+/// `objects/<name>` of the object `refs/<id>` names in the store at `root`.
+pub fn object_of(root: &Path, id: &str) -> PathBuf {
+    let target = fs::read_link(root.join("refs").join(id)).expect("a ref");
+    root.join("objects")
+        .join(target.file_name().expect("an object name"))
+}
+
+/// Sets the last use of the object `refs/<id>` names back to 1970 (the
+/// mtime of its sidecar's info file, see cache.md "Last use").
+pub fn forget_last_use(root: &Path, id: &str) {
+    let object = object_of(root, id);
+    let info = root
+        .join("meta")
+        .join(object.file_name().unwrap())
+        .join("info");
+    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+    fs::File::options()
+        .write(true)
+        .open(info)
+        .expect("sidecar info")
+        .set_modified(epoch)
+        .expect("set mtime");
+}
+
+/// The last use of `id` as the store lists it.
+pub fn last_used(store: &Store, id: &str) -> i64 {
+    store
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|o| o.id == id)
+        .expect("listed")
+        .last_used
+}
+
+/// Opens the store of `fx` a second time: another user of the store, with
+/// its own descriptors, locks and memory of recorded uses (as another
+/// process would have).
+pub fn other_user(fx: &Fixture) -> Store {
+    super::quick(fx.store.path())
+}

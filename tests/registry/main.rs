@@ -43,7 +43,7 @@ fn commit_fixture(store: &Store, id: &str) -> std::path::PathBuf {
 
 /// The committed tree of `id` (its real path, not the ref's).
 fn tree_of(store: &Store, id: &str) -> std::path::PathBuf {
-    std::fs::canonicalize(store.lookup_tree(id).expect("lookup").expect("committed"))
+    std::fs::canonicalize(store.get(id).expect("lookup").expect("committed").tree())
         .expect("canonicalize")
 }
 

@@ -149,7 +149,7 @@ fn main() {
         obj.tree().display()
     ));
     store.commit(&mut obj, "base").unwrap();
-    let tree = std::fs::canonicalize(store.lookup_tree("base").unwrap().unwrap()).unwrap();
+    let tree = std::fs::canonicalize(store.get("base").unwrap().unwrap().tree()).unwrap();
     let opts = RegistryOptions::default();
     let (mut ours, mut theirs, mut stage_t, mut pull_t, mut ref_pull_t) =
         (vec![], vec![], vec![], vec![], vec![]);
@@ -201,7 +201,7 @@ fn main() {
         let ref_pull_s = secs(t);
         if round == 0 {
             let pulled =
-                std::fs::canonicalize(pulled_store.lookup_tree("base").unwrap().unwrap()).unwrap();
+                std::fs::canonicalize(pulled_store.get("base").unwrap().unwrap().tree()).unwrap();
             faithful = osstore::tree::compare_trees(&tree, &pulled)
                 .unwrap()
                 .is_empty();
