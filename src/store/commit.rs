@@ -114,8 +114,10 @@ impl Store {
             .install_sidecar(workdir, &name, &info)
             .and_then(|()| self.make_durable(&tree_lock))
             .and_then(|()| {
-                total = self.count_in(&settings, info.size)?;
-                self.swap_ref(object.id(), &name, workdir)
+                total = self.count_in(&settings, object.id().as_str(), &name, &info, || {
+                    self.swap_ref(object.id(), &name, workdir)
+                })?;
+                Ok(())
             })
         {
             let _ = crate::tree::remove_tree(&self.inner.meta.join(&name));

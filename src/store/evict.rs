@@ -1,36 +1,47 @@
 //! Eviction: removing the least recently used unpinned objects until the
 //! total and the free space are within the settings.
 //!
-//! Evictions are serialised by an exclusive lock on `meta/`; each one sums
-//! the sizes of the objects the refs name afresh, so its decisions and the
-//! total it reports are exact whatever happened before (kills included).
+//! Evictions are serialised by an exclusive lock on `meta/`. Each takes
+//! its victims from the eviction index ([`super::lru`]): the least
+//! recently used object first, its last use verified against its sidecar,
+//! skipped when pinned or just committed. The index is built by a full scan
+//! (every ref and sidecar) when it is missing or out of date (another
+//! process committed or evicted since this one last did, a settings change
+//! of the bound, a reboot; always in an unbounded store), so an eviction
+//! costs in proportion to what it removes, and its decisions and the total
+//! it writes are exact whatever happened before (kills included).
 //! An object is removed only while the evictor holds it locked exclusively,
 //! which no handle in any process can then hold: pinned objects are skipped
-//! and a look-up that comes in between waits, then finds no ref.
+//! and a look-up that comes in between waits, then finds no ref. Its refs
+//! are removed before it.
 //!
 //! Whether a commit must evict is decided from a running total in
 //! `meta/total`, kept only while `max-size` is set: the commit adds its
-//! object's size under the `meta/` lock before its ref names the object, so
-//! a kill can only leave the running total too high (never too low), and an
-//! eviction replaces it with the exact sum. The file records the boot it
-//! was written in; after a reboot (a power cut may have lost a write) it is
-//! measured afresh.
+//! object's size under the `meta/` lock before its ref names the object
+//! (and swaps the ref under that lock), so a kill can only leave the
+//! running total too high (never too low), and an eviction replaces it with
+//! the index's exact sum. The file records the boot it was written in;
+//! after a reboot (a power cut may have lost a write) it is measured
+//! afresh. Commits by osstore 0.1 tools leave no trace in it: their objects
+//! are counted at the next full scan.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::cached::RefEntry;
+use super::lru::{LruIndex, Stamp};
 use super::{Store, gc};
+use crate::cache::lastuse;
 use crate::cache::settings::{self, Settings};
+use crate::cache::sidecar::Info;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
+use crate::tempdir::TempDir;
 use crate::tree;
-
-/// The running total's file in `meta/`.
-const TOTAL: &str = "total";
 
 /// What an eviction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,18 +86,56 @@ impl Store {
         }
     }
 
-    /// Adds a committed object's size to the running total (bounded stores
-    /// only), before its ref names it; returns the new total.
-    pub(crate) fn count_in(&self, settings: &Settings, size: u64) -> Result<Option<u64>> {
+    /// Under the `meta/` lock (bounded stores only): adds a committed
+    /// object's size to the running total, then calls `swap`, which makes
+    /// the ref `id` name `objects/<name>`; returns the new total. The total
+    /// is written before the ref names the object, so a kill in between
+    /// leaves it too high, never too low; and since bounded commits swap
+    /// their refs under the lock, an eviction sees every counted object.
+    /// Nothing fails once `swap` has succeeded (the commit has happened).
+    pub(crate) fn count_in(
+        &self,
+        settings: &Settings,
+        id: &str,
+        name: &str,
+        info: &Info,
+        swap: impl FnOnce() -> Result<()>,
+    ) -> Result<Option<u64>> {
         if settings.max_size.is_none() {
-            return Ok(None);
+            return swap().map(|()| None);
         }
         let _lock = DirLock::exclusive(&self.inner.meta)?;
-        let total = match self.read_total() {
-            Some(t) => t,
-            None => self.exact_total()?,
-        } + size;
-        self.write_total(total)?;
+        let mut index = self.lru_index();
+        let file = self.read_total();
+        if file.is_none() {
+            self.rebuild_index(&mut index)?;
+        }
+        let indexed = file.is_none() || index.matches(file.as_ref());
+        let (total, replaced) = match &file {
+            Some(f) if !indexed => (f.total + info.size, None),
+            _ => {
+                let replaced = self.ref_name(id)?;
+                let freed = replaced
+                    .as_deref()
+                    .map_or(0, |old| index.size_freed_by_replacing(id, old));
+                (index.total() + info.size - freed, replaced)
+            }
+        };
+        let stamp = self.write_total(total, file.and_then(|f| f.stamp).as_ref())?;
+        swap()?;
+        if indexed {
+            if let Some(old) = replaced {
+                index.remove_ref(id, &old);
+            }
+            let used = self
+                .inner
+                .meta_dir
+                .as_ref()
+                .and_then(|meta| lastuse::read(meta.as_fd(), name).ok().flatten())
+                .unwrap_or_else(lastuse::now);
+            index.add(id, name, info, used);
+            index.set_stamp(Some(stamp));
+        }
         Ok(Some(total))
     }
 
@@ -116,77 +165,64 @@ impl Store {
         self.evict_to(goal, Some(name)).map(drop)
     }
 
+    /// Evicts until `goal` is met, never `keep`. The victims come from
+    /// the index (see [`super::lru`]), rebuilt when out of date; in an
+    /// unbounded store (evictions for `min-free` or by [`Store::evict`]
+    /// only, rare) it is rebuilt every time, since its commits keep no
+    /// running total.
     fn evict_to(&self, goal: Goal, keep: Option<&str>) -> Result<EvictReport> {
         let context = || format!("cannot evict from {}", self.inner.root.display());
+        let bounded = commit_settings(self)
+            .map_err(|e| e.context(context()))?
+            .max_size
+            .is_some();
         let _lock = DirLock::exclusive(&self.inner.meta).map_err(|e| e.context(context()))?;
         let work = self
             .create_tempdir(b"evict-", b"")
             .map_err(|e| e.context(context()))?;
-        let mut candidates = Vec::new();
-        let mut total = 0;
-        let (entries, _) = self.ref_entries().map_err(|e| e.context(context()))?;
-        // Refs per object (several refs may name one object, made by hand).
-        let mut naming: std::collections::HashMap<String, usize> = Default::default();
-        for e in entries {
-            let (info, used) = self
-                .object_info(&e.name)
+        let mut index = self.lru_index();
+        let file = self.read_total();
+        if !bounded || !index.matches(file.as_ref()) {
+            self.rebuild_index(&mut index)
                 .map_err(|e| e.context(context()))?;
-            let refs = naming.entry(e.name.clone()).or_default();
-            if *refs == 0 {
-                total += info.size;
-            }
-            *refs += 1;
-            candidates.push((used, info.created, info.size, e));
         }
-        candidates.sort_by_key(|c| (c.0, c.1));
-        let mut report = EvictReport::default();
-        for (_, _, size, entry) in candidates {
-            let free_ok = match goal.free {
-                Some(f) => self.fs_space()?.0 >= f,
-                None => true,
-            };
-            if goal.total.is_none_or(|t| total <= t) && free_ok {
-                break;
-            }
-            if keep == Some(entry.name.as_str()) {
-                continue;
-            }
-            let object = self.inner.objects.join(&entry.name);
-            let Some(held) = DirLock::try_exclusive(&object).or_else(|e| {
-                if e.errno() == libc::ENOENT {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?
-            else {
-                continue; // pinned (or gone)
-            };
-            if !self
-                .unlink_ref(&work, &entry)
-                .map_err(|e| e.context(context()))?
-            {
-                continue;
-            }
-            let refs = naming.entry(entry.name.clone()).or_default();
-            *refs = refs.saturating_sub(1);
-            if *refs == 0 {
-                gc::remove_locked(&object, &held).map_err(|e| e.context(context()))?;
-                tree::remove_tree(&self.inner.meta.join(&entry.name))
+        let mut victims = Victims {
+            store: self,
+            index: &mut index,
+            work: &work,
+            bounded,
+            stamp: file.and_then(|f| f.stamp),
+            announced: false,
+            exact: true,
+            report: EvictReport::default(),
+        };
+        let outcome = victims.take(goal, keep);
+        let Victims {
+            stamp,
+            exact,
+            report,
+            ..
+        } = victims;
+        match outcome {
+            Ok(()) if bounded => {
+                let new = self
+                    .write_total(index.total(), stamp.as_ref())
                     .map_err(|e| e.context(context()))?;
-                total -= size;
-                report.freed += size;
+                index.set_stamp(exact.then_some(new));
             }
-            report.evicted.push(entry.id);
+            Ok(()) => index.invalidate(),
+            Err(e) => {
+                index.invalidate();
+                return Err(e.context(context()));
+            }
         }
-        self.write_total(total).map_err(|e| e.context(context()))?;
         Ok(report)
     }
 
     /// Removes `refs/<id>` if it still names `objects/<name>`: it is moved
     /// into the work dir (atomic, as a swap), checked there, and put back
     /// (unless a newer one took its place) if a commit replaced it meanwhile.
-    fn unlink_ref(&self, work: &crate::tempdir::TempDir, entry: &RefEntry) -> Result<bool> {
+    fn unlink_ref(&self, work: &TempDir, entry: &RefEntry) -> Result<bool> {
         let id = CString::new(entry.id.as_str()).map_err(|_| Error::invalid("bad id"))?;
         let fail = |what: &str, e: Errno| {
             Error::sys(
@@ -220,56 +256,134 @@ impl Store {
             Err(e) => Err(fail("cannot put back ref", e)),
         }
     }
-
-    /// The exact total: the sum of the sizes of the objects refs name.
-    fn exact_total(&self) -> Result<u64> {
-        let (entries, _) = self.ref_entries()?;
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0;
-        for e in entries {
-            if seen.insert(e.name.clone()) {
-                total += self.object_info(&e.name)?.0.size;
-            }
-        }
-        Ok(total)
-    }
-
-    /// The running total, if it was written in this boot.
-    fn read_total(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.inner.meta.join(TOTAL)).ok()?;
-        let (boot, total) = text.trim().split_once(' ')?;
-        (boot == boot_id()).then(|| total.parse().ok()).flatten()
-    }
-
-    fn write_total(&self, total: u64) -> Result<()> {
-        let text = format!("{} {total}\n", boot_id());
-        std::fs::write(self.inner.meta.join(TOTAL), text)
-            .map_err(|e| Error::path("cannot write", &self.inner.meta.join(TOTAL), e))
-    }
-
-    /// Drops the running total (the bound changed): the next commit sums
-    /// the objects afresh.
-    pub(crate) fn forget_total(&self) -> Result<()> {
-        let _lock = DirLock::exclusive(&self.inner.meta)?;
-        match std::fs::remove_file(self.inner.meta.join(TOTAL)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::path(
-                "cannot remove",
-                &self.inner.meta.join(TOTAL),
-                e,
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
-fn boot_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    })
+/// One eviction's work on the index (under the `meta/` lock).
+struct Victims<'a> {
+    store: &'a Store,
+    index: &'a mut LruIndex,
+    work: &'a TempDir,
+    /// Whether the store keeps a running total (`max-size` set).
+    bounded: bool,
+    /// The running total's stamp as last read or written.
+    stamp: Option<Stamp>,
+    /// Whether the other processes were told (see [`Victims::announce`]).
+    announced: bool,
+    /// Cleared when refs changed behind the index.
+    exact: bool,
+    report: EvictReport,
+}
+
+impl Victims<'_> {
+    /// Takes least recently used objects until `goal` is met: each has its
+    /// last use verified, is skipped when it is `keep` or pinned, and is
+    /// removed ref first. Skipped objects go back in the index.
+    fn take(&mut self, goal: Goal, keep: Option<&str>) -> Result<()> {
+        let mut skipped = Vec::new();
+        let outcome = self.take_skipping(goal, keep, &mut skipped);
+        for (name, used) in skipped {
+            self.index.put_back(&name, used);
+        }
+        outcome
+    }
+
+    fn take_skipping(
+        &mut self,
+        goal: Goal,
+        keep: Option<&str>,
+        skipped: &mut Vec<(String, i64)>,
+    ) -> Result<()> {
+        let inner = &self.store.inner;
+        loop {
+            let free_ok = match goal.free {
+                Some(f) => self.store.fs_space()?.0 >= f,
+                None => true,
+            };
+            if goal.total.is_none_or(|t| self.index.total() <= t) && free_ok {
+                return Ok(());
+            }
+            let Some((name, victim)) = self.index.pop_least() else {
+                return Ok(());
+            };
+            if keep == Some(name.as_str()) {
+                skipped.push((name, victim.used));
+                continue;
+            }
+            let object = inner.objects.join(&name);
+            let used = match &inner.meta_dir {
+                Some(meta) => lastuse::read(meta.as_fd(), &name)?,
+                None => None,
+            };
+            match used {
+                // Used since it was indexed (or its time was set back).
+                Some(used) if used != victim.used => {
+                    self.index.put_back(&name, used);
+                    continue;
+                }
+                None if std::fs::symlink_metadata(&object).is_err() => {
+                    self.index.remove(&name);
+                    continue;
+                }
+                _ => {}
+            }
+            let held = match DirLock::try_exclusive(&object) {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    skipped.push((name, victim.used));
+                    continue;
+                }
+                Err(e) if e.errno() == libc::ENOENT => {
+                    self.index.remove(&name);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.announce()?;
+            let mut all_refs = true;
+            for id in &victim.ids {
+                let entry = RefEntry {
+                    id: id.clone(),
+                    name: name.clone(),
+                };
+                if self.store.unlink_ref(self.work, &entry)? {
+                    self.report.evicted.push(entry.id);
+                } else {
+                    all_refs = false;
+                }
+            }
+            if all_refs {
+                gc::remove_locked(&object, &held)?;
+                tree::remove_tree(&inner.meta.join(&name))?;
+                self.index.remove(&name);
+                self.report.freed += victim.size;
+            } else {
+                // A ref was removed or replaced behind the index: the
+                // object stays (a collection takes it once no ref names
+                // it) and the index is rebuilt next time.
+                self.index.forget(&name);
+                self.exact = false;
+            }
+        }
+    }
+
+    /// Before the first removal: changes the running total's stamp (removes
+    /// the file in an unbounded store), so that every other process's index
+    /// is out of date even if this one is killed before it is done.
+    fn announce(&mut self) -> Result<()> {
+        if self.announced {
+            return Ok(());
+        }
+        if self.bounded {
+            self.stamp = Some(
+                self.store
+                    .write_total(self.index.total(), self.stamp.as_ref())?,
+            );
+        } else {
+            self.store.remove_total()?;
+        }
+        self.announced = true;
+        Ok(())
+    }
 }
 
 /// Loads the settings for a commit.
