@@ -25,8 +25,9 @@
 //! afresh. Commits by osstore 0.1 tools leave no trace in it: their objects
 //! are counted at the next full scan.
 
-use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::MutexGuard;
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
@@ -41,7 +42,7 @@ use crate::cache::sidecar::Info;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::tempdir::TempDir;
-use crate::tree;
+use crate::{log, tree};
 
 /// What an eviction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +51,16 @@ pub struct EvictReport {
     pub freed: u64,
     /// Ids of the refs removed, in the order they were.
     pub evicted: Vec<String>,
+}
+
+/// A bounded commit's hold on the running total, from its count to the
+/// eviction that may follow: the `meta/` lock, the index, the new total and
+/// the stamp written with it.
+pub(crate) struct Counted<'a> {
+    total: u64,
+    stamp: Stamp,
+    index: MutexGuard<'a, LruIndex>,
+    lock: DirLock,
 }
 
 /// When an eviction may stop.
@@ -71,7 +82,8 @@ impl Store {
             total: Some(target_bytes),
             free: None,
         };
-        self.evict_to(goal, None)
+        let bounded = commit_settings(self)?.max_size.is_some();
+        self.evict_to(goal, None, bounded, None)
     }
 
     /// `EFBIG` when an object of `size` bytes is larger than `max-size` on
@@ -88,11 +100,12 @@ impl Store {
 
     /// Under the `meta/` lock (bounded stores only): adds a committed
     /// object's size to the running total, then calls `swap`, which makes
-    /// the ref `id` name `objects/<name>`; returns the new total. The total
-    /// is written before the ref names the object, so a kill in between
-    /// leaves it too high, never too low; and since bounded commits swap
-    /// their refs under the lock, an eviction sees every counted object.
-    /// Nothing fails once `swap` has succeeded (the commit has happened).
+    /// the ref `id` name `objects/<name>`. The total is written before the
+    /// ref names the object, so a kill in between leaves it too high, never
+    /// too low; and since bounded commits swap their refs under the lock,
+    /// an eviction sees every counted object. Nothing fails once `swap` has
+    /// succeeded (the commit has happened). The lock stays held in the
+    /// result, for [`Store::evict_after_commit`].
     pub(crate) fn count_in(
         &self,
         settings: &Settings,
@@ -100,11 +113,11 @@ impl Store {
         name: &str,
         info: &Info,
         swap: impl FnOnce() -> Result<()>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Counted<'_>>> {
         if settings.max_size.is_none() {
             return swap().map(|()| None);
         }
-        let _lock = DirLock::exclusive(&self.inner.meta)?;
+        let lock = DirLock::exclusive(&self.inner.meta)?;
         let mut index = self.lru_index();
         let file = self.read_total();
         if file.is_none() {
@@ -134,9 +147,14 @@ impl Store {
                 .and_then(|meta| lastuse::read(meta.as_fd(), name).ok().flatten())
                 .unwrap_or_else(lastuse::now);
             index.add(id, name, info, used);
-            index.set_stamp(Some(stamp));
+            index.set_stamp(Some(stamp.clone()));
         }
-        Ok(Some(total))
+        Ok(Some(Counted {
+            total,
+            stamp,
+            index,
+            lock,
+        }))
     }
 
     /// After the commit of `objects/<name>`: evicts when the total is over
@@ -145,12 +163,12 @@ impl Store {
     pub(crate) fn evict_after_commit(
         &self,
         settings: &Settings,
-        total: Option<u64>,
+        counted: Option<Counted<'_>>,
         name: &str,
     ) -> Result<()> {
         let mut goal = Goal::default();
-        if let (Some(max), Some(total)) = (settings.max_size, total) {
-            if total > max {
+        if let (Some(max), Some(c)) = (settings.max_size, &counted) {
+            if c.total > max {
                 goal.total = Some((u128::from(max) * u128::from(settings.low_water) / 100) as u64);
             }
         }
@@ -162,47 +180,70 @@ impl Store {
         if goal.total.is_none() && goal.free.is_none() {
             return Ok(());
         }
-        self.evict_to(goal, Some(name)).map(drop)
+        let bounded = settings.max_size.is_some();
+        self.evict_to(goal, Some(name), bounded, counted).map(drop)
     }
 
-    /// Evicts until `goal` is met, never `keep`. The victims come from
-    /// the index (see [`super::lru`]), rebuilt when out of date; in an
-    /// unbounded store (evictions for `min-free` or by [`Store::evict`]
-    /// only, rare) it is rebuilt every time, since its commits keep no
-    /// running total.
-    fn evict_to(&self, goal: Goal, keep: Option<&str>) -> Result<EvictReport> {
+    /// Evicts until `goal` is met, never `keep`; under the lock a commit's
+    /// count still holds, if any. The victims come from the index (see
+    /// [`super::lru`]), rebuilt when out of date; in an unbounded store
+    /// (evictions for `min-free` or by [`Store::evict`] only, rare) it is
+    /// rebuilt every time, since its commits keep no running total.
+    fn evict_to(
+        &self,
+        goal: Goal,
+        keep: Option<&str>,
+        bounded: bool,
+        counted: Option<Counted<'_>>,
+    ) -> Result<EvictReport> {
         let context = || format!("cannot evict from {}", self.inner.root.display());
-        let bounded = commit_settings(self)
-            .map_err(|e| e.context(context()))?
-            .max_size
-            .is_some();
-        let _lock = DirLock::exclusive(&self.inner.meta).map_err(|e| e.context(context()))?;
-        let work = self
-            .create_tempdir(b"evict-", b"")
-            .map_err(|e| e.context(context()))?;
-        let mut index = self.lru_index();
-        let file = self.read_total();
-        if !bounded || !index.matches(file.as_ref()) {
+        // A commit's count changed the stamp since any other process read
+        // it: the others' indexes are out of date already.
+        let announced = counted.is_some();
+        let (_lock, mut index, stamp) = match counted {
+            Some(c) => (c.lock, c.index, Some(c.stamp)),
+            None => {
+                let lock =
+                    DirLock::exclusive(&self.inner.meta).map_err(|e| e.context(context()))?;
+                (
+                    lock,
+                    self.lru_index(),
+                    self.read_total().and_then(|f| f.stamp),
+                )
+            }
+        };
+        if !bounded || !stamp.as_ref().is_some_and(|s| index.is_true_at(s)) {
             self.rebuild_index(&mut index)
                 .map_err(|e| e.context(context()))?;
         }
         let mut victims = Victims {
             store: self,
             index: &mut index,
-            work: &work,
+            work: None,
             bounded,
-            stamp: file.and_then(|f| f.stamp),
-            announced: false,
+            stamp,
+            announced,
             exact: true,
             report: EvictReport::default(),
+            removing: std::time::Duration::ZERO,
         };
         let outcome = victims.take(goal, keep);
         let Victims {
             stamp,
             exact,
             report,
+            removing,
             ..
         } = victims;
+        if !report.evicted.is_empty() {
+            log::info(format_args!(
+                "evicted {} refs ({} bytes) from {}; removing the objects took {} us",
+                report.evicted.len(),
+                report.freed,
+                self.inner.root.display(),
+                removing.as_micros()
+            ));
+        }
         match outcome {
             Ok(()) if bounded => {
                 let new = self
@@ -220,9 +261,10 @@ impl Store {
     }
 
     /// Removes `refs/<id>` if it still names `objects/<name>`: it is moved
-    /// into the work dir (atomic, as a swap), checked there, and put back
-    /// (unless a newer one took its place) if a commit replaced it meanwhile.
-    fn unlink_ref(&self, work: &TempDir, entry: &RefEntry) -> Result<bool> {
+    /// aside to `aside` (a name below the open directory `dir`, atomic, as
+    /// a swap), checked there, and put back (unless a newer one took its
+    /// place) if a commit replaced it meanwhile.
+    fn unlink_ref(&self, dir: BorrowedFd<'_>, aside: &CStr, entry: &RefEntry) -> Result<bool> {
         let id = CString::new(entry.id.as_str()).map_err(|_| Error::invalid("bad id"))?;
         let fail = |what: &str, e: Errno| {
             Error::sys(
@@ -230,27 +272,27 @@ impl Store {
                 e,
             )
         };
-        match renameat(&self.inner.refs_dir, id.as_c_str(), work.fd(), c"ref") {
+        match renameat(&self.inner.refs_dir, id.as_c_str(), dir, aside) {
             Ok(()) => {}
             Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(fail("cannot remove ref", e)),
         }
-        let moved = std::fs::read_link(work.path().join("ref")).ok();
+        let moved = nix::fcntl::readlinkat(dir, aside).ok();
         let expected = format!("../objects/{}", entry.name);
         if moved.is_some_and(|t| t.as_os_str() == expected.as_str()) {
-            unlinkat(work.fd(), c"ref", UnlinkatFlags::NoRemoveDir)
+            unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| fail("cannot remove ref", e))?;
             return Ok(true);
         }
         match renameat2(
-            work.fd(),
-            c"ref",
+            dir,
+            aside,
             &self.inner.refs_dir,
             id.as_c_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
             Ok(()) | Err(Errno::EEXIST) => {
-                let _ = unlinkat(work.fd(), c"ref", UnlinkatFlags::NoRemoveDir);
+                let _ = unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir);
                 Ok(false)
             }
             Err(e) => Err(fail("cannot put back ref", e)),
@@ -262,7 +304,9 @@ impl Store {
 struct Victims<'a> {
     store: &'a Store,
     index: &'a mut LruIndex,
-    work: &'a TempDir,
+    /// Where refs are moved aside when their object has no sidecar
+    /// directory (made on first need).
+    work: Option<TempDir>,
     /// Whether the store keeps a running total (`max-size` set).
     bounded: bool,
     /// The running total's stamp as last read or written.
@@ -272,6 +316,8 @@ struct Victims<'a> {
     /// Cleared when refs changed behind the index.
     exact: bool,
     report: EvictReport,
+    /// Time spent removing objects and sidecars (logged).
+    removing: std::time::Duration,
 }
 
 impl Victims<'_> {
@@ -339,21 +385,36 @@ impl Victims<'_> {
                 Err(e) => return Err(e),
             };
             self.announce()?;
+            // Refs are moved aside into the victim's sidecar directory,
+            // removed with it (or by a collection, after a kill).
+            let (dir, aside) = match (&inner.meta_dir, used) {
+                (Some(meta), Some(_)) => (meta.as_fd(), CString::new(format!("{name}/ref"))),
+                _ => {
+                    let work = match &mut self.work {
+                        Some(work) => work,
+                        None => self.work.insert(self.store.create_tempdir(b"evict-", b"")?),
+                    };
+                    (work.fd(), CString::new("ref"))
+                }
+            };
+            let aside = aside.map_err(|_| Error::invalid("bad object name"))?;
             let mut all_refs = true;
             for id in &victim.ids {
                 let entry = RefEntry {
                     id: id.clone(),
                     name: name.clone(),
                 };
-                if self.store.unlink_ref(self.work, &entry)? {
+                if self.store.unlink_ref(dir, &aside, &entry)? {
                     self.report.evicted.push(entry.id);
                 } else {
                     all_refs = false;
                 }
             }
             if all_refs {
+                let start = std::time::Instant::now();
                 gc::remove_locked(&object, &held)?;
                 tree::remove_tree(&inner.meta.join(&name))?;
+                self.removing += start.elapsed();
                 self.index.remove(&name);
                 self.report.freed += victim.size;
             } else {

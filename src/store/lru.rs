@@ -135,6 +135,11 @@ impl LruIndex {
         self.stamp.is_some() && file.and_then(|f| f.stamp.as_ref()) == self.stamp.as_ref()
     }
 
+    /// Whether the index is true for a file with `stamp`.
+    pub(crate) fn is_true_at(&self, stamp: &Stamp) -> bool {
+        self.stamp.as_ref() == Some(stamp)
+    }
+
     /// Marks the index true for a file with `stamp` (just written or read).
     pub(crate) fn set_stamp(&mut self, stamp: Option<Stamp>) {
         self.stamp = stamp;
@@ -260,8 +265,11 @@ impl Store {
 
     /// The running total, if it was written in this boot.
     pub(super) fn read_total(&self) -> Option<RunningTotal> {
-        let text = std::fs::read_to_string(self.inner.meta.join(TOTAL)).ok()?;
-        RunningTotal::decode(&text, boot_id())
+        // One read: the file is one short line.
+        let mut buf = [0u8; 256];
+        let mut file = std::fs::File::open(self.inner.meta.join(TOTAL)).ok()?;
+        let n = std::io::Read::read(&mut file, &mut buf).ok()?;
+        RunningTotal::decode(std::str::from_utf8(&buf[..n]).ok()?, boot_id())
     }
 
     /// Writes the running total with the stamp that follows `previous`
