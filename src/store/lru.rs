@@ -73,12 +73,10 @@ pub(crate) struct RunningTotal {
 }
 
 impl RunningTotal {
-    /// The file's text: `<boot> <total> <nonce> <counter>`.
-    pub(crate) fn encode(&self, boot: &str) -> String {
-        match &self.stamp {
-            Some(s) => format!("{boot} {} {:032x} {}\n", self.total, s.nonce, s.counter),
-            None => format!("{boot} {}\n", self.total),
-        }
+    /// The file's text, `<boot> <total> <nonce> <counter>`, for `total`
+    /// written with `stamp`.
+    pub(crate) fn encode(total: u64, stamp: &Stamp, boot: &str) -> String {
+        format!("{boot} {total} {:032x} {}\n", stamp.nonce, stamp.counter)
     }
 
     /// Parses the file's text; `None` when it is not one, or was written
@@ -276,11 +274,7 @@ impl Store {
     /// (the one read); returns the new stamp.
     pub(super) fn write_total(&self, total: u64, previous: Option<&Stamp>) -> Result<Stamp> {
         let stamp = Stamp::next(previous);
-        let text = RunningTotal {
-            total,
-            stamp: Some(stamp.clone()),
-        }
-        .encode(boot_id());
+        let text = RunningTotal::encode(total, &stamp, boot_id());
         let path = self.inner.meta.join(TOTAL);
         std::fs::write(&path, text).map_err(|e| Error::path("cannot write", &path, e))?;
         Ok(stamp)
@@ -332,7 +326,7 @@ mod tests {
             total: 42,
             stamp: Some(Stamp::next(None)),
         };
-        let text = stamped.encode("b1");
+        let text = RunningTotal::encode(42, stamped.stamp.as_ref().unwrap(), "b1");
         assert_eq!(RunningTotal::decode(&text, "b1"), Some(stamped.clone()));
         assert_eq!(RunningTotal::decode(&text, "b2"), None);
         // The format of earlier versions: a total without a stamp.
