@@ -186,6 +186,32 @@ fn an_indexed_object_pinned_by_another_process_is_skipped() {
 }
 
 #[test]
+fn an_evictor_killed_midway_leaves_no_index_of_another_process_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = common::quick(root);
+    store.config_set("max-size", "1 GiB").unwrap();
+    for round in 0..4 {
+        // Trees of many files take a while to remove.
+        for i in 0..4 {
+            commit_files(&store, &format!("big-{round}-{i}"), 600, 10);
+        }
+        // This process's index is current; the evictor is killed mid-way.
+        store.evict(u64::MAX).unwrap();
+        let (evictor, _out) = start(root, "evict");
+        std::thread::sleep(std::time::Duration::from_millis(5 + 10 * round));
+        kill_and_reap(evictor);
+        store.evict(u64::MAX).unwrap();
+        assert_eq!(
+            running_total(root),
+            common::measured_total(root),
+            "round {round}"
+        );
+        store.gc().unwrap();
+    }
+}
+
+#[test]
 fn a_get_in_another_process_pins_until_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let store = common::quick(dir.path());
