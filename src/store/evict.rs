@@ -34,7 +34,7 @@ use nix::fcntl::{RenameFlags, renameat, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::cached::RefEntry;
-use super::lru::{LruIndex, Stamp};
+use super::lru::{Indexed, LruIndex, Stamp};
 use super::{Store, gc};
 use crate::cache::lastuse;
 use crate::cache::settings::{self, Settings};
@@ -385,46 +385,59 @@ impl Victims<'_> {
                 Err(e) => return Err(e),
             };
             self.announce()?;
-            // Refs are moved aside into the victim's sidecar directory,
-            // removed with it (or by a collection, after a kill).
-            let (dir, aside) = match (&inner.meta_dir, used) {
-                (Some(meta), Some(_)) => (meta.as_fd(), CString::new(format!("{name}/ref"))),
-                _ => {
-                    let work = match &mut self.work {
-                        Some(work) => work,
-                        None => self.work.insert(self.store.create_tempdir(b"evict-", b"")?),
-                    };
-                    (work.fd(), CString::new("ref"))
-                }
-            };
-            let aside = aside.map_err(|_| Error::invalid("bad object name"))?;
-            let mut all_refs = true;
-            for id in &victim.ids {
-                let entry = RefEntry {
-                    id: id.clone(),
-                    name: name.clone(),
+            self.remove(&name, &victim, &held, used.is_some())?;
+        }
+    }
+
+    /// Removes a locked victim: its refs (moved aside into its sidecar
+    /// directory when it has one, removed with it, or by a collection after
+    /// a kill), then its tree and its sidecar.
+    fn remove(
+        &mut self,
+        name: &str,
+        victim: &Indexed,
+        held: &DirLock,
+        has_sidecar: bool,
+    ) -> Result<()> {
+        let inner = &self.store.inner;
+        let (dir, aside) = match (&inner.meta_dir, has_sidecar) {
+            (Some(meta), true) => (meta.as_fd(), CString::new(format!("{name}/ref"))),
+            _ => {
+                let work = match &mut self.work {
+                    Some(work) => work,
+                    None => self.work.insert(self.store.create_tempdir(b"evict-", b"")?),
                 };
-                if self.store.unlink_ref(dir, &aside, &entry)? {
-                    self.report.evicted.push(entry.id);
-                } else {
-                    all_refs = false;
-                }
+                (work.fd(), CString::new("ref"))
             }
-            if all_refs {
-                let start = std::time::Instant::now();
-                gc::remove_locked(&object, &held)?;
-                tree::remove_tree(&inner.meta.join(&name))?;
-                self.removing += start.elapsed();
-                self.index.remove(&name);
-                self.report.freed += victim.size;
+        };
+        let aside = aside.map_err(|_| Error::invalid("bad object name"))?;
+        let mut all_refs = true;
+        for id in &victim.ids {
+            let entry = RefEntry {
+                id: id.clone(),
+                name: name.to_owned(),
+            };
+            if self.store.unlink_ref(dir, &aside, &entry)? {
+                self.report.evicted.push(entry.id);
             } else {
-                // A ref was removed or replaced behind the index: the
-                // object stays (a collection takes it once no ref names
-                // it) and the index is rebuilt next time.
-                self.index.forget(&name);
-                self.exact = false;
+                all_refs = false;
             }
         }
+        if !all_refs {
+            // A ref was removed or replaced behind the index: the object
+            // stays (a collection takes it once no ref names it) and the
+            // index is rebuilt next time.
+            self.index.forget(name);
+            self.exact = false;
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        gc::remove_locked(&inner.objects.join(name), held)?;
+        tree::remove_tree(&inner.meta.join(name))?;
+        self.removing += start.elapsed();
+        self.index.remove(name);
+        self.report.freed += victim.size;
+        Ok(())
     }
 
     /// Before the first removal: changes the running total's stamp (removes
