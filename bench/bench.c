@@ -1848,6 +1848,16 @@ static long peak_rss_kib(void)
     return ru.ru_maxrss;
 }
 
+/* Adds up what the library's eviction log messages say removing the
+ * evicted objects took ("... took N us"), in microseconds. */
+static void sum_removal_us(int level, const char *message, void *userdata)
+{
+    const char *took = strstr(message, "removing the objects took ");
+    (void)level;
+    if (took)
+        *(double *)userdata += strtod(took + strlen("removing the objects took "), NULL);
+}
+
 static void cache_rows(const char *mnt)
 {
     long ops = quick ? 20000 : 200000, nobj = quick ? 2000 : 10000, i, listed = 0;
@@ -1914,29 +1924,65 @@ static void cache_rows(const char *mnt)
         snprintf(r->target, sizeof r->target, "reported");
         print_row(r);
 
-        /* Commits that stay under max-size, then commits that each go over
-         * it (low-water 100%: every commit evicts about one object). */
-        check(os_store_config_set(big, "max-size", "unlimited"), "config");
+        /* Commits without a bound, then commits that each go over it
+         * (low-water 100%: every commit evicts one tiny object). Setting
+         * the bound makes the store measure itself afresh (a full scan, at
+         * the first commit after it): that commit is timed on its own. The
+         * removal of what the evicting commits evict (object and sidecar),
+         * as the library times it and logs it at OS_LOG_INFO, is
+         * subtracted. */
+        double scan_v[16], removal_v[16], raw_v[16];
+        long commits = quick ? 20 : 100;
         for (round = -1; round < n; round++) {
-            double a, b;
+            double a, b, scan, removal_us = 0;
+            long before, evicted;
             char limit[32];
             check(os_store_config_set(big, "max-size", "unlimited"), "config");
-            a = run_rate(op_commit_move, big, quick ? 20 : 100);
+            a = run_rate(op_commit_move, big, commits);
             check(os_store_stat(big, &st), "stat");
             snprintf(limit, sizeof limit, "%llu", (unsigned long long)st.bytes);
             check(os_store_config_set(big, "max-size", limit), "config");
             check(os_store_config_set(big, "low-water", "100"), "config");
-            b = run_rate(op_commit_move, big, quick ? 20 : 100);
+            t = now();
+            op_commit_move(big);
+            scan = now() - t;
+            check(os_store_stat(big, &st), "stat");
+            before = (long)st.objects;
+            check(os_log_set(sum_removal_us, OS_LOG_INFO, &removal_us), "log");
+            t = now();
+            for (i = 0; i < commits; i++)
+                op_commit_move(big);
+            b = now() - t;
+            check(os_log_set(NULL, OS_LOG_NONE, NULL), "log");
+            check(os_store_stat(big, &st), "stat");
+            evicted = before + commits - (long)st.objects;
             if (round >= 0) {
                 plain_v[round] = a;
-                evict_v[round] = b;
+                evict_v[round] = commits / (b - removal_us / 1e6);
+                raw_v[round] = commits / b;
+                scan_v[round] = scan * 1e3;
+                removal_v[round] = evicted > 0 ? removal_us / evicted : 0;
             }
         }
         r = add_row(fmt("commit that triggers eviction, %ld objects, `max-size` set", nobj),
                     "commit by move of a tiny tree that takes the total over max-size (low-water "
-                    "100%: it evicts about one tiny object, whose removal is included); ref = "
-                    "the same commit while the total stays under max-size; paired per round");
+                    "100%: it evicts one tiny object; the time the library logs for removing "
+                    "the evicted objects and sidecars is subtracted: see the next row); ref = "
+                    "the same commit with no bound (as before the bound was set); paired per "
+                    "round");
         paired_rate_row(r, plain_v, "", evict_v, n, "ops/s", 0.5);
+        r = add_row(fmt("eviction, %ld objects: removal, full rate, first commit after the "
+                        "bound is set",
+                        nobj),
+                    "removal per evicted object (its tree and sidecar, as the library's log "
+                    "says); the row above with that removal included; the first "
+                    "commit after max-size is set (it measures the store afresh: one full scan "
+                    "of refs and sidecars, then evicts)");
+        snprintf(r->ours, sizeof r->ours, "%.1f us removal; %.0f ops/s with it",
+                 median(removal_v, n), median(raw_v, n));
+        snprintf(r->ref, sizeof r->ref, "%.1f ms first commit", median(scan_v, n));
+        snprintf(r->target, sizeof r->target, "reported");
+        print_row(r);
     }
     os_store_free(big);
     free(path);

@@ -212,16 +212,28 @@ pub fn unmount(target: &Path) -> Result<()> {
 /// (`..`, which crosses mounts upwards) reaches the same directory (device
 /// and inode): the path by which the store was opened (a symlink, a
 /// relative path, a bind mount) or by which the mount was made does not
-/// matter, and no path string is compared.
+/// matter. Path strings only rule out points that cannot be below it
+/// (see [`own_name`]), so that a removal costs one read of the table
+/// rather than a walk up from every mount point.
 pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
     let here = nix::sys::stat::fstat(dir).map_err(|e| Error::sys("cannot stat a directory", e))?;
-    let table = std::fs::read("/proc/self/mountinfo")
+    // Read with room for a large table at once (the file's size is 0, so
+    // `fs::read` would read it in small, growing pieces).
+    let mut table = Vec::with_capacity(64 * 1024);
+    std::fs::File::open("/proc/self/mountinfo")
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut table))
         .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
     let mut points: Vec<PathBuf> = table
         .split(|b| *b == b'\n')
         .filter_map(|line| line.split(|b| *b == b' ').nth(4))
         .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
         .collect();
+    // Only points with the directory's own name as a component can be at
+    // or below it (the table's paths are spelled from the dentries on the
+    // way up, through the directory's): the others are not opened.
+    if let Some(name) = own_name(dir) {
+        points.retain(|p| p.components().any(|c| c.as_os_str() == name));
+    }
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for point in points {
         // Opened, checked and detached through one descriptor: a path
@@ -240,6 +252,18 @@ pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The name of the directory open at `dir` in its parent, as the kernel
+/// spells its path; `None` when that is not known for sure (a directory
+/// removed, a path the kernel cannot spell): then every point is checked.
+fn own_name(dir: BorrowedFd<'_>) -> Option<std::ffi::OsString> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+    let bytes = path.as_os_str().as_bytes();
+    if !bytes.starts_with(b"/") || bytes.ends_with(b" (deleted)") {
+        return None;
+    }
+    path.file_name().map(ToOwned::to_owned)
 }
 
 /// The topmost mount at `point`, opened, when walking up from it meets the

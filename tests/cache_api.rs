@@ -21,17 +21,6 @@ fn commit_sized(store: &Store, id: &str, bytes: usize) -> String {
     store.commit(&mut obj, id).unwrap()
 }
 
-/// Sets the last use of `objects/<name>` (its sidecar's mtime) to `secs`.
-fn age(root: &Path, name: &str, secs: i64) {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
-    let f = fs::File::options()
-        .write(true)
-        .open(root.join("meta").join(name).join("info"))
-        .unwrap();
-    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-        .unwrap();
-}
-
 #[test]
 fn settings_have_defaults_canonical_forms_and_refuse_bad_values() {
     let dir = scratch();
@@ -150,9 +139,9 @@ fn list_is_least_recently_used_first_and_lookups_record_use() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    age(dir.path(), &names[0], now - 30);
-    age(dir.path(), &names[1], now - 20);
-    age(dir.path(), &names[2], now - 10);
+    common::age(dir.path(), &names[0], now - 30);
+    common::age(dir.path(), &names[1], now - 20);
+    common::age(dir.path(), &names[2], now - 10);
     let ids = |s: &Store| {
         s.list()
             .unwrap()
@@ -179,7 +168,7 @@ fn evict_removes_lru_unpinned_refs_and_their_objects() {
         .map(|i| commit_sized(&store, &format!("e{i}"), 20_000))
         .collect();
     for (i, n) in names.iter().enumerate() {
-        age(dir.path(), n, 1000 + i as i64);
+        common::age(dir.path(), n, 1000 + i as i64);
     }
     let pinned = store.get("e0").unwrap().unwrap();
     let size = store.list().unwrap()[0].size;
@@ -218,7 +207,7 @@ fn commit_evicts_to_low_water_but_never_itself_and_refuses_oversized_objects() {
         .config_set("max-size", &(3 * one).to_string())
         .unwrap();
     store.config_set("low-water", "50").unwrap();
-    age(dir.path(), &first, 1000);
+    common::age(dir.path(), &first, 1000);
     commit_sized(&store, "second", 40_000);
     commit_sized(&store, "third", 40_000);
     assert_eq!(store.stat().unwrap().objects, 3, "at max-size, not over");

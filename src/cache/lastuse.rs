@@ -15,7 +15,11 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+
 use super::sidecar::INFO;
+use crate::error::{Error, Result};
 
 /// Buckets of the table, and words per bucket.
 const BUCKETS: usize = 256;
@@ -100,6 +104,18 @@ impl LastUse {
         // SAFETY: `path` is NUL-terminated, `times` holds two timespecs,
         // `meta` is open. A failure is ignored (best effort, see above).
         unsafe { libc::utimensat(meta.as_raw_fd(), path.as_ptr(), times.as_ptr(), 0) };
+    }
+}
+
+/// The last use of `objects/<name>` (its sidecar's mtime) below the open
+/// `meta/` directory; `None` when it has no sidecar.
+pub fn read(meta: BorrowedFd<'_>, name: &str) -> Result<Option<i64>> {
+    let path = CString::new(format!("{name}/{INFO}"))
+        .map_err(|_| Error::invalid(format!("object name {name:?} contains NUL")))?;
+    match nix::sys::stat::fstatat(meta, path.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st.st_mtime)),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+        Err(e) => Err(Error::sys(format_args!("cannot stat sidecar of {name}"), e)),
     }
 }
 

@@ -58,6 +58,8 @@ impl CSink {
 /// What is logged: what the library decides on its own, such as what
 /// `os_store_gc()` removed (at `OS_LOG_INFO` the count and how much the
 /// filesystem's free space grew meanwhile, at `OS_LOG_DEBUG` each path),
+/// what an eviction removed (at `OS_LOG_INFO` the number of refs, the bytes
+/// and how long removing the objects took),
 /// fallbacks to slower methods
 /// (copying file data where a reflink was refused, the classic mount calls
 /// where the new mount API is missing) and clients the server refused.

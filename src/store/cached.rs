@@ -84,9 +84,13 @@ impl Store {
     /// written), `EROFS` in a read-only store.
     pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
         self.require_writable("change settings")?;
+        let bounded_before = settings::load(&self.inner.root)?.max_size.is_some();
         settings::set(&self.inner.root, key, value)?;
-        // The running total is kept only while there is a bound: measure
-        // afresh at the next commit.
+        // The running total is kept only while there is a bound: when the
+        // bound comes or goes, measure afresh at the next commit.
+        if bounded_before && settings::load(&self.inner.root)?.max_size.is_some() {
+            return Ok(());
+        }
         self.forget_total()
     }
 

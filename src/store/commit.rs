@@ -109,13 +109,15 @@ impl Store {
         .map_err(|e| {
             Error::sys(format_args!("cannot move tree to {}", dest.display()), e).context(context())
         })?;
-        let mut total = None;
+        let mut counted = None;
         if let Err(e) = self
             .install_sidecar(workdir, &name, &info)
             .and_then(|()| self.make_durable(&tree_lock))
             .and_then(|()| {
-                total = self.count_in(&settings, info.size)?;
-                self.swap_ref(object.id(), &name, workdir)
+                counted = self.count_in(&settings, object.id().as_str(), &name, &info, || {
+                    self.swap_ref(object.id(), &name, workdir)
+                })?;
+                Ok(())
             })
         {
             let _ = crate::tree::remove_tree(&self.inner.meta.join(&name));
@@ -143,7 +145,7 @@ impl Store {
         object.cache_mut().info = std::sync::OnceLock::from(info);
         // Best effort: the commit has happened; an eviction that fails now
         // is retried by the next commit or `evict`.
-        let _ = self.evict_after_commit(&settings, total, &name);
+        let _ = self.evict_after_commit(&settings, counted, &name);
         if let Some(refs) = refs_dir {
             refs.sync_all().map_err(|e| {
                 Error::path("cannot sync", &self.inner.refs, e).context(format!(

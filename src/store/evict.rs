@@ -1,36 +1,48 @@
 //! Eviction: removing the least recently used unpinned objects until the
 //! total and the free space are within the settings.
 //!
-//! Evictions are serialised by an exclusive lock on `meta/`; each one sums
-//! the sizes of the objects the refs name afresh, so its decisions and the
-//! total it reports are exact whatever happened before (kills included).
+//! Evictions are serialised by an exclusive lock on `meta/`. Each takes
+//! its victims from the eviction index ([`super::lru`]): the least
+//! recently used object first, its last use verified against its sidecar,
+//! skipped when pinned or just committed. The index is built by a full scan
+//! (every ref and sidecar) when it is missing or out of date (another
+//! process committed or evicted since this one last did, a settings change
+//! of the bound, a reboot; always in an unbounded store), so an eviction
+//! costs in proportion to what it removes, and its decisions and the total
+//! it writes are exact whatever happened before (kills included).
 //! An object is removed only while the evictor holds it locked exclusively,
 //! which no handle in any process can then hold: pinned objects are skipped
-//! and a look-up that comes in between waits, then finds no ref.
+//! and a look-up that comes in between waits, then finds no ref. Its refs
+//! are removed before it.
 //!
 //! Whether a commit must evict is decided from a running total in
 //! `meta/total`, kept only while `max-size` is set: the commit adds its
-//! object's size under the `meta/` lock before its ref names the object, so
-//! a kill can only leave the running total too high (never too low), and an
-//! eviction replaces it with the exact sum. The file records the boot it
-//! was written in; after a reboot (a power cut may have lost a write) it is
-//! measured afresh.
+//! object's size under the `meta/` lock before its ref names the object
+//! (and swaps the ref under that lock), so a kill can only leave the
+//! running total too high (never too low), and an eviction replaces it with
+//! the index's exact sum. The file records the boot it was written in;
+//! after a reboot (a power cut may have lost a write) it is measured
+//! afresh. Commits by osstore 0.1 tools leave no trace in it: their objects
+//! are counted at the next full scan.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::MutexGuard;
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::cached::RefEntry;
+use super::lru::{Indexed, LruIndex, Stamp};
 use super::{Store, gc};
+use crate::cache::lastuse;
 use crate::cache::settings::{self, Settings};
+use crate::cache::sidecar::Info;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
-use crate::tree;
-
-/// The running total's file in `meta/`.
-const TOTAL: &str = "total";
+use crate::tempdir::TempDir;
+use crate::{log, tree};
 
 /// What an eviction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +51,16 @@ pub struct EvictReport {
     pub freed: u64,
     /// Ids of the refs removed, in the order they were.
     pub evicted: Vec<String>,
+}
+
+/// A bounded commit's hold on the running total, from its count to the
+/// eviction that may follow: the `meta/` lock, the index, the new total and
+/// the stamp written with it.
+pub(crate) struct Counted<'a> {
+    total: u64,
+    stamp: Stamp,
+    index: MutexGuard<'a, LruIndex>,
+    lock: DirLock,
 }
 
 /// When an eviction may stop.
@@ -60,7 +82,8 @@ impl Store {
             total: Some(target_bytes),
             free: None,
         };
-        self.evict_to(goal, None)
+        let bounded = commit_settings(self)?.max_size.is_some();
+        self.evict_to(goal, None, bounded, None)
     }
 
     /// `EFBIG` when an object of `size` bytes is larger than `max-size` on
@@ -75,19 +98,63 @@ impl Store {
         }
     }
 
-    /// Adds a committed object's size to the running total (bounded stores
-    /// only), before its ref names it; returns the new total.
-    pub(crate) fn count_in(&self, settings: &Settings, size: u64) -> Result<Option<u64>> {
+    /// Under the `meta/` lock (bounded stores only): adds a committed
+    /// object's size to the running total, then calls `swap`, which makes
+    /// the ref `id` name `objects/<name>`. The total is written before the
+    /// ref names the object, so a kill in between leaves it too high, never
+    /// too low; and since bounded commits swap their refs under the lock,
+    /// an eviction sees every counted object. Nothing fails once `swap` has
+    /// succeeded (the commit has happened). The lock stays held in the
+    /// result, for [`Store::evict_after_commit`].
+    pub(crate) fn count_in(
+        &self,
+        settings: &Settings,
+        id: &str,
+        name: &str,
+        info: &Info,
+        swap: impl FnOnce() -> Result<()>,
+    ) -> Result<Option<Counted<'_>>> {
         if settings.max_size.is_none() {
-            return Ok(None);
+            return swap().map(|()| None);
         }
-        let _lock = DirLock::exclusive(&self.inner.meta)?;
-        let total = match self.read_total() {
-            Some(t) => t,
-            None => self.exact_total()?,
-        } + size;
-        self.write_total(total)?;
-        Ok(Some(total))
+        let lock = DirLock::exclusive(&self.inner.meta)?;
+        let mut index = self.lru_index();
+        let file = self.read_total();
+        if file.is_none() {
+            self.rebuild_index(&mut index)?;
+        }
+        let indexed = file.is_none() || index.matches(file.as_ref());
+        let (total, replaced) = match &file {
+            Some(f) if !indexed => (f.total + info.size, None),
+            _ => {
+                let replaced = self.ref_name(id)?;
+                let freed = replaced
+                    .as_deref()
+                    .map_or(0, |old| index.size_freed_by_replacing(id, old));
+                (index.total() + info.size - freed, replaced)
+            }
+        };
+        let stamp = self.write_total(total, file.and_then(|f| f.stamp).as_ref())?;
+        swap()?;
+        if indexed {
+            if let Some(old) = replaced {
+                index.remove_ref(id, &old);
+            }
+            let used = self
+                .inner
+                .meta_dir
+                .as_ref()
+                .and_then(|meta| lastuse::read(meta.as_fd(), name).ok().flatten())
+                .unwrap_or_else(lastuse::now);
+            index.add(id, name, info, used);
+            index.set_stamp(Some(stamp.clone()));
+        }
+        Ok(Some(Counted {
+            total,
+            stamp,
+            index,
+            lock,
+        }))
     }
 
     /// After the commit of `objects/<name>`: evicts when the total is over
@@ -96,12 +163,12 @@ impl Store {
     pub(crate) fn evict_after_commit(
         &self,
         settings: &Settings,
-        total: Option<u64>,
+        counted: Option<Counted<'_>>,
         name: &str,
     ) -> Result<()> {
         let mut goal = Goal::default();
-        if let (Some(max), Some(total)) = (settings.max_size, total) {
-            if total > max {
+        if let (Some(max), Some(c)) = (settings.max_size, &counted) {
+            if c.total > max {
                 goal.total = Some((u128::from(max) * u128::from(settings.low_water) / 100) as u64);
             }
         }
@@ -113,80 +180,91 @@ impl Store {
         if goal.total.is_none() && goal.free.is_none() {
             return Ok(());
         }
-        self.evict_to(goal, Some(name)).map(drop)
+        let bounded = settings.max_size.is_some();
+        self.evict_to(goal, Some(name), bounded, counted).map(drop)
     }
 
-    fn evict_to(&self, goal: Goal, keep: Option<&str>) -> Result<EvictReport> {
+    /// Evicts until `goal` is met, never `keep`; under the lock a commit's
+    /// count still holds, if any. The victims come from the index (see
+    /// [`super::lru`]), rebuilt when out of date; in an unbounded store
+    /// (evictions for `min-free` or by [`Store::evict`] only, rare) it is
+    /// rebuilt every time, since its commits keep no running total.
+    fn evict_to(
+        &self,
+        goal: Goal,
+        keep: Option<&str>,
+        bounded: bool,
+        counted: Option<Counted<'_>>,
+    ) -> Result<EvictReport> {
         let context = || format!("cannot evict from {}", self.inner.root.display());
-        let _lock = DirLock::exclusive(&self.inner.meta).map_err(|e| e.context(context()))?;
-        let work = self
-            .create_tempdir(b"evict-", b"")
-            .map_err(|e| e.context(context()))?;
-        let mut candidates = Vec::new();
-        let mut total = 0;
-        let (entries, _) = self.ref_entries().map_err(|e| e.context(context()))?;
-        // Refs per object (several refs may name one object, made by hand).
-        let mut naming: std::collections::HashMap<String, usize> = Default::default();
-        for e in entries {
-            let (info, used) = self
-                .object_info(&e.name)
+        // A commit's count changed the stamp since any other process read
+        // it: the others' indexes are out of date already.
+        let announced = counted.is_some();
+        let (_lock, mut index, stamp) = match counted {
+            Some(c) => (c.lock, c.index, Some(c.stamp)),
+            None => {
+                let lock =
+                    DirLock::exclusive(&self.inner.meta).map_err(|e| e.context(context()))?;
+                (
+                    lock,
+                    self.lru_index(),
+                    self.read_total().and_then(|f| f.stamp),
+                )
+            }
+        };
+        if !bounded || !stamp.as_ref().is_some_and(|s| index.is_true_at(s)) {
+            self.rebuild_index(&mut index)
                 .map_err(|e| e.context(context()))?;
-            let refs = naming.entry(e.name.clone()).or_default();
-            if *refs == 0 {
-                total += info.size;
-            }
-            *refs += 1;
-            candidates.push((used, info.created, info.size, e));
         }
-        candidates.sort_by_key(|c| (c.0, c.1));
-        let mut report = EvictReport::default();
-        for (_, _, size, entry) in candidates {
-            let free_ok = match goal.free {
-                Some(f) => self.fs_space()?.0 >= f,
-                None => true,
-            };
-            if goal.total.is_none_or(|t| total <= t) && free_ok {
-                break;
-            }
-            if keep == Some(entry.name.as_str()) {
-                continue;
-            }
-            let object = self.inner.objects.join(&entry.name);
-            let Some(held) = DirLock::try_exclusive(&object).or_else(|e| {
-                if e.errno() == libc::ENOENT {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?
-            else {
-                continue; // pinned (or gone)
-            };
-            if !self
-                .unlink_ref(&work, &entry)
-                .map_err(|e| e.context(context()))?
-            {
-                continue;
-            }
-            let refs = naming.entry(entry.name.clone()).or_default();
-            *refs = refs.saturating_sub(1);
-            if *refs == 0 {
-                gc::remove_locked(&object, &held).map_err(|e| e.context(context()))?;
-                tree::remove_tree(&self.inner.meta.join(&entry.name))
+        let mut victims = Victims {
+            store: self,
+            index: &mut index,
+            work: None,
+            bounded,
+            stamp,
+            announced,
+            exact: true,
+            report: EvictReport::default(),
+            removing: std::time::Duration::ZERO,
+        };
+        let outcome = victims.take(goal, keep);
+        let Victims {
+            stamp,
+            exact,
+            report,
+            removing,
+            ..
+        } = victims;
+        if !report.evicted.is_empty() {
+            log::info(format_args!(
+                "evicted {} refs ({} bytes) from {}; removing the objects took {} us",
+                report.evicted.len(),
+                report.freed,
+                self.inner.root.display(),
+                removing.as_micros()
+            ));
+        }
+        match outcome {
+            Ok(()) if bounded => {
+                let new = self
+                    .write_total(index.total(), stamp.as_ref())
                     .map_err(|e| e.context(context()))?;
-                total -= size;
-                report.freed += size;
+                index.set_stamp(exact.then_some(new));
             }
-            report.evicted.push(entry.id);
+            Ok(()) => index.invalidate(),
+            Err(e) => {
+                index.invalidate();
+                return Err(e.context(context()));
+            }
         }
-        self.write_total(total).map_err(|e| e.context(context()))?;
         Ok(report)
     }
 
     /// Removes `refs/<id>` if it still names `objects/<name>`: it is moved
-    /// into the work dir (atomic, as a swap), checked there, and put back
-    /// (unless a newer one took its place) if a commit replaced it meanwhile.
-    fn unlink_ref(&self, work: &crate::tempdir::TempDir, entry: &RefEntry) -> Result<bool> {
+    /// aside to `aside` (a name below the open directory `dir`, atomic, as
+    /// a swap), checked there, and put back (unless a newer one took its
+    /// place) if a commit replaced it meanwhile.
+    fn unlink_ref(&self, dir: BorrowedFd<'_>, aside: &CStr, entry: &RefEntry) -> Result<bool> {
         let id = CString::new(entry.id.as_str()).map_err(|_| Error::invalid("bad id"))?;
         let fail = |what: &str, e: Errno| {
             Error::sys(
@@ -194,82 +272,192 @@ impl Store {
                 e,
             )
         };
-        match renameat(&self.inner.refs_dir, id.as_c_str(), work.fd(), c"ref") {
+        match renameat(&self.inner.refs_dir, id.as_c_str(), dir, aside) {
             Ok(()) => {}
             Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(fail("cannot remove ref", e)),
         }
-        let moved = std::fs::read_link(work.path().join("ref")).ok();
+        let moved = nix::fcntl::readlinkat(dir, aside).ok();
         let expected = format!("../objects/{}", entry.name);
         if moved.is_some_and(|t| t.as_os_str() == expected.as_str()) {
-            unlinkat(work.fd(), c"ref", UnlinkatFlags::NoRemoveDir)
+            unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| fail("cannot remove ref", e))?;
             return Ok(true);
         }
         match renameat2(
-            work.fd(),
-            c"ref",
+            dir,
+            aside,
             &self.inner.refs_dir,
             id.as_c_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
             Ok(()) | Err(Errno::EEXIST) => {
-                let _ = unlinkat(work.fd(), c"ref", UnlinkatFlags::NoRemoveDir);
+                let _ = unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir);
                 Ok(false)
             }
             Err(e) => Err(fail("cannot put back ref", e)),
         }
     }
-
-    /// The exact total: the sum of the sizes of the objects refs name.
-    fn exact_total(&self) -> Result<u64> {
-        let (entries, _) = self.ref_entries()?;
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0;
-        for e in entries {
-            if seen.insert(e.name.clone()) {
-                total += self.object_info(&e.name)?.0.size;
-            }
-        }
-        Ok(total)
-    }
-
-    /// The running total, if it was written in this boot.
-    fn read_total(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.inner.meta.join(TOTAL)).ok()?;
-        let (boot, total) = text.trim().split_once(' ')?;
-        (boot == boot_id()).then(|| total.parse().ok()).flatten()
-    }
-
-    fn write_total(&self, total: u64) -> Result<()> {
-        let text = format!("{} {total}\n", boot_id());
-        std::fs::write(self.inner.meta.join(TOTAL), text)
-            .map_err(|e| Error::path("cannot write", &self.inner.meta.join(TOTAL), e))
-    }
-
-    /// Drops the running total (the bound changed): the next commit sums
-    /// the objects afresh.
-    pub(crate) fn forget_total(&self) -> Result<()> {
-        let _lock = DirLock::exclusive(&self.inner.meta)?;
-        match std::fs::remove_file(self.inner.meta.join(TOTAL)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::path(
-                "cannot remove",
-                &self.inner.meta.join(TOTAL),
-                e,
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
-fn boot_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    })
+/// One eviction's work on the index (under the `meta/` lock).
+struct Victims<'a> {
+    store: &'a Store,
+    index: &'a mut LruIndex,
+    /// Where refs are moved aside when their object has no sidecar
+    /// directory (made on first need).
+    work: Option<TempDir>,
+    /// Whether the store keeps a running total (`max-size` set).
+    bounded: bool,
+    /// The running total's stamp as last read or written.
+    stamp: Option<Stamp>,
+    /// Whether the other processes were told (see [`Victims::announce`]).
+    announced: bool,
+    /// Cleared when refs changed behind the index.
+    exact: bool,
+    report: EvictReport,
+    /// Time spent removing objects and sidecars (logged).
+    removing: std::time::Duration,
+}
+
+impl Victims<'_> {
+    /// Takes least recently used objects until `goal` is met: each has its
+    /// last use verified, is skipped when it is `keep` or pinned, and is
+    /// removed ref first. Skipped objects go back in the index.
+    fn take(&mut self, goal: Goal, keep: Option<&str>) -> Result<()> {
+        let mut skipped = Vec::new();
+        let outcome = self.take_skipping(goal, keep, &mut skipped);
+        for (name, used) in skipped {
+            self.index.put_back(&name, used);
+        }
+        outcome
+    }
+
+    fn take_skipping(
+        &mut self,
+        goal: Goal,
+        keep: Option<&str>,
+        skipped: &mut Vec<(String, i64)>,
+    ) -> Result<()> {
+        let inner = &self.store.inner;
+        loop {
+            let free_ok = match goal.free {
+                Some(f) => self.store.fs_space()?.0 >= f,
+                None => true,
+            };
+            if goal.total.is_none_or(|t| self.index.total() <= t) && free_ok {
+                return Ok(());
+            }
+            let Some((name, victim)) = self.index.pop_least() else {
+                return Ok(());
+            };
+            if keep == Some(name.as_str()) {
+                skipped.push((name, victim.used));
+                continue;
+            }
+            let object = inner.objects.join(&name);
+            let used = match &inner.meta_dir {
+                Some(meta) => lastuse::read(meta.as_fd(), &name)?,
+                None => None,
+            };
+            match used {
+                // Used since it was indexed (or its time was set back).
+                Some(used) if used != victim.used => {
+                    self.index.put_back(&name, used);
+                    continue;
+                }
+                None if std::fs::symlink_metadata(&object).is_err() => {
+                    self.index.remove(&name);
+                    continue;
+                }
+                _ => {}
+            }
+            let held = match DirLock::try_exclusive(&object) {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    skipped.push((name, victim.used));
+                    continue;
+                }
+                Err(e) if e.errno() == libc::ENOENT => {
+                    self.index.remove(&name);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.announce()?;
+            self.remove(&name, &victim, &held, used.is_some())?;
+        }
+    }
+
+    /// Removes a locked victim: its refs (moved aside into its sidecar
+    /// directory when it has one, removed with it, or by a collection after
+    /// a kill), then its tree and its sidecar.
+    fn remove(
+        &mut self,
+        name: &str,
+        victim: &Indexed,
+        held: &DirLock,
+        has_sidecar: bool,
+    ) -> Result<()> {
+        let inner = &self.store.inner;
+        let (dir, aside) = match (&inner.meta_dir, has_sidecar) {
+            (Some(meta), true) => (meta.as_fd(), CString::new(format!("{name}/ref"))),
+            _ => {
+                let work = match &mut self.work {
+                    Some(work) => work,
+                    None => self.work.insert(self.store.create_tempdir(b"evict-", b"")?),
+                };
+                (work.fd(), CString::new("ref"))
+            }
+        };
+        let aside = aside.map_err(|_| Error::invalid("bad object name"))?;
+        let mut all_refs = true;
+        for id in &victim.ids {
+            let entry = RefEntry {
+                id: id.clone(),
+                name: name.to_owned(),
+            };
+            if self.store.unlink_ref(dir, &aside, &entry)? {
+                self.report.evicted.push(entry.id);
+            } else {
+                all_refs = false;
+            }
+        }
+        if !all_refs {
+            // A ref was removed or replaced behind the index: the object
+            // stays (a collection takes it once no ref names it) and the
+            // index is rebuilt next time.
+            self.index.forget(name);
+            self.exact = false;
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        gc::remove_locked(&inner.objects.join(name), held)?;
+        tree::remove_tree(&inner.meta.join(name))?;
+        self.removing += start.elapsed();
+        self.index.remove(name);
+        self.report.freed += victim.size;
+        Ok(())
+    }
+
+    /// Before the first removal: changes the running total's stamp (removes
+    /// the file in an unbounded store), so that every other process's index
+    /// is out of date even if this one is killed before it is done.
+    fn announce(&mut self) -> Result<()> {
+        if self.announced {
+            return Ok(());
+        }
+        if self.bounded {
+            self.stamp = Some(
+                self.store
+                    .write_total(self.index.total(), self.stamp.as_ref())?,
+            );
+        } else {
+            self.store.remove_total()?;
+        }
+        self.announced = true;
+        Ok(())
+    }
 }
 
 /// Loads the settings for a commit.

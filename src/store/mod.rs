@@ -8,6 +8,7 @@ mod evict;
 pub(crate) mod floating;
 mod gc;
 mod lookup;
+mod lru;
 
 pub use cached::{FsckReport, ObjectInfo, StoreStat};
 pub use evict::EvictReport;
@@ -95,6 +96,8 @@ struct Inner {
     last_use: LastUse,
     /// Object directories kept open for pinning.
     pins: PinTable,
+    /// The eviction index (see `lru`), used under the `meta/` lock.
+    lru: Mutex<lru::LruIndex>,
     /// Whether look-ups pin and record use; off only for the benchmark's
     /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).
     track_use: bool,
@@ -185,6 +188,7 @@ impl Store {
                 meta_dir,
                 last_use: LastUse::default(),
                 pins: PinTable::default(),
+                lru: Mutex::default(),
                 track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),
             }),
         };
