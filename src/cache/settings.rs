@@ -224,6 +224,63 @@ pub fn load(root: &Path) -> Result<Settings> {
     Ok(s)
 }
 
+/// The settings of one store as last [`load`]ed, kept while the file is
+/// the same (device, inode, size, mtime and ctime to the nanosecond, or
+/// still absent): a commit then costs one `statx` instead of reading and
+/// parsing the file, and a change by any process is seen at the next
+/// commit.
+#[derive(Debug, Default)]
+pub struct Cache(std::sync::Mutex<Option<(Option<Stamp>, Settings)>>);
+
+/// What identifies one version of the settings file.
+type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+
+impl Cache {
+    /// The settings of the store at `root`, read again only when the file
+    /// changed since the last call.
+    pub fn load(&self, root: &Path) -> Result<Settings> {
+        let stamp = stamp(root)?;
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, settings)) = *last {
+            if s == stamp {
+                return Ok(settings);
+            }
+        }
+        // Stamped before it is read: a change in between gives another
+        // stamp at the next call, which reads the file again.
+        let settings = load(root)?;
+        *last = Some((stamp, settings));
+        Ok(settings)
+    }
+}
+
+/// The stamp of the settings file of the store at `root`; `None` without
+/// one.
+fn stamp(root: &Path) -> Result<Option<Stamp>> {
+    use std::os::unix::fs::MetadataExt;
+    let path = root.join(FILE);
+    match std::fs::metadata(&path) {
+        Ok(m) => Ok(Some((
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::path("cannot stat settings", &path, e)),
+    }
+}
+
 /// Sets `key` to `value` (validated first) in the store at `root`, keeping
 /// every other member, atomically and durably.
 pub fn set(root: &Path, key: &str, value: &str) -> Result<()> {
@@ -289,6 +346,24 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn the_cache_sees_every_change_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::default();
+        assert_eq!(cache.load(dir.path()).unwrap(), Settings::default());
+        set(dir.path(), "max-size", "5").unwrap();
+        assert_eq!(cache.load(dir.path()).unwrap().max_size, Some(5));
+        set(dir.path(), "max-size", "6").unwrap();
+        assert_eq!(cache.load(dir.path()).unwrap().max_size, Some(6));
+        // Rewritten in place, same size, by another tool.
+        std::fs::write(dir.path().join(FILE), r#"{"format":1,"max-size":"7"}"#).unwrap();
+        assert_eq!(cache.load(dir.path()).unwrap().max_size, Some(7));
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        assert_eq!(cache.load(dir.path()).unwrap(), Settings::default());
+        std::fs::write(dir.path().join(FILE), r#"{"format":2}"#).unwrap();
+        assert_eq!(cache.load(dir.path()).unwrap_err().errno(), libc::ENOTSUP);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::object::Object;
 use crate::tempdir::TempDir;
-use crate::tree::{Clamp, measure_tree};
+use crate::tree::measure::measure_open_tree;
+use crate::tree::{Clamp, Measure};
 
 /// Name of the sidecar inside the work dir until it moves to `meta/`.
 const SIDECAR_NAME: &str = "meta";
@@ -65,12 +66,23 @@ impl Store {
         };
         let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
         // On failure `copy` is dropped, which removes its work dir and
-        // whatever was copied so far.
-        copy.init(object).map_err(|e| e.context(context()))?;
-        self.move_in(&mut copy)
+        // whatever was copied so far. The copy is measured as it is made:
+        // its tree is never handed to a caller, so nothing can have
+        // changed it since.
+        let copied = copy
+            .init_for_commit(object)
+            .map_err(|e| e.context(context()))?;
+        self.move_in_measured(&mut copy, copied)
     }
 
     fn move_in(&self, object: &mut Object) -> Result<String> {
+        self.move_in_measured(object, None)
+    }
+
+    /// Commits `object`'s tree by moving it. `copied` is the measure of a
+    /// tree this library copied and clamped itself and nobody could write
+    /// into since; without it the tree is measured (and clamped) here.
+    fn move_in_measured(&self, object: &mut Object, copied: Option<Measure>) -> Result<String> {
         let Some(workdir) = object.work_dir() else {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} under its own id: its tree is not a work tree \
@@ -84,9 +96,6 @@ impl Store {
         // The sidecar, written in the work dir: clamped timestamps, size,
         // and what the object carries (see `crate::cache`).
         let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
-        let info = self
-            .measure_for_commit(object, &settings)
-            .map_err(|e| e.context(context()))?;
         // Locked before it moves and held by the committed object: no
         // collection takes the tree while it is in `objects/` without a ref,
         // nor while this handle lives. (No store-wide lock is needed: the
@@ -94,6 +103,9 @@ impl Store {
         // collection reads the refs again once it holds an object; see
         // `gc`.)
         let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, object.tree())
+            .map_err(|e| e.context(context()))?;
+        let info = self
+            .measure_for_commit(object, &tree_lock, &settings, copied)
             .map_err(|e| e.context(context()))?;
         // Opened before anything moves, so that once the ref is swapped only
         // the sync itself can still fail.
@@ -155,18 +167,33 @@ impl Store {
         Ok(name)
     }
 
-    /// Clamps the tree's timestamps to the source epoch, measures it, and
-    /// refuses it with `EFBIG` when it is larger than `max-size`; returns
-    /// its sidecar information.
-    fn measure_for_commit(&self, object: &Object, settings: &Settings) -> Result<Info> {
-        let clamp = match object.cache().source_epoch {
-            Some(epoch) => Some(Clamp {
-                epoch,
-                since: object.created()?,
-            }),
-            None => None,
+    /// Clamps the tree (open as `tree`) to the source epoch and measures
+    /// it, unless `copied` has done both; refuses it with `EFBIG` when it
+    /// is larger than `max-size`; returns its sidecar information.
+    fn measure_for_commit(
+        &self,
+        object: &Object,
+        tree: &DirLock,
+        settings: &Settings,
+        copied: Option<Measure>,
+    ) -> Result<Info> {
+        let measured = match copied {
+            Some(m) => m,
+            None => {
+                let clamp = match object.cache().source_epoch {
+                    Some(epoch) => Some(Clamp {
+                        epoch,
+                        since: object.created()?,
+                    }),
+                    None => None,
+                };
+                let root = tree
+                    .fd()
+                    .try_clone()
+                    .map_err(|e| Error::path("cannot duplicate descriptor of", object.tree(), e))?;
+                measure_open_tree(root, object.tree(), clamp)?
+            }
         };
-        let measured = measure_tree(object.tree(), clamp)?;
         self.check_fits(settings, measured.bytes)?;
         let mut info = object.info()?.clone();
         info.size = measured.bytes;

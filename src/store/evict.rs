@@ -24,7 +24,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::cached::RefEntry;
 use super::{Store, gc};
-use crate::cache::settings::{self, Settings};
+use crate::cache::settings::{MinFree, Settings};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::tree;
@@ -105,10 +105,13 @@ impl Store {
                 goal.total = Some((u128::from(max) * u128::from(settings.low_water) / 100) as u64);
             }
         }
-        let (free, fs_size) = self.fs_space()?;
-        let min_free = settings.min_free.bytes(fs_size);
-        if free < min_free {
-            goal.free = Some(min_free.saturating_mul(2));
+        // No statfs when no free space is asked for.
+        if !matches!(settings.min_free, MinFree::Bytes(0) | MinFree::Percent(0)) {
+            let (free, fs_size) = self.fs_space()?;
+            let min_free = settings.min_free.bytes(fs_size);
+            if free < min_free {
+                goal.free = Some(min_free.saturating_mul(2));
+            }
         }
         if goal.total.is_none() && goal.free.is_none() {
             return Ok(());
@@ -274,5 +277,5 @@ fn boot_id() -> &'static str {
 
 /// Loads the settings for a commit.
 pub(crate) fn commit_settings(store: &Store) -> Result<Settings> {
-    settings::load(&store.inner.root)
+    store.inner.settings.load(&store.inner.root)
 }

@@ -14,10 +14,10 @@ pub use evict::EvictReport;
 pub use gc::GcReport;
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::sys::stat::Mode as FileMode;
 
@@ -80,6 +80,8 @@ struct Inner {
     objects_dir: OwnedFd,
     refs_dir: OwnedFd,
     tmp_dir: Arc<OwnedFd>,
+    /// Whether `tmp/` is on btrfs (object trees are then subvolumes).
+    tmp_on_btrfs: OnceLock<bool>,
     /// Answers of `refs/<id>` look-ups, kept exact with inotify.
     ref_cache: Mutex<RefCache>,
     tmp: PathBuf,
@@ -95,6 +97,8 @@ struct Inner {
     last_use: LastUse,
     /// Object directories kept open for pinning.
     pins: PinTable,
+    /// The settings as the last commit read them.
+    settings: settings::Cache,
     /// Whether look-ups pin and record use; off only for the benchmark's
     /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).
     track_use: bool,
@@ -175,6 +179,7 @@ impl Store {
                 objects_dir,
                 refs_dir,
                 tmp_dir,
+                tmp_on_btrfs: OnceLock::new(),
                 ref_cache,
                 tmp,
                 root,
@@ -185,6 +190,7 @@ impl Store {
                 meta_dir,
                 last_use: LastUse::default(),
                 pins: PinTable::default(),
+                settings: settings::Cache::default(),
                 track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),
             }),
         };
@@ -236,8 +242,15 @@ impl Store {
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
         let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
+        // The work dir is on the filesystem of `tmp/`, whose type is looked
+        // up once.
+        let btrfs = *self
+            .inner
+            .tmp_on_btrfs
+            .get_or_init(|| crate::tree::btrfs::on_btrfs(self.inner.tmp_dir.as_fd()));
         crate::tree::btrfs::make_tree_dir(
             workdir.fd(),
+            btrfs,
             TREE_NAME,
             FileMode::from_bits_truncate(0o777),
         )

@@ -55,8 +55,21 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 /// Measures the tree at `path` (a directory, not followed if a symlink)
 /// and, with `clamp`, clamps its timestamps on the way.
 pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
+    let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty())
+        .map_err(|e| Error::sys(format_args!("open {}", path.display()), e))?;
+    measure_open_tree(root, path, clamp)
+}
+
+/// [`measure_tree`] of the directory open as `root`; `path` names it in
+/// messages.
+pub(crate) fn measure_open_tree(
+    root: OwnedFd,
+    path: &Path,
+    clamp: Option<Clamp>,
+) -> Result<Measure> {
+    #[cfg(test)]
+    WALKS.with(|w| w.set(w.get() + 1));
     let fail = |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
-    let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty()).map_err(|e| fail("open", e))?;
     let st = fstatx(root.as_fd()).map_err(|e| fail("stat", e))?;
     let walker = Measurer {
         path,
@@ -77,6 +90,13 @@ pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
         bytes: walker.bytes.load(Ordering::Relaxed),
         entries: walker.entries.load(Ordering::Relaxed),
     })
+}
+
+/// Walks [`measure_open_tree`] started on this thread, for tests that
+/// check what walks a tree.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 struct Measurer<'a> {
