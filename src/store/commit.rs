@@ -2,7 +2,7 @@
 //! swapping its ref, durably.
 
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -19,9 +19,6 @@ use crate::object::Object;
 use crate::tempdir::TempDir;
 use crate::tree::measure::measure_open_tree;
 use crate::tree::{Clamp, Measure};
-
-/// Name of the sidecar inside the work dir until it moves to `meta/`.
-const SIDECAR_NAME: &str = "meta";
 
 impl Store {
     /// Commits `object` under `id` and returns the new object's name.
@@ -123,7 +120,7 @@ impl Store {
         })?;
         let mut total = None;
         if let Err(e) = self
-            .install_sidecar(workdir, &name, &info)
+            .install_sidecar(&name, &info)
             .and_then(|()| self.make_durable(&tree_lock))
             .and_then(|()| {
                 total = self.count_in(&settings, info.size)?;
@@ -187,11 +184,7 @@ impl Store {
                     }),
                     None => None,
                 };
-                let root = tree
-                    .fd()
-                    .try_clone()
-                    .map_err(|e| Error::path("cannot duplicate descriptor of", object.tree(), e))?;
-                measure_open_tree(root, object.tree(), clamp)?
+                measure_open_tree(tree.fd().as_fd(), object.tree(), clamp)?
             }
         };
         self.check_fits(settings, measured.bytes)?;
@@ -201,31 +194,19 @@ impl Store {
         Ok(info)
     }
 
-    /// Writes the sidecar in the work dir and moves it to `meta/<name>`
-    /// (after the tree has moved to `objects/<name>`: see `gc`).
-    fn install_sidecar(&self, workdir: &TempDir, name: &str, info: &Info) -> Result<()> {
+    /// Writes the sidecar as `meta/<name>`, in place: after the tree has
+    /// moved to `objects/<name>`, so a collection keeps it (see `gc`), and
+    /// before a ref names the object, so nothing reads it unfinished (every
+    /// reader of a sidecar reaches it through a ref). A rename into place
+    /// would add nothing but a system call.
+    fn install_sidecar(&self, name: &str, info: &Info) -> Result<()> {
         let meta = self
             .inner
             .meta_dir
             .as_ref()
             .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
-        if let Err(e) = sidecar::write_in(workdir.fd(), SIDECAR_NAME, info) {
-            if e.errno() != libc::EEXIST {
-                return Err(e);
-            }
-            // Left over by an earlier attempt that failed.
-            crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
-            sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
-        }
-        renameat(workdir.fd(), SIDECAR_NAME, meta, name).map_err(|e| {
-            Error::sys(
-                format_args!(
-                    "cannot move sidecar to {}",
-                    self.inner.meta.join(name).display()
-                ),
-                e,
-            )
-        })
+        sidecar::write_in(meta.as_fd(), name, info)
+            .map_err(|e| e.context(self.inner.meta.join(name).display()))
     }
 
     /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores

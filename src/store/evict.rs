@@ -17,6 +17,7 @@
 //! measured afresh.
 
 use std::ffi::CString;
+use std::os::fd::AsFd;
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat, renameat2};
@@ -277,5 +278,8 @@ fn boot_id() -> &'static str {
 
 /// Loads the settings for a commit.
 pub(crate) fn commit_settings(store: &Store) -> Result<Settings> {
-    store.inner.settings.load(&store.inner.root)
+    store
+        .inner
+        .settings
+        .load(store.inner.root_dir.as_fd(), &store.inner.root)
 }

@@ -74,9 +74,10 @@ struct Inner {
     root: PathBuf,
     objects: PathBuf,
     refs: PathBuf,
-    // `objects/`, `refs/` and `tmp/`, opened once: creating, moving and
+    // The root, `objects/`, `refs/` and `tmp/`, opened once: creating, moving and
     // looking up entries are `*at` calls relative to them, with no walk of
     // the store's path.
+    root_dir: OwnedFd,
     objects_dir: OwnedFd,
     refs_dir: OwnedFd,
     tmp_dir: Arc<OwnedFd>,
@@ -169,6 +170,7 @@ impl Store {
             Err(e) if options.read_only && e.errno() == libc::ENOENT => None,
             Err(e) => return Err(e),
         };
+        let root_dir = fd::open_dir_path(&root)?;
         let (objects_dir, refs_dir) = (fd::open_dir_path(&objects)?, fd::open_dir_path(&refs)?);
         let tmp_dir = Arc::new(fd::open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
@@ -176,6 +178,7 @@ impl Store {
             inner: Arc::new(Inner {
                 objects,
                 refs,
+                root_dir,
                 objects_dir,
                 refs_dir,
                 tmp_dir,

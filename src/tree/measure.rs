@@ -57,20 +57,20 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
     let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty())
         .map_err(|e| Error::sys(format_args!("open {}", path.display()), e))?;
-    measure_open_tree(root, path, clamp)
+    measure_open_tree(root.as_fd(), path, clamp)
 }
 
 /// [`measure_tree`] of the directory open as `root`; `path` names it in
 /// messages.
 pub(crate) fn measure_open_tree(
-    root: OwnedFd,
+    root: BorrowedFd<'_>,
     path: &Path,
     clamp: Option<Clamp>,
 ) -> Result<Measure> {
     #[cfg(test)]
     WALKS.with(|w| w.set(w.get() + 1));
     let fail = |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
-    let st = fstatx(root.as_fd()).map_err(|e| fail("stat", e))?;
+    let st = fstatx(root).map_err(|e| fail("stat", e))?;
     let walker = Measurer {
         path,
         dev: st.dev,
@@ -81,11 +81,16 @@ pub(crate) fn measure_open_tree(
     };
     if let Some(c) = clamp {
         if st.mtime.sec >= c.since {
-            set_times(root.as_fd(), c"", libc::AT_EMPTY_PATH, c.epoch, &st)
+            set_times(root, c"", libc::AT_EMPTY_PATH, c.epoch, &st)
                 .map_err(|e| fail("set times of", e))?;
         }
     }
-    pool::run(&walker, root, st.inode(), pool::default_threads())?;
+    pool::run(
+        &walker,
+        Dir::Root(root),
+        st.inode(),
+        pool::default_threads(),
+    )?;
     Ok(Measure {
         bytes: walker.bytes.load(Ordering::Relaxed),
         entries: walker.entries.load(Ordering::Relaxed),
@@ -99,6 +104,21 @@ thread_local! {
     pub(crate) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// A directory of the walk: the root, the caller's, or one the walk opened.
+enum Dir<'a> {
+    Root(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for Dir<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Dir::Root(fd) => *fd,
+            Dir::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
 struct Measurer<'a> {
     path: &'a Path,
     dev: u64,
@@ -109,33 +129,33 @@ struct Measurer<'a> {
     linked: Mutex<HashSet<(u64, u64)>>,
 }
 
-impl Walker for Measurer<'_> {
+impl<'a> Walker for Measurer<'a> {
     /// The directory's (device, inode), as its parent's listing saw it.
     type Data = (u64, u64);
-    type Dir = OwnedFd;
+    type Dir = Dir<'a>;
     type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
 
     fn scratch(&self) -> Self::Scratch {
         (Vec::new(), Vec::new())
     }
 
-    fn open(&self, parent: &OwnedFd, node: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+    fn open(&self, parent: &Dir<'a>, node: &Node<(u64, u64), Dir<'a>>) -> Result<Dir<'a>> {
         open_dir_checked(parent.as_fd(), &node.name, node.data)
-            .map(|(fd, _)| fd)
+            .map(|(fd, _)| Dir::Opened(fd))
             .map_err(|e| self.error(walk_what("open directory", e), &node.rel(), e))
     }
 
-    fn open_parent(&self, child: &OwnedFd, parent: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+    fn open_parent(&self, child: &Dir<'a>, parent: &Node<(u64, u64), Dir<'a>>) -> Result<Dir<'a>> {
         open_dir_checked(child.as_fd(), c"..", parent.data)
-            .map(|(fd, _)| fd)
+            .map(|(fd, _)| Dir::Opened(fd))
             .map_err(|e| self.error(walk_what("open directory", e), &parent.rel(), e))
     }
 
     fn visit(
         &self,
         scratch: &mut Self::Scratch,
-        node: &Node<(u64, u64), OwnedFd>,
-        dir: &OwnedFd,
+        node: &Node<(u64, u64), Dir<'a>>,
+        dir: &Dir<'a>,
         children: &mut Vec<(CString, (u64, u64))>,
     ) -> Result<()> {
         let dir = dir.as_fd();
@@ -171,9 +191,9 @@ impl Walker for Measurer<'_> {
     fn leave(
         &self,
         _: &mut Self::Scratch,
-        _: &Node<(u64, u64), OwnedFd>,
-        _: Arc<OwnedFd>,
-        _: Option<&OwnedFd>,
+        _: &Node<(u64, u64), Dir<'a>>,
+        _: Arc<Dir<'a>>,
+        _: Option<&Dir<'a>>,
     ) -> Result<()> {
         Ok(())
     }
