@@ -278,3 +278,38 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tree::measure::WALKS;
+    use crate::{OpenOptions, Store};
+
+    fn walks() -> u64 {
+        WALKS.with(std::cell::Cell::get)
+    }
+
+    /// A commit by copy takes the copy's measure (and clamp) from the copy
+    /// itself; a commit by move walks the caller's tree once.
+    #[test]
+    fn a_commit_by_copy_walks_no_tree_a_commit_by_move_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            durable: false,
+            ..OpenOptions::default()
+        };
+        let store = Store::open_with(dir.path(), options).unwrap();
+        let mut obj = store.new_object("a").unwrap();
+        std::fs::create_dir(obj.tree().join("d")).unwrap();
+        std::fs::write(obj.tree().join("d/f"), b"x").unwrap();
+        std::fs::hard_link(obj.tree().join("d/f"), obj.tree().join("g")).unwrap();
+        let before = walks();
+        store.commit(&mut obj, "copy").unwrap();
+        obj.set_source_epoch(1_000_000).unwrap();
+        store.commit(&mut obj, "clamped-copy").unwrap();
+        assert_eq!(walks(), before, "commits by copy walked a tree");
+        let infos = store.list().unwrap();
+        assert!(infos.iter().all(|i| i.files == 4), "{infos:?}");
+        store.commit(&mut obj, "a").unwrap();
+        assert_eq!(walks(), before + 1);
+    }
+}

@@ -97,10 +97,10 @@ pub(crate) fn measure_open_tree(
     })
 }
 
-/// Walks [`measure_open_tree`] started on this thread, for tests that
-/// check what walks a tree.
 #[cfg(test)]
 thread_local! {
+    /// Walks [`measure_open_tree`] started on this thread, for tests that
+    /// check what walks a tree.
     pub(crate) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
