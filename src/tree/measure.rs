@@ -17,14 +17,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::pool::{self, Node, Walker};
 use super::sys::{
-    FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, open_dir_checked, read_names, walk_what,
+    FS_IMMUTABLE_FL, Stat, each_name, fstatx, inode_flags, lstat, open_dir_checked, walk_what,
 };
 use crate::error::{Error, Result};
 
@@ -133,10 +132,11 @@ impl<'a> Walker for Measurer<'a> {
     /// The directory's (device, inode), as its parent's listing saw it.
     type Data = (u64, u64);
     type Dir = Dir<'a>;
-    type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
+    /// The `getdents` buffer.
+    type Scratch = Vec<u8>;
 
     fn scratch(&self) -> Self::Scratch {
-        (Vec::new(), Vec::new())
+        Vec::new()
     }
 
     fn open(&self, parent: &Dir<'a>, node: &Node<(u64, u64), Dir<'a>>) -> Result<Dir<'a>> {
@@ -159,30 +159,39 @@ impl<'a> Walker for Measurer<'a> {
         children: &mut Vec<(CString, (u64, u64))>,
     ) -> Result<()> {
         let dir = dir.as_fd();
-        let (names, buf) = scratch;
-        read_names(dir, names, buf).map_err(|e| self.error("read directory", &node.rel(), e))?;
         let (mut bytes, mut entries) = (0, 0);
-        for (name, _) in names.drain(..) {
+        let mut count = |name: &CStr| -> Result<()> {
             let rel = || node.rel().join(OsStr::from_bytes(name.to_bytes()));
-            let st = match lstatx(dir, &name) {
-                Ok(st) => st,
-                Err(e) => return Err(self.error("stat", &rel(), e)),
-            };
+            let st = lstat(dir, name).map_err(|e| self.error("stat", &rel(), e))?;
             entries += 1;
             if st.is_dir() || st.nlink < 2 || self.first_link(&st) {
                 bytes += st.blocks * 512;
             }
             if let Some(c) = self.clamp {
                 if st.mtime.sec >= c.since {
-                    set_times(dir, &name, libc::AT_SYMLINK_NOFOLLOW, c.epoch, &st)
+                    set_times(dir, name, libc::AT_SYMLINK_NOFOLLOW, c.epoch, &st)
                         .map_err(|e| self.error("set times of", &rel(), e))?;
                 }
             }
             // Mounts below the root are not entered.
             if st.is_dir() && st.dev == self.dev {
-                children.push((name, st.inode()));
+                children.push((name.to_owned(), st.inode()));
             }
+            Ok(())
+        };
+        // The first failure to count an entry stops the listing.
+        let mut failed = None;
+        let read = each_name(dir, scratch, |name, _| {
+            count(name).map_err(|e| {
+                let errno = Errno::from_raw(e.errno());
+                failed = Some(e);
+                errno
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        read.map_err(|e| self.error("read directory", &node.rel(), e))?;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.entries.fetch_add(entries, Ordering::Relaxed);
         Ok(())
