@@ -213,8 +213,13 @@ impl Object {
     /// `base` (its tree is never handed to a caller): the copy also takes
     /// `base`'s source epoch, is clamped to it, and is measured as it is
     /// made. Returns the measure, or `None` when the tree is a btrfs
-    /// snapshot (not walked, so not measured).
-    pub(crate) fn init_for_commit(&mut self, base: &Object) -> Result<Option<tree::Measure>> {
+    /// snapshot (not walked, so not measured; tried only with `on_btrfs`,
+    /// when the object's tree is on btrfs).
+    pub(crate) fn init_for_commit(
+        &mut self,
+        base: &Object,
+        on_btrfs: bool,
+    ) -> Result<Option<tree::Measure>> {
         let what = format!(
             "cannot initialise {:?} from {:?}",
             self.id.as_str(),
@@ -224,7 +229,7 @@ impl Object {
             base.cache.record_use(name);
         }
         self.cache_mut().source_epoch = base.cache().source_epoch;
-        let measure = if self.snapshot_of(base) {
+        let measure = if on_btrfs && self.snapshot_of(base) {
             None
         } else {
             let clamp = match base.cache().source_epoch {

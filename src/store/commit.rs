@@ -67,7 +67,7 @@ impl Store {
         // its tree is never handed to a caller, so nothing can have
         // changed it since.
         let copied = copy
-            .init_for_commit(object)
+            .init_for_commit(object, self.tmp_on_btrfs())
             .map_err(|e| e.context(context()))?;
         self.move_in_measured(&mut copy, copied)
     }

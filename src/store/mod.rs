@@ -245,15 +245,9 @@ impl Store {
             .create_tempdir(prefix.as_bytes(), b"-workdir")
             .map_err(|e| e.context(context()))?;
         let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
-        // The work dir is on the filesystem of `tmp/`, whose type is looked
-        // up once.
-        let btrfs = *self
-            .inner
-            .tmp_on_btrfs
-            .get_or_init(|| crate::tree::btrfs::on_btrfs(self.inner.tmp_dir.as_fd()));
         crate::tree::btrfs::make_tree_dir(
             workdir.fd(),
-            btrfs,
+            self.tmp_on_btrfs(),
             TREE_NAME,
             FileMode::from_bits_truncate(0o777),
         )
@@ -271,6 +265,15 @@ impl Store {
             workdir,
             ObjectCache::new_object(self),
         ))
+    }
+
+    /// Whether `tmp/` (so every work dir and object tree in it) is on
+    /// btrfs; looked up once.
+    fn tmp_on_btrfs(&self) -> bool {
+        *self
+            .inner
+            .tmp_on_btrfs
+            .get_or_init(|| crate::tree::btrfs::on_btrfs(self.inner.tmp_dir.as_fd()))
     }
 
     /// A fresh directory `tmp/<prefix><random><suffix>`, removed when the
