@@ -90,8 +90,7 @@ impl Store {
         let context = || format!("cannot commit object {:?}", object.id().as_str());
         let name = uuid::Uuid::new_v4().hyphenated().to_string();
         let dest = self.inner.objects.join(&name);
-        // The sidecar, written in the work dir: clamped timestamps, size,
-        // and what the object carries (see `crate::cache`).
+        // Read again only when the settings file changed.
         let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
         // Locked before it moves and held by the committed object: no
         // collection takes the tree while it is in `objects/` without a ref,
@@ -101,6 +100,8 @@ impl Store {
         // `gc`.)
         let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, object.tree())
             .map_err(|e| e.context(context()))?;
+        // The sidecar: size, clamped timestamps, and what the object
+        // carries (see `crate::cache`).
         let info = self
             .measure_for_commit(object, &tree_lock, &settings, copied)
             .map_err(|e| e.context(context()))?;
