@@ -88,7 +88,14 @@ impl Store {
             )));
         };
         let context = || format!("cannot commit object {:?}", object.id().as_str());
-        let name = uuid::Uuid::new_v4().hyphenated().to_string();
+        // A version 4 uuid from random bytes drawn with the work dir's
+        // name. A commit tried again after a failure reuses it: the failure
+        // freed the name, or (tree not moved back) there is no tree left
+        // in the work dir to move.
+        let name = uuid::Builder::from_random_bytes(workdir.spare_random())
+            .into_uuid()
+            .hyphenated()
+            .to_string();
         let dest = self.inner.objects.join(&name);
         // Read again only when the settings file changed.
         let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
