@@ -209,6 +209,43 @@ impl Object {
         self.inherit(base).map_err(|e| e.context(&what))
     }
 
+    /// [`Object::init`] of an object the store made to commit a copy of
+    /// `base` (its tree is never handed to a caller): the copy also takes
+    /// `base`'s source epoch, is clamped to it, and is measured as it is
+    /// made. Returns the measure, or `None` when the tree is a btrfs
+    /// snapshot (not walked, so not measured; tried only with `on_btrfs`,
+    /// when the object's tree is on btrfs).
+    pub(crate) fn init_for_commit(
+        &mut self,
+        base: &Object,
+        on_btrfs: bool,
+    ) -> Result<Option<tree::Measure>> {
+        let what = format!(
+            "cannot initialise {:?} from {:?}",
+            self.id.as_str(),
+            base.id.as_str()
+        );
+        if let Some(name) = base.committed_name() {
+            base.cache.record_use(name);
+        }
+        self.cache_mut().source_epoch = base.cache().source_epoch;
+        let measure = if on_btrfs && self.snapshot_of(base) {
+            None
+        } else {
+            let clamp = match base.cache().source_epoch {
+                Some(epoch) => Some(tree::Clamp {
+                    epoch,
+                    since: base.created().map_err(|e| e.context(&what))?,
+                }),
+                None => None,
+            };
+            let copied = tree::copy::copy_tree_measured(&base.tree, &self.tree, clamp);
+            Some(copied.map_err(|e| e.context(&what))?)
+        };
+        self.inherit(base).map_err(|e| e.context(&what))?;
+        Ok(measure)
+    }
+
     /// On btrfs, makes this object's empty work tree a snapshot of `base`'s
     /// tree when it can be one (see [`tree::btrfs::snapshot_into`]); logs
     /// why not when `base` is on btrfs.

@@ -15,7 +15,9 @@
 //! `../objects/<name>` with `<name>` a directory (the name is remembered
 //! too), or a ref that does not exist at all. A generation number counts the
 //! times the cache was emptied: equal generations mean nothing changed in
-//! between (see `cache::pins`). Without inotify (e.g. the per-user limit of instances is
+//! between (see `cache::pins`). The watches are set up by the first
+//! look-up, not at open: a handle that only commits costs the kernel no
+//! events. Without inotify (e.g. the per-user limit of instances is
 //! reached) every look-up goes to the filesystem. Not covered, as no inotify
 //! event reports them: mounting over `refs/`, `objects/` or an object, and
 //! moving the store or changing the permissions of the directories above it
@@ -59,8 +61,10 @@ const LOST: u32 = libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
 #[derive(Debug)]
 pub struct RefCache {
     /// The inotify instance watching `refs/` and `objects/`; `None` when the
-    /// cache is off.
+    /// cache is off or not started.
     inotify: Option<OwnedFd>,
+    /// Whether the watches were set up (or tried).
+    started: bool,
     refs: PathBuf,
     objects: PathBuf,
     /// Per id: the object `refs/<id>` names, `None` when there is no ref.
@@ -72,15 +76,13 @@ pub struct RefCache {
 }
 
 impl RefCache {
-    /// A cache for the store with these `refs/` and `objects/`; off when
-    /// inotify is not available.
+    /// A cache for the store with these `refs/` and `objects/`, which
+    /// starts watching them at its first use; off when inotify is not
+    /// available.
     pub fn new(refs: &Path, objects: &Path) -> RefCache {
         RefCache {
-            inotify: watch(&[
-                (refs, WATCHED),
-                (objects, WATCHED),
-                (refs.parent().unwrap_or(refs), WATCHED_ROOT),
-            ]),
+            inotify: None,
+            started: false,
             refs: refs.to_path_buf(),
             objects: objects.to_path_buf(),
             entries: HashMap::new(),
@@ -140,6 +142,16 @@ impl RefCache {
     /// `false` when the cache is off (or just turned off because a watch
     /// was lost).
     fn drain(&mut self) -> bool {
+        if !self.started {
+            // Nothing is cached yet: every answer from now on is covered.
+            self.started = true;
+            self.inotify = watch(&[
+                (&self.refs, WATCHED),
+                (&self.objects, WATCHED),
+                (self.refs.parent().unwrap_or(&self.refs), WATCHED_ROOT),
+            ]);
+            return self.inotify.is_some();
+        }
         let Some(raw) = self.inotify.as_ref().map(|fd| fd.as_raw_fd()) else {
             return false;
         };
@@ -249,8 +261,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir(dir.path().join("refs")).unwrap();
             std::fs::create_dir(dir.path().join("objects")).unwrap();
-            let cache = RefCache::new(&dir.path().join("refs"), &dir.path().join("objects"));
-            assert!(cache.inotify.is_some(), "inotify available in tests");
+            let mut cache = RefCache::new(&dir.path().join("refs"), &dir.path().join("objects"));
+            assert!(cache.inotify.is_none(), "no watch before the first use");
+            assert!(cache.generation().is_some(), "inotify available in tests");
             Fixture {
                 dir,
                 cache,

@@ -57,6 +57,8 @@ pub struct TempDir {
     // `Drop::drop` has removed it), so a collector never takes it.
     lock: DirLock,
     removed: bool,
+    /// Random bytes drawn with the name, for [`TempDir::spare_random`].
+    spare_random: [u8; 16],
 }
 
 impl TempDir {
@@ -73,7 +75,8 @@ impl TempDir {
         suffix: &[u8],
     ) -> Result<TempDir> {
         for _ in 0..ATTEMPTS {
-            let (name, path) = make_unique_dir(parent_fd.as_fd(), parent, prefix, suffix)?;
+            let (name, path, spare_random) =
+                make_unique_dir(parent_fd.as_fd(), parent, prefix, suffix)?;
             let locked = DirLock::shared_at(parent_fd.as_fd(), &name, &path)
                 .and_then(|lock| Ok((lock.is_unlinked(&path)?, lock)));
             match locked {
@@ -84,6 +87,7 @@ impl TempDir {
                         path,
                         lock,
                         removed: false,
+                        spare_random,
                     });
                 }
                 // Removed by a collector before it was locked.
@@ -103,6 +107,13 @@ impl TempDir {
                 parent.display()
             ),
         ))
+    }
+
+    /// Sixteen random bytes drawn together with the directory's name and
+    /// used for nothing else (a commit names its object's tree with them:
+    /// one `getrandom` fewer per commit).
+    pub(crate) fn spare_random(&self) -> [u8; 16] {
+        self.spare_random
     }
 
     /// The directory's path.
@@ -150,23 +161,24 @@ impl Drop for TempDir {
 /// 0700, as `mkdtemp(3)` does, and returns its path.
 pub(crate) fn create_unique_dir(parent: &Path, prefix: &[u8], suffix: &[u8]) -> Result<PathBuf> {
     let dir = fd::open_dir_path(parent)?;
-    make_unique_dir(dir.as_fd(), parent, prefix, suffix).map(|(_, path)| path)
+    make_unique_dir(dir.as_fd(), parent, prefix, suffix).map(|(_, path, _)| path)
 }
 
 /// Makes `<prefix><random><suffix>` (mode 0700) in the directory open as
 /// `dir`, whose path is `parent`, trying new names while one exists.
-/// Returns the name and the path.
+/// Returns the name, the path and 16 more random bytes (see
+/// [`TempDir::spare_random`]).
 fn make_unique_dir(
     dir: BorrowedFd<'_>,
     parent: &Path,
     prefix: &[u8],
     suffix: &[u8],
-) -> Result<(CString, PathBuf)> {
+) -> Result<(CString, PathBuf, [u8; 16])> {
     for _ in 0..ATTEMPTS {
-        let name = fresh_name(prefix, suffix)?;
+        let (name, spare) = fresh_name_and_spare(prefix, suffix)?;
         let path = parent.join(OsStr::from_bytes(name.to_bytes()));
         match mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700)) {
-            Ok(()) => return Ok((name, path)),
+            Ok(()) => return Ok((name, path, spare)),
             Err(Errno::EEXIST) => continue,
             Err(e) => {
                 return Err(Error::sys(
@@ -186,7 +198,13 @@ fn make_unique_dir(
 /// [`RANDOM_LEN`] random characters and their [`CHECK_LEN`]-character check
 /// (see [`is_generated`]). `EINVAL` when prefix or suffix contains NUL.
 pub fn fresh_name(prefix: &[u8], suffix: &[u8]) -> Result<CString> {
-    let random = uuid::Uuid::new_v4().into_bytes();
+    fresh_name_and_spare(prefix, suffix).map(|(name, _)| name)
+}
+
+/// [`fresh_name`], and 16 more random bytes from the same `getrandom`.
+fn fresh_name_and_spare(prefix: &[u8], suffix: &[u8]) -> Result<(CString, [u8; 16])> {
+    let mut random = [0u8; RANDOM_LEN + 16];
+    fill_random(&mut random)?;
     let mut name = Vec::with_capacity(prefix.len() + RANDOM_LEN + CHECK_LEN + suffix.len() + 1);
     name.extend_from_slice(prefix);
     name.extend(
@@ -197,7 +215,27 @@ pub fn fresh_name(prefix: &[u8], suffix: &[u8]) -> Result<CString> {
     let check = check_of(&name[prefix.len()..]);
     name.extend_from_slice(&check);
     name.extend_from_slice(suffix);
-    CString::new(name).map_err(|_| Error::invalid("a directory name prefix or suffix contains NUL"))
+    let name = CString::new(name)
+        .map_err(|_| Error::invalid("a directory name prefix or suffix contains NUL"))?;
+    let mut spare = [0u8; 16];
+    spare.copy_from_slice(&random[RANDOM_LEN..]);
+    Ok((name, spare))
+}
+
+/// Fills `buf` from the kernel's random source (`getrandom(2)`).
+fn fill_random(buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is writable for `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => filled += n,
+            Err(_) if Errno::last() == Errno::EINTR => {}
+            Err(_) => return Err(Error::sys("cannot get random bytes", Errno::last())),
+        }
+    }
+    Ok(())
 }
 
 /// Whether osstore made `name` with [`fresh_name`]: some window of it is

@@ -10,6 +10,7 @@
 //! `ENOTSUP` before anything is changed.
 
 use std::io::Write;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -19,6 +20,7 @@ use crate::lock::DirLock;
 
 /// Name of the settings file in the store's root.
 pub const FILE: &str = "osstore-settings.json";
+const FILE_C: &std::ffi::CStr = c"osstore-settings.json";
 /// The settings format this library reads and writes.
 pub const FORMAT: u64 = 1;
 const FORMAT_KEY: &str = "format";
@@ -224,6 +226,56 @@ pub fn load(root: &Path) -> Result<Settings> {
     Ok(s)
 }
 
+/// The settings of one store as last [`load`]ed, kept while the file is
+/// the same (device, inode, size, mtime and ctime to the nanosecond, or
+/// still absent): a commit then costs one `fstatat` instead of reading and
+/// parsing the file, and a change by any process is seen at the next
+/// commit.
+#[derive(Debug, Default)]
+pub struct Cache(std::sync::Mutex<Option<(Option<Stamp>, Settings)>>);
+
+/// What identifies one version of the settings file.
+type Stamp = (u64, u64, i64, i64, i64, i64, i64);
+
+impl Cache {
+    /// The settings of the store at `root` (open as `root_dir`), read
+    /// again only when the file changed since the last call.
+    pub fn load(&self, root_dir: BorrowedFd<'_>, root: &Path) -> Result<Settings> {
+        let stamp = stamp(root_dir, root)?;
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, settings)) = *last {
+            if s == stamp {
+                return Ok(settings);
+            }
+        }
+        // Stamped before it is read: a change in between gives another
+        // stamp at the next call, which reads the file again.
+        let settings = load(root)?;
+        *last = Some((stamp, settings));
+        Ok(settings)
+    }
+}
+
+/// The stamp of the settings file in `root_dir`; `None` without one.
+fn stamp(root_dir: BorrowedFd<'_>, root: &Path) -> Result<Option<Stamp>> {
+    match nix::sys::stat::fstatat(root_dir, FILE_C, nix::fcntl::AtFlags::empty()) {
+        Ok(st) => Ok(Some((
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec,
+        ))),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::sys(
+            format_args!("cannot stat settings {}", root.join(FILE).display()),
+            e,
+        )),
+    }
+}
+
 /// Sets `key` to `value` (validated first) in the store at `root`, keeping
 /// every other member, atomically and durably.
 pub fn set(root: &Path, key: &str, value: &str) -> Result<()> {
@@ -289,6 +341,26 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn the_cache_sees_every_change_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::default();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        let load = || cache.load(std::os::fd::AsFd::as_fd(&root), dir.path());
+        assert_eq!(load().unwrap(), Settings::default());
+        set(dir.path(), "max-size", "5").unwrap();
+        assert_eq!(load().unwrap().max_size, Some(5));
+        set(dir.path(), "max-size", "6").unwrap();
+        assert_eq!(load().unwrap().max_size, Some(6));
+        // Rewritten in place, same size, by another tool.
+        std::fs::write(dir.path().join(FILE), r#"{"format":1,"max-size":"7"}"#).unwrap();
+        assert_eq!(load().unwrap().max_size, Some(7));
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        assert_eq!(load().unwrap(), Settings::default());
+        std::fs::write(dir.path().join(FILE), r#"{"format":2}"#).unwrap();
+        assert_eq!(load().unwrap_err().errno(), libc::ENOTSUP);
     }
 
     #[test]

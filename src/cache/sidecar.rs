@@ -4,9 +4,10 @@
 //! The info file is one JSON object: creation time, size, entry count, the
 //! base name for an object made by `init`, and the caller's metadata. Its
 //! mtime is the object's last use (see [`super::lastuse`]). A commit writes
-//! the sidecar in its work dir and renames it into `meta/` together with the
-//! tree, before the ref names the tree, so both are flushed by the commit's
-//! `syncfs`; the sidecar of an object from osstore 0.1 is written, durably,
+//! the sidecar in place in `meta/` once the tree is in `objects/` and
+//! before the ref names the tree, so both are flushed by the commit's
+//! `syncfs` (nothing reads a sidecar before a ref names its object); the
+//! sidecar of an object from osstore 0.1 is written, durably,
 //! the first time it is needed ([`write_later`]).
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! swapping its ref, durably.
 
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -17,10 +17,8 @@ use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::object::Object;
 use crate::tempdir::TempDir;
-use crate::tree::{Clamp, measure_tree};
-
-/// Name of the sidecar inside the work dir until it moves to `meta/`.
-const SIDECAR_NAME: &str = "meta";
+use crate::tree::measure::measure_open_tree;
+use crate::tree::{Clamp, Measure};
 
 impl Store {
     /// Commits `object` under `id` and returns the new object's name.
@@ -65,12 +63,23 @@ impl Store {
         };
         let mut copy = self.new_object(id).map_err(|e| e.context(context()))?;
         // On failure `copy` is dropped, which removes its work dir and
-        // whatever was copied so far.
-        copy.init(object).map_err(|e| e.context(context()))?;
-        self.move_in(&mut copy)
+        // whatever was copied so far. The copy is measured as it is made:
+        // its tree is never handed to a caller, so nothing can have
+        // changed it since.
+        let copied = copy
+            .init_for_commit(object, self.tmp_on_btrfs())
+            .map_err(|e| e.context(context()))?;
+        self.move_in_measured(&mut copy, copied)
     }
 
     fn move_in(&self, object: &mut Object) -> Result<String> {
+        self.move_in_measured(object, None)
+    }
+
+    /// Commits `object`'s tree by moving it. `copied` is the measure of a
+    /// tree this library copied and clamped itself and nobody could write
+    /// into since; without it the tree is measured (and clamped) here.
+    fn move_in_measured(&self, object: &mut Object, copied: Option<Measure>) -> Result<String> {
         let Some(workdir) = object.work_dir() else {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} under its own id: its tree is not a work tree \
@@ -79,14 +88,17 @@ impl Store {
             )));
         };
         let context = || format!("cannot commit object {:?}", object.id().as_str());
-        let name = uuid::Uuid::new_v4().hyphenated().to_string();
+        // A version 4 uuid from random bytes drawn with the work dir's
+        // name. A commit tried again after a failure reuses it: the failure
+        // freed the name, or (tree not moved back) there is no tree left
+        // in the work dir to move.
+        let name = uuid::Builder::from_random_bytes(workdir.spare_random())
+            .into_uuid()
+            .hyphenated()
+            .to_string();
         let dest = self.inner.objects.join(&name);
-        // The sidecar, written in the work dir: clamped timestamps, size,
-        // and what the object carries (see `crate::cache`).
+        // Read again only when the settings file changed.
         let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
-        let info = self
-            .measure_for_commit(object, &settings)
-            .map_err(|e| e.context(context()))?;
         // Locked before it moves and held by the committed object: no
         // collection takes the tree while it is in `objects/` without a ref,
         // nor while this handle lives. (No store-wide lock is needed: the
@@ -94,6 +106,11 @@ impl Store {
         // collection reads the refs again once it holds an object; see
         // `gc`.)
         let tree_lock = DirLock::shared_at(workdir.fd(), TREE_NAME, object.tree())
+            .map_err(|e| e.context(context()))?;
+        // The sidecar: size, clamped timestamps, and what the object
+        // carries (see `crate::cache`).
+        let info = self
+            .measure_for_commit(object, &tree_lock, &settings, copied)
             .map_err(|e| e.context(context()))?;
         // Opened before anything moves, so that once the ref is swapped only
         // the sync itself can still fail.
@@ -111,7 +128,7 @@ impl Store {
         })?;
         let mut counted = None;
         if let Err(e) = self
-            .install_sidecar(workdir, &name, &info)
+            .install_sidecar(&name, &info)
             .and_then(|()| self.make_durable(&tree_lock))
             .and_then(|()| {
                 counted = self.count_in(&settings, object.id().as_str(), &name, &info, || {
@@ -157,18 +174,29 @@ impl Store {
         Ok(name)
     }
 
-    /// Clamps the tree's timestamps to the source epoch, measures it, and
-    /// refuses it with `EFBIG` when it is larger than `max-size`; returns
-    /// its sidecar information.
-    fn measure_for_commit(&self, object: &Object, settings: &Settings) -> Result<Info> {
-        let clamp = match object.cache().source_epoch {
-            Some(epoch) => Some(Clamp {
-                epoch,
-                since: object.created()?,
-            }),
-            None => None,
+    /// Clamps the tree (open as `tree`) to the source epoch and measures
+    /// it, unless `copied` has done both; refuses it with `EFBIG` when it
+    /// is larger than `max-size`; returns its sidecar information.
+    fn measure_for_commit(
+        &self,
+        object: &Object,
+        tree: &DirLock,
+        settings: &Settings,
+        copied: Option<Measure>,
+    ) -> Result<Info> {
+        let measured = match copied {
+            Some(m) => m,
+            None => {
+                let clamp = match object.cache().source_epoch {
+                    Some(epoch) => Some(Clamp {
+                        epoch,
+                        since: object.created()?,
+                    }),
+                    None => None,
+                };
+                measure_open_tree(tree.fd().as_fd(), object.tree(), clamp)?
+            }
         };
-        let measured = measure_tree(object.tree(), clamp)?;
         self.check_fits(settings, measured.bytes)?;
         let mut info = object.info()?.clone();
         info.size = measured.bytes;
@@ -176,31 +204,19 @@ impl Store {
         Ok(info)
     }
 
-    /// Writes the sidecar in the work dir and moves it to `meta/<name>`
-    /// (after the tree has moved to `objects/<name>`: see `gc`).
-    fn install_sidecar(&self, workdir: &TempDir, name: &str, info: &Info) -> Result<()> {
+    /// Writes the sidecar as `meta/<name>`, in place: after the tree has
+    /// moved to `objects/<name>`, so a collection keeps it (see `gc`), and
+    /// before a ref names the object, so nothing reads it unfinished (every
+    /// reader of a sidecar reaches it through a ref). A rename into place
+    /// would add nothing but a system call.
+    fn install_sidecar(&self, name: &str, info: &Info) -> Result<()> {
         let meta = self
             .inner
             .meta_dir
             .as_ref()
             .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
-        if let Err(e) = sidecar::write_in(workdir.fd(), SIDECAR_NAME, info) {
-            if e.errno() != libc::EEXIST {
-                return Err(e);
-            }
-            // Left over by an earlier attempt that failed.
-            crate::tree::remove_tree(&workdir.path().join(SIDECAR_NAME))?;
-            sidecar::write_in(workdir.fd(), SIDECAR_NAME, info)?;
-        }
-        renameat(workdir.fd(), SIDECAR_NAME, meta, name).map_err(|e| {
-            Error::sys(
-                format_args!(
-                    "cannot move sidecar to {}",
-                    self.inner.meta.join(name).display()
-                ),
-                e,
-            )
-        })
+        sidecar::write_in(meta.as_fd(), name, info)
+            .map_err(|e| e.context(self.inner.meta.join(name).display()))
     }
 
     /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores
@@ -270,5 +286,40 @@ impl Store {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tree::measure::WALKS;
+    use crate::{OpenOptions, Store};
+
+    fn walks() -> u64 {
+        WALKS.with(std::cell::Cell::get)
+    }
+
+    /// A commit by copy takes the copy's measure (and clamp) from the copy
+    /// itself; a commit by move walks the caller's tree once.
+    #[test]
+    fn a_commit_by_copy_walks_no_tree_a_commit_by_move_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            durable: false,
+            ..OpenOptions::default()
+        };
+        let store = Store::open_with(dir.path(), options).unwrap();
+        let mut obj = store.new_object("a").unwrap();
+        std::fs::create_dir(obj.tree().join("d")).unwrap();
+        std::fs::write(obj.tree().join("d/f"), b"x").unwrap();
+        std::fs::hard_link(obj.tree().join("d/f"), obj.tree().join("g")).unwrap();
+        let before = walks();
+        store.commit(&mut obj, "copy").unwrap();
+        obj.set_source_epoch(1_000_000).unwrap();
+        store.commit(&mut obj, "clamped-copy").unwrap();
+        assert_eq!(walks(), before, "commits by copy walked a tree");
+        let infos = store.list().unwrap();
+        assert!(infos.iter().all(|i| i.files == 4), "{infos:?}");
+        store.commit(&mut obj, "a").unwrap();
+        assert_eq!(walks(), before + 1);
     }
 }

@@ -37,7 +37,7 @@ use super::cached::RefEntry;
 use super::lru::{Indexed, LruIndex, Stamp};
 use super::{Store, gc};
 use crate::cache::lastuse;
-use crate::cache::settings::{self, Settings};
+use crate::cache::settings::{MinFree, Settings};
 use crate::cache::sidecar::Info;
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
@@ -172,10 +172,13 @@ impl Store {
                 goal.total = Some((u128::from(max) * u128::from(settings.low_water) / 100) as u64);
             }
         }
-        let (free, fs_size) = self.fs_space()?;
-        let min_free = settings.min_free.bytes(fs_size);
-        if free < min_free {
-            goal.free = Some(min_free.saturating_mul(2));
+        // No statfs when no free space is asked for.
+        if !matches!(settings.min_free, MinFree::Bytes(0) | MinFree::Percent(0)) {
+            let (free, fs_size) = self.fs_space()?;
+            let min_free = settings.min_free.bytes(fs_size);
+            if free < min_free {
+                goal.free = Some(min_free.saturating_mul(2));
+            }
         }
         if goal.total.is_none() && goal.free.is_none() {
             return Ok(());
@@ -462,5 +465,8 @@ impl Victims<'_> {
 
 /// Loads the settings for a commit.
 pub(crate) fn commit_settings(store: &Store) -> Result<Settings> {
-    settings::load(&store.inner.root)
+    store
+        .inner
+        .settings
+        .load(store.inner.root_dir.as_fd(), &store.inner.root)
 }

@@ -15,10 +15,10 @@ pub use evict::EvictReport;
 pub use gc::GcReport;
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use nix::sys::stat::Mode as FileMode;
 
@@ -75,12 +75,15 @@ struct Inner {
     root: PathBuf,
     objects: PathBuf,
     refs: PathBuf,
-    // `objects/`, `refs/` and `tmp/`, opened once: creating, moving and
+    // The root, `objects/`, `refs/` and `tmp/`, opened once: creating, moving and
     // looking up entries are `*at` calls relative to them, with no walk of
     // the store's path.
+    root_dir: OwnedFd,
     objects_dir: OwnedFd,
     refs_dir: OwnedFd,
     tmp_dir: Arc<OwnedFd>,
+    /// Whether `tmp/` is on btrfs (object trees are then subvolumes).
+    tmp_on_btrfs: OnceLock<bool>,
     /// Answers of `refs/<id>` look-ups, kept exact with inotify.
     ref_cache: Mutex<RefCache>,
     tmp: PathBuf,
@@ -98,6 +101,8 @@ struct Inner {
     pins: PinTable,
     /// The eviction index (see `lru`), used under the `meta/` lock.
     lru: Mutex<lru::LruIndex>,
+    /// The settings as the last commit read them.
+    settings: settings::Cache,
     /// Whether look-ups pin and record use; off only for the benchmark's
     /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).
     track_use: bool,
@@ -168,6 +173,7 @@ impl Store {
             Err(e) if options.read_only && e.errno() == libc::ENOENT => None,
             Err(e) => return Err(e),
         };
+        let root_dir = fd::open_dir_path(&root)?;
         let (objects_dir, refs_dir) = (fd::open_dir_path(&objects)?, fd::open_dir_path(&refs)?);
         let tmp_dir = Arc::new(fd::open_dir_path(&tmp)?);
         let ref_cache = Mutex::new(RefCache::new(&refs, &objects));
@@ -175,9 +181,11 @@ impl Store {
             inner: Arc::new(Inner {
                 objects,
                 refs,
+                root_dir,
                 objects_dir,
                 refs_dir,
                 tmp_dir,
+                tmp_on_btrfs: OnceLock::new(),
                 ref_cache,
                 tmp,
                 root,
@@ -189,6 +197,7 @@ impl Store {
                 last_use: LastUse::default(),
                 pins: PinTable::default(),
                 lru: Mutex::default(),
+                settings: settings::Cache::default(),
                 track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),
             }),
         };
@@ -242,6 +251,7 @@ impl Store {
         let tree = workdir.path().join(OsStr::from_bytes(TREE_NAME.to_bytes()));
         crate::tree::btrfs::make_tree_dir(
             workdir.fd(),
+            self.tmp_on_btrfs(),
             TREE_NAME,
             FileMode::from_bits_truncate(0o777),
         )
@@ -259,6 +269,15 @@ impl Store {
             workdir,
             ObjectCache::new_object(self),
         ))
+    }
+
+    /// Whether `tmp/` (so every work dir and object tree in it) is on
+    /// btrfs; looked up once.
+    fn tmp_on_btrfs(&self) -> bool {
+        *self
+            .inner
+            .tmp_on_btrfs
+            .get_or_init(|| crate::tree::btrfs::on_btrfs(self.inner.tmp_dir.as_fd()))
     }
 
     /// A fresh directory `tmp/<prefix><random><suffix>`, removed when the

@@ -96,7 +96,7 @@ fn vol_args_v2(fd: i64, name: &CStr) -> nix::Result<VolArgsV2> {
 }
 
 /// True when the open inode is on btrfs.
-fn on_btrfs(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn on_btrfs(fd: BorrowedFd<'_>) -> bool {
     fstatfs(fd).is_ok_and(|s| s.filesystem_type() == BTRFS_SUPER_MAGIC)
 }
 
@@ -123,10 +123,16 @@ fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<OwnedFd> {
 }
 
 /// Creates the directory `name` in `parent` as a subvolume when `parent` is
-/// on btrfs, else (or if that fails) with `mkdir`; either way its mode is
-/// `mode` less the umask, as `mkdir` makes it.
-pub(crate) fn make_tree_dir(parent: BorrowedFd<'_>, name: &CStr, mode: Mode) -> nix::Result<()> {
-    if on_btrfs(parent) {
+/// on btrfs (`btrfs`, as [`on_btrfs`] says), else (or if that fails) with
+/// `mkdir`; either way its mode is `mode` less the umask, as `mkdir` makes
+/// it.
+pub(crate) fn make_tree_dir(
+    parent: BorrowedFd<'_>,
+    btrfs: bool,
+    name: &CStr,
+    mode: Mode,
+) -> nix::Result<()> {
+    if btrfs {
         match create_subvolume(parent, name, mode) {
             Ok(()) => return Ok(()),
             Err(e) => log::debug(format_args!(

@@ -17,14 +17,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::pool::{self, Node, Walker};
 use super::sys::{
-    FS_IMMUTABLE_FL, Stat, fstatx, inode_flags, lstatx, open_dir_checked, read_names, walk_what,
+    FS_IMMUTABLE_FL, Stat, each_name, fstatx, inode_flags, lstat, open_dir_checked, walk_what,
 };
 use crate::error::{Error, Result};
 
@@ -55,9 +54,22 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 /// Measures the tree at `path` (a directory, not followed if a symlink)
 /// and, with `clamp`, clamps its timestamps on the way.
 pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
+    let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty())
+        .map_err(|e| Error::sys(format_args!("open {}", path.display()), e))?;
+    measure_open_tree(root.as_fd(), path, clamp)
+}
+
+/// [`measure_tree`] of the directory open as `root`; `path` names it in
+/// messages.
+pub(crate) fn measure_open_tree(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    clamp: Option<Clamp>,
+) -> Result<Measure> {
+    #[cfg(test)]
+    WALKS.with(|w| w.set(w.get() + 1));
     let fail = |what: &str, e: Errno| Error::sys(format_args!("{what} {}", path.display()), e);
-    let root = openat(AT_FDCWD, path, DIR_FLAGS, Mode::empty()).map_err(|e| fail("open", e))?;
-    let st = fstatx(root.as_fd()).map_err(|e| fail("stat", e))?;
+    let st = fstatx(root).map_err(|e| fail("stat", e))?;
     let walker = Measurer {
         path,
         dev: st.dev,
@@ -68,15 +80,42 @@ pub fn measure_tree(path: &Path, clamp: Option<Clamp>) -> Result<Measure> {
     };
     if let Some(c) = clamp {
         if st.mtime.sec >= c.since {
-            set_times(root.as_fd(), c"", libc::AT_EMPTY_PATH, c.epoch, &st)
+            set_times(root, c"", libc::AT_EMPTY_PATH, c.epoch, &st)
                 .map_err(|e| fail("set times of", e))?;
         }
     }
-    pool::run(&walker, root, st.inode(), pool::default_threads())?;
+    pool::run(
+        &walker,
+        Dir::Root(root),
+        st.inode(),
+        pool::default_threads(),
+    )?;
     Ok(Measure {
         bytes: walker.bytes.load(Ordering::Relaxed),
         entries: walker.entries.load(Ordering::Relaxed),
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Walks [`measure_open_tree`] started on this thread, for tests that
+    /// check what walks a tree.
+    pub(crate) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A directory of the walk: the root, the caller's, or one the walk opened.
+enum Dir<'a> {
+    Root(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for Dir<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Dir::Root(fd) => *fd,
+            Dir::Opened(fd) => fd.as_fd(),
+        }
+    }
 }
 
 struct Measurer<'a> {
@@ -89,60 +128,70 @@ struct Measurer<'a> {
     linked: Mutex<HashSet<(u64, u64)>>,
 }
 
-impl Walker for Measurer<'_> {
+impl<'a> Walker for Measurer<'a> {
     /// The directory's (device, inode), as its parent's listing saw it.
     type Data = (u64, u64);
-    type Dir = OwnedFd;
-    type Scratch = (Vec<(CString, Option<Type>)>, Vec<u8>);
+    type Dir = Dir<'a>;
+    /// The `getdents` buffer.
+    type Scratch = Vec<u8>;
 
     fn scratch(&self) -> Self::Scratch {
-        (Vec::new(), Vec::new())
+        Vec::new()
     }
 
-    fn open(&self, parent: &OwnedFd, node: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+    fn open(&self, parent: &Dir<'a>, node: &Node<(u64, u64), Dir<'a>>) -> Result<Dir<'a>> {
         open_dir_checked(parent.as_fd(), &node.name, node.data)
-            .map(|(fd, _)| fd)
+            .map(|(fd, _)| Dir::Opened(fd))
             .map_err(|e| self.error(walk_what("open directory", e), &node.rel(), e))
     }
 
-    fn open_parent(&self, child: &OwnedFd, parent: &Node<(u64, u64), OwnedFd>) -> Result<OwnedFd> {
+    fn open_parent(&self, child: &Dir<'a>, parent: &Node<(u64, u64), Dir<'a>>) -> Result<Dir<'a>> {
         open_dir_checked(child.as_fd(), c"..", parent.data)
-            .map(|(fd, _)| fd)
+            .map(|(fd, _)| Dir::Opened(fd))
             .map_err(|e| self.error(walk_what("open directory", e), &parent.rel(), e))
     }
 
     fn visit(
         &self,
         scratch: &mut Self::Scratch,
-        node: &Node<(u64, u64), OwnedFd>,
-        dir: &OwnedFd,
+        node: &Node<(u64, u64), Dir<'a>>,
+        dir: &Dir<'a>,
         children: &mut Vec<(CString, (u64, u64))>,
     ) -> Result<()> {
         let dir = dir.as_fd();
-        let (names, buf) = scratch;
-        read_names(dir, names, buf).map_err(|e| self.error("read directory", &node.rel(), e))?;
         let (mut bytes, mut entries) = (0, 0);
-        for (name, _) in names.drain(..) {
+        let mut count = |name: &CStr| -> Result<()> {
             let rel = || node.rel().join(OsStr::from_bytes(name.to_bytes()));
-            let st = match lstatx(dir, &name) {
-                Ok(st) => st,
-                Err(e) => return Err(self.error("stat", &rel(), e)),
-            };
+            let st = lstat(dir, name).map_err(|e| self.error("stat", &rel(), e))?;
             entries += 1;
             if st.is_dir() || st.nlink < 2 || self.first_link(&st) {
                 bytes += st.blocks * 512;
             }
             if let Some(c) = self.clamp {
                 if st.mtime.sec >= c.since {
-                    set_times(dir, &name, libc::AT_SYMLINK_NOFOLLOW, c.epoch, &st)
+                    set_times(dir, name, libc::AT_SYMLINK_NOFOLLOW, c.epoch, &st)
                         .map_err(|e| self.error("set times of", &rel(), e))?;
                 }
             }
             // Mounts below the root are not entered.
             if st.is_dir() && st.dev == self.dev {
-                children.push((name, st.inode()));
+                children.push((name.to_owned(), st.inode()));
             }
+            Ok(())
+        };
+        // The first failure to count an entry stops the listing.
+        let mut failed = None;
+        let read = each_name(dir, scratch, |name, _| {
+            count(name).map_err(|e| {
+                let errno = Errno::from_raw(e.errno());
+                failed = Some(e);
+                errno
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        read.map_err(|e| self.error("read directory", &node.rel(), e))?;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.entries.fetch_add(entries, Ordering::Relaxed);
         Ok(())
@@ -151,9 +200,9 @@ impl Walker for Measurer<'_> {
     fn leave(
         &self,
         _: &mut Self::Scratch,
-        _: &Node<(u64, u64), OwnedFd>,
-        _: Arc<OwnedFd>,
-        _: Option<&OwnedFd>,
+        _: &Node<(u64, u64), Dir<'a>>,
+        _: Arc<Dir<'a>>,
+        _: Option<&Dir<'a>>,
     ) -> Result<()> {
         Ok(())
     }

@@ -254,14 +254,18 @@ fn work<'scope, 'env, W: Walker>(
 ) {
     let mut scratch = walker.scratch();
     let mut children = Vec::new();
-    let mut blocks_read = thread_blocks_read();
+    // The calling thread counts from the end of its first directory with
+    // subdirectories: a walk of one directory then costs no `getrusage`.
+    let mut blocks_read = helpers.is_none().then(thread_blocks_read);
     while let Some(node) = next_job(shared) {
         let result = walk_one(walker, shared, &mut scratch, &node, &mut children);
-        let read = thread_blocks_read();
+        let read = (blocks_read.is_some() || !children.is_empty()).then(thread_blocks_read);
         let mut state = lock(&shared.state);
         state.active -= 1;
-        state.blocks_read += read.saturating_sub(blocks_read);
-        blocks_read = read;
+        if let (Some(read), Some(before)) = (read, blocks_read) {
+            state.blocks_read += read.saturating_sub(before);
+        }
+        blocks_read = read.or(blocks_read);
         match result {
             Err(e) => {
                 state.error.get_or_insert(e);

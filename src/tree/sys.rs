@@ -122,6 +122,46 @@ pub(crate) fn lstatx(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<Stat> {
     statx(dir, name, libc::AT_SYMLINK_NOFOLLOW)
 }
 
+/// `fstatat` of `name` in `dir`, not following a symlink: [`lstatx`]
+/// without the mount id and the mount-root attribute, for a walk that
+/// stats every entry and needs neither (the kernel copies less).
+pub(crate) fn lstat(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<Stat> {
+    let mut buf = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `name` is NUL-terminated and `buf` points to writable memory
+    // the size of a `struct stat`.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    Errno::result(rc)?;
+    // SAFETY: zero-initialised (valid for this plain struct) and filled in
+    // by the kernel on success.
+    let s = unsafe { buf.assume_init() };
+    let time = |sec: i64, nsec: i64| Time {
+        sec,
+        nsec: u32::try_from(nsec).unwrap_or(0),
+    };
+    Ok(Stat {
+        mode: s.st_mode,
+        uid: s.st_uid,
+        gid: s.st_gid,
+        nlink: u32::try_from(s.st_nlink).unwrap_or(u32::MAX),
+        size: u64::try_from(s.st_size).unwrap_or(0),
+        blocks: u64::try_from(s.st_blocks).unwrap_or(0),
+        ino: s.st_ino,
+        dev: s.st_dev,
+        rdev: s.st_rdev,
+        atime: time(s.st_atime, s.st_atime_nsec),
+        mtime: time(s.st_mtime, s.st_mtime_nsec),
+        mnt_id: None,
+        mount_root: false,
+    })
+}
+
 /// Flags for opening a directory of a walk by its name: never through a
 /// symlink, never as a controlling terminal.
 pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -320,15 +360,30 @@ const DIRENT_BUF: usize = 32 * 1024;
 /// Reads all names of the freshly opened directory `dir` (without `.` and
 /// `..`) into `out`, replacing its contents, with the type the directory
 /// entry gives when it gives one. `buf` is scratch space.
-///
-/// Straight `getdents64` on the descriptor: `fdopendir`/`readdir` would add
-/// an `fstat`, two `fcntl`s and an `lseek` per directory.
 pub(crate) fn read_names(
     dir: BorrowedFd<'_>,
     out: &mut Vec<(CString, Option<Type>)>,
     buf: &mut Vec<u8>,
 ) -> nix::Result<()> {
     out.clear();
+    each_name(dir, buf, |name, kind| {
+        out.push((name.to_owned(), kind));
+        Ok(())
+    })
+}
+
+/// Calls `f` with every name of the freshly opened directory `dir`
+/// (without `.` and `..`) and the type the directory entry gives when it
+/// gives one, as read into `buf` (scratch space): no copy of the names.
+/// Stops at the first error of `f`.
+///
+/// Straight `getdents64` on the descriptor: `fdopendir`/`readdir` would add
+/// an `fstat`, two `fcntl`s and an `lseek` per directory.
+pub(crate) fn each_name(
+    dir: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&CStr, Option<Type>) -> nix::Result<()>,
+) -> nix::Result<()> {
     if buf.len() < DIRENT_BUF {
         buf.resize(DIRENT_BUF, 0);
     }
@@ -348,7 +403,8 @@ pub(crate) fn read_names(
             return Ok(());
         }
         // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen;
-        // u8 d_type; char d_name[]; }, records back to back.
+        // u8 d_type; char d_name[]; }, records back to back, each name
+        // NUL-terminated.
         let mut records = &buf[..n.min(buf.len())];
         while records.len() >= 19 {
             let reclen = usize::from(u16::from_ne_bytes([records[16], records[17]]));
@@ -356,10 +412,9 @@ pub(crate) fn read_names(
                 return Err(Errno::EIO);
             }
             let d_type = records[18];
-            let name = &records[19..reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            let name = CStr::from_bytes_until_nul(&records[19..reclen]).map_err(|_| Errno::EIO)?;
             records = &records[reclen..];
-            if matches!(name, b"." | b"..") {
+            if matches!(name.to_bytes(), b"." | b"..") {
                 continue;
             }
             let kind = match d_type {
@@ -372,9 +427,7 @@ pub(crate) fn read_names(
                 libc::DT_SOCK => Some(Type::Socket),
                 _ => None,
             };
-            // A name from the kernel holds no NUL.
-            let name = CString::new(name).map_err(|_| Errno::EIO)?;
-            out.push((name, kind));
+            f(name, kind)?;
         }
     }
 }

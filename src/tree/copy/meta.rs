@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
@@ -106,7 +107,7 @@ pub(super) fn open_created(
     Ok(fd)
 }
 
-impl Copier {
+impl Copier<'_> {
     /// True when an inode created in `node`'s copy already has the owner
     /// `st` asks for (see [`DirData::plain`](super::DirData::plain)).
     pub(super) fn owned_as_created(&self, node: &DirNode, st: &Stat) -> bool {
@@ -155,7 +156,37 @@ impl Copier {
         if st.kind() != libc::S_IFLNK && !mode_as_created {
             dst.chmod(mode).map_err(on_dst("set mode of"))?;
         }
-        dst.set_times(st.atime, st.mtime)
-            .map_err(on_dst("set times of"))
+        let (atime, mtime) = match self.tally.and_then(|t| t.clamp) {
+            Some(c) if st.mtime.sec >= c.since => {
+                let epoch = Time {
+                    sec: c.epoch,
+                    nsec: 0,
+                };
+                (epoch, epoch)
+            }
+            _ => (st.atime, st.mtime),
+        };
+        dst.set_times(atime, mtime)
+            .map_err(on_dst("set times of"))?;
+        self.count_created(dst)
+    }
+
+    /// With a tally, counts the inode `dst` now that it is complete.
+    fn count_created(&self, dst: Dest<'_>) -> std::result::Result<(), Failure> {
+        let Some(tally) = self.tally else {
+            return Ok(());
+        };
+        let (Dest::Fd(fd) | Dest::Path(fd, _)) = dst;
+        let st = fstatx(fd).map_err(on_dst("stat"))?;
+        tally.bytes.fetch_add(st.blocks * 512, Ordering::Relaxed);
+        tally.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// With a tally, counts one more link to an inode counted already.
+    pub(super) fn count_link(&self) {
+        if let Some(tally) = self.tally {
+            tally.entries.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

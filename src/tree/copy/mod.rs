@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use nix::dir::Type;
 use nix::errno::Errno;
@@ -44,6 +44,7 @@ use nix::unistd::{getegid, geteuid};
 
 use super::data::Methods;
 use super::links::Links;
+use super::measure::{Clamp, Measure};
 use super::pool::{self, Node};
 use super::progress::Hooks;
 use super::sys::Stat;
@@ -70,6 +71,31 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 /// [`copy_tree`] with the progress and ownership hooks of
 /// [`super::progress`].
 pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<()> {
+    run(src, dst, hooks, None)
+}
+
+/// Copies `src` into the empty directory `dst` as [`copy_tree`] does, and
+/// returns what [`measure_tree`](super::measure_tree) would find in the
+/// copy (with `clamp`, the copy's timestamps clamped as it would clamp
+/// them), measured as it goes: each inode is `statx`ed once its contents,
+/// xattrs and times are set (a directory once everything below it is).
+///
+/// Only for a `dst` nothing else writes into until the figures are used:
+/// they describe what this copy made.
+pub(crate) fn copy_tree_measured(src: &Path, dst: &Path, clamp: Option<Clamp>) -> Result<Measure> {
+    let tally = Tally {
+        clamp,
+        bytes: AtomicU64::new(0),
+        entries: AtomicU64::new(0),
+    };
+    run(src, dst, Hooks::default(), Some(&tally))?;
+    Ok(Measure {
+        bytes: tally.bytes.into_inner(),
+        entries: tally.entries.into_inner(),
+    })
+}
+
+fn run(src: &Path, dst: &Path, hooks: Hooks, tally: Option<&Tally>) -> Result<()> {
     // Absolute paths, for messages that do not depend on the working
     // directory.
     let src = std::path::absolute(src).map_err(|e| Error::path("resolve", src, e))?;
@@ -97,6 +123,7 @@ pub(crate) fn copy_tree_hooked(src: &Path, dst: &Path, hooks: Hooks) -> Result<(
         files: AtomicUsize::new(0),
         umask: OnceLock::new(),
         hooks,
+        tally,
     };
     let root = DirData {
         st: root_stat,
@@ -131,8 +158,17 @@ struct DirPair {
 /// A directory of the walk, as the pool holds it.
 type DirNode = Node<DirData, DirPair>;
 
+/// The measuring (and clamping) of [`copy_tree_measured`].
+struct Tally {
+    clamp: Option<Clamp>,
+    /// Allocated bytes of the inodes created, each once.
+    bytes: AtomicU64,
+    /// Entries created (links included), the root included.
+    entries: AtomicU64,
+}
+
 /// One tree copy in progress, shared by the pool's threads.
-struct Copier {
+struct Copier<'a> {
     src_path: PathBuf,
     dst_path: PathBuf,
     /// The destination root, for making hard links to earlier copies.
@@ -153,6 +189,8 @@ struct Copier {
     umask: OnceLock<Option<u32>>,
     /// Progress counting, cancellation, owners (see [`super::progress`]).
     hooks: Hooks,
+    /// Measuring the copy, for [`copy_tree_measured`].
+    tally: Option<&'a Tally>,
 }
 
 /// Per-thread buffers.
@@ -196,7 +234,7 @@ fn on_dst(what: &'static str) -> impl FnOnce(Errno) -> Failure {
     }
 }
 
-impl Copier {
+impl Copier<'_> {
     /// The error for `failure` on the entry `name` of `node` (or on `node`).
     fn error(&self, failure: Failure, node: &DirNode, name: Option<&CStr>) -> Error {
         let root = match failure.side {

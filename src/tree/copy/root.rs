@@ -52,7 +52,7 @@ fn read_umask() -> Option<u32> {
 /// pays for reading it.
 pub(super) const UMASK_AFTER_FILES: usize = 32;
 
-impl Copier {
+impl Copier<'_> {
     /// Counts a regular file created by the copy, towards
     /// [`UMASK_AFTER_FILES`].
     pub(super) fn count_file(&self) {

@@ -27,7 +27,7 @@ use crate::tree::sys::{
 };
 use crate::tree::xattr::XattrBufs;
 
-impl Walker for Copier {
+impl Walker for Copier<'_> {
     /// The source directory's metadata, applied to its copy post-order.
     type Data = DirData;
     type Dir = DirPair;
@@ -82,7 +82,7 @@ impl Walker for Copier {
     }
 }
 
-impl Copier {
+impl Copier<'_> {
     /// Opens `name` (the directory `node`, or `..` for it) in both trees of
     /// `dirs`, checking each is the directory seen before.
     fn open_pair(
@@ -152,7 +152,9 @@ impl Copier {
                 replacing(dirs.dst.as_fd(), name, || {
                     linkat(&dir, file, dirs.dst.as_fd(), name, AtFlags::empty())
                 })
-                .map_err(on_dst("create hard link"))
+                .map_err(on_dst("create hard link"))?;
+                self.count_link();
+                Ok(())
             }
             // The first copy failed and the whole copy with it; whoever
             // failed reports why. Copying on gives this thread's own error,
