@@ -499,7 +499,8 @@ int os_store_stat(os_store_t *store, os_store_stat_t *out);
 
 /**
  * Calls `fn` once per ref of the store, least recently used first (ties:
- * older creation first), with what the store knows about its object. A
+ * older creation first, then by object name: the order eviction follows),
+ * with what the store knows about its object. A
  * non-zero return of `fn` stops the walk and is returned. The store is
  * read first and the calls made afterwards, so `fn` may call the library
  * (even on this store).

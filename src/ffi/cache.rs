@@ -182,7 +182,8 @@ pub unsafe extern "C" fn os_store_stat(store: *mut os_store_t, out: *mut os_stor
 }
 
 /// Calls `fn` once per ref of the store, least recently used first (ties:
-/// older creation first), with what the store knows about its object. A
+/// older creation first, then by object name: the order eviction follows),
+/// with what the store knows about its object. A
 /// non-zero return of `fn` stops the walk and is returned. The store is
 /// read first and the calls made afterwards, so `fn` may call the library
 /// (even on this store).

@@ -257,7 +257,8 @@ impl Store {
     }
 
     /// Every ref with what the store knows about its object, least recently
-    /// used first (ties: older creation first).
+    /// used first (ties: older creation first, then by object name: the order
+    /// eviction follows).
     pub fn list(&self) -> Result<Vec<ObjectInfo>> {
         let (entries, _) = self.ref_entries()?;
         let mut out = Vec::with_capacity(entries.len());
@@ -274,7 +275,10 @@ impl Store {
                 pinned,
             });
         }
-        out.sort_by_key(|o| (o.last_used, o.created));
+        // The eviction index's order (see `lru`): ties by object name.
+        out.sort_by(|a, b| {
+            (a.last_used, a.created, &a.name).cmp(&(b.last_used, b.created, &b.name))
+        });
         Ok(out)
     }
 
