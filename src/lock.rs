@@ -104,7 +104,8 @@ fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, path: &Path) ->
     fd::open_at(dir, name, flags).map_err(|e| Error::path("cannot open", path, e))
 }
 
-fn flock(fd: &OwnedFd, op: libc::c_int) -> std::io::Result<()> {
+/// `flock(2)` on `fd`, retried when a signal interrupts it.
+pub(crate) fn flock(fd: &OwnedFd, op: libc::c_int) -> std::io::Result<()> {
     loop {
         // SAFETY: `fd` is an open descriptor owned by the caller.
         let r = unsafe { libc::flock(fd.as_raw_fd(), op) };

@@ -243,8 +243,18 @@ fn open_tree_passes_a_detached_read_only_mount() {
             .as_bytes(),
     );
     let (reply, fds) = client.recv_with_fds();
-    assert_eq!(reply, br#"{"fd": 0}"#);
-    assert_eq!(fds.len(), 1);
+    assert_eq!(reply, br#"{"fd": 0, "pin": 1}"#);
+    assert_eq!(fds.len(), 2);
+    // The pin reads the whole tree, read-only.
+    let pin_root = format!("/proc/self/fd/{}", fds[1].as_raw_fd());
+    assert_eq!(
+        fs::read_to_string(format!("{pin_root}/marker")).unwrap(),
+        "tree root"
+    );
+    assert_eq!(
+        errno_of(fs::write(format!("{pin_root}/new"), "x")),
+        Some(libc::EROFS)
+    );
     // Not attached anywhere yet; the server keeps nothing of it.
     let target = fx.dir.path().join("attached");
     fs::create_dir(&target).unwrap();
@@ -261,7 +271,7 @@ fn open_tree_passes_a_detached_read_only_mount() {
     // Without a subtree: the whole tree.
     client.send(br#"{"method": "open-tree", "object-id": "tree"}"#);
     let (reply, fds2) = client.recv_with_fds();
-    assert_eq!(reply, br#"{"fd": 0}"#);
+    assert_eq!(reply, br#"{"fd": 0, "pin": 1}"#);
     let whole = fx.dir.path().join("whole");
     fs::create_dir(&whole).unwrap();
     attach(&fds2[0], &whole).expect("move_mount");
@@ -312,8 +322,9 @@ fn a_mounted_tree_survives_replacement_and_garbage_collection() {
 
 /// cache.md "Pins" and "Last use": `open-tree` and `read-tree-at` count as
 /// uses and pin the object against another user of the store; an
-/// `open-tree` descriptor's pin lasts as long as the connection that asked
-/// for it (docs/protocol.md), a mount's until the server unmounts it.
+/// `open-tree` answer is pinned while the connection that asked for it or
+/// its pin descriptor is open (docs/protocol.md), a mount until the server
+/// unmounts it.
 #[test]
 fn open_tree_and_read_tree_at_pin_and_record_a_use() {
     if common::skip_without_private_mounts("open_tree_and_read_tree_at_pin_and_record_a_use") {
@@ -329,8 +340,8 @@ fn open_tree_and_read_tree_at_pin_and_record_a_use() {
     }
     let client = fx.client();
     client.send(br#"{"method": "open-tree", "object-id": "opened"}"#);
-    let (reply, fds) = client.recv_with_fds();
-    assert_eq!(reply, br#"{"fd": 0}"#);
+    let (reply, mut fds) = client.recv_with_fds();
+    assert_eq!(reply, br#"{"fd": 0, "pin": 1}"#);
     let target = fx.dir.path().join("target");
     fs::create_dir(&target).unwrap();
     client.call_json(&read_tree_at("mounted", &target, "/"))["path"]
@@ -345,12 +356,24 @@ fn open_tree_and_read_tree_at_pin_and_record_a_use() {
         "pinned objects were evicted: {evicted:?}"
     );
 
-    // The descriptor's pin is its connection's.
+    // The view alone does not pin, the connection does.
+    let pin = fds.pop().unwrap();
     drop(fds);
     assert!(other.evict(0).unwrap().evicted.is_empty());
+    // Once the connection is gone, the pin descriptor still pins: a copy
+    // of it in a child process (a lock goes with the last copy) too.
     drop(client);
     // Answered once the server has seen the old connection close.
     let _ = fx.client().call_json(&read_tree("none"));
+    assert!(other.evict(0).unwrap().evicted.is_empty());
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .stdin(std::process::Stdio::from(pin))
+        .spawn()
+        .unwrap();
+    assert!(other.evict(0).unwrap().evicted.is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert_eq!(other.evict(0).unwrap().evicted, ["opened"]);
     assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "mounted");
     fx.stop();

@@ -170,7 +170,7 @@ fn handle(fixture: &Fixture, request: Request) -> Reply {
         Reply::Path(path) => assert_eq!(json["path"], path_str(path)),
         Reply::NoObject => assert_eq!(json["path"], Value::Null),
         Reply::Error(message) => assert_eq!(json["error"], message.as_str()),
-        Reply::Fd(_) => assert_eq!(json["fd"], 0),
+        Reply::Fd { .. } => assert_eq!((&json["fd"], &json["pin"]), (&0.into(), &1.into())),
     }
     reply
 }

@@ -15,7 +15,7 @@
 //! in place, and the lock now keeps it there.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -79,16 +79,7 @@ impl Drop for Pin {
 }
 
 fn flock(fd: &OwnedFd, op: libc::c_int) -> Result<()> {
-    loop {
-        // SAFETY: `fd` is an open descriptor.
-        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(Error::io("cannot lock an object directory", e));
-        }
-    }
+    crate::lock::flock(fd, op).map_err(|e| Error::io("cannot lock an object directory", e))
 }
 
 /// The open directories of one store, by object name, with the ref-cache

@@ -53,7 +53,8 @@ struct Conn {
 
 struct Pending {
     packet: Vec<u8>,
-    fd: Option<OwnedFd>,
+    /// The descriptors it passes.
+    fds: Vec<OwnedFd>,
 }
 
 /// Everything the loop thread owns.
@@ -266,16 +267,17 @@ impl EventLoop {
         };
         protocol::encode(&reply, &mut self.out);
         let passed = match reply {
-            Reply::Fd(passed) => Some(passed),
-            _ => None,
+            Reply::Fd { view, pin } => vec![view, pin],
+            _ => Vec::new(),
         };
-        match transport::send(conn.fd.as_fd(), &self.out, passed.as_ref().map(AsFd::as_fd)) {
-            // The passed descriptor (a copy is in flight) is closed here.
+        let borrowed: Vec<_> = passed.iter().map(AsFd::as_fd).collect();
+        match transport::send(conn.fd.as_fd(), &self.out, &borrowed) {
+            // The passed descriptors (copies are in flight) are closed here.
             Ok(Sent::Done) => true,
             Ok(Sent::WouldBlock) => {
                 conn.pending = Some(Box::new(Pending {
                     packet: self.out.clone(),
-                    fd: passed,
+                    fds: passed,
                 }));
                 let watched = self.epoll.modify(
                     &conn.fd,
@@ -304,7 +306,7 @@ impl EventLoop {
         match transport::send(
             conn.fd.as_fd(),
             &pending.packet,
-            pending.fd.as_ref().map(AsFd::as_fd),
+            &pending.fds.iter().map(AsFd::as_fd).collect::<Vec<_>>(),
         ) {
             Ok(Sent::Done) => {
                 conn.pending = None;

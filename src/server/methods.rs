@@ -96,8 +96,9 @@ impl Methods {
                 };
                 let source = readtree_at::open_subtree(object.tree(), &subtree)?;
                 let view = readtree_at::detached_view(&source)?;
+                let pin = readtree_at::pin_descriptor(object.tree())?;
                 self.hold(conn, object);
-                Ok(Reply::Fd(view))
+                Ok(Reply::Fd { view, pin })
             }
         }
     }

@@ -349,9 +349,15 @@ pub enum Reply {
     Path(PathBuf),
     /// `{"path": null}`: no such object.
     NoObject,
-    /// `{"fd": 0}`: the descriptor travels as the packet's only `SCM_RIGHTS`
-    /// entry.
-    Fd(std::os::fd::OwnedFd),
+    /// `{"fd": 0, "pin": 1}`: `open-tree`'s two descriptors travel as the
+    /// packet's `SCM_RIGHTS` entries, in this order: the view, and the pin
+    /// that keeps its object from eviction while open.
+    Fd {
+        /// The detached read-only mount.
+        view: std::os::fd::OwnedFd,
+        /// A descriptor holding a shared `flock` on the object.
+        pin: std::os::fd::OwnedFd,
+    },
     /// `{"error": "<message>"}`.
     Error(String),
 }
@@ -382,7 +388,7 @@ pub fn encode(reply: &Reply, out: &mut Vec<u8>) {
             }
         },
         Reply::NoObject => out.extend_from_slice(b"{\"path\": null}"),
-        Reply::Fd(_) => out.extend_from_slice(b"{\"fd\": 0}"),
+        Reply::Fd { .. } => out.extend_from_slice(b"{\"fd\": 0, \"pin\": 1}"),
         Reply::Error(message) => {
             out.extend_from_slice(b"{\"error\": ");
             push_string(out, message);

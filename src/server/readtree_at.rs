@@ -223,6 +223,23 @@ pub fn detached_view(source: &OwnedFd) -> Result<OwnedFd> {
     mount::detached_readonly(source.as_fd())
 }
 
+/// A descriptor that pins the object whose tree is `tree` for as long as it
+/// (or a copy of it, in any process) stays open: the root of a read-only
+/// detached view of the whole tree, opened for reading and holding a shared
+/// `flock` on the tree's directory (a lock belongs to the open file
+/// description, so it goes with the last copy). Reading through it shows
+/// nothing a whole-tree `open-tree` would not, and writing is refused.
+pub fn pin_descriptor(tree: &Path) -> Result<OwnedFd> {
+    let view = detached_view(&open_subtree(tree, "/")?)?;
+    let pin = fd::open_at(view.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(|e| Error::path("cannot open a pin of", tree, e))?;
+    // The caller's look-up holds a shared lock already, so no eviction or
+    // collection holds an exclusive one: this never waits.
+    crate::lock::flock(&pin, libc::LOCK_SH | libc::LOCK_NB)
+        .map_err(|e| Error::path("cannot lock a pin of", tree, e))?;
+    Ok(pin)
+}
+
 /// The mounts the server attached, oldest first.
 #[derive(Debug, Default)]
 pub struct Mounts {

@@ -144,12 +144,19 @@ pub enum Sent {
     WouldBlock,
 }
 
-/// Sends one packet on `fd` without blocking, with `pass` as `SCM_RIGHTS`
-/// data if given. An error (e.g. `EPIPE`) means the connection is unusable.
-pub fn send(fd: BorrowedFd<'_>, packet: &[u8], pass: Option<BorrowedFd<'_>>) -> io::Result<Sent> {
-    let Some(pass) = pass else {
+/// Most descriptors a reply passes.
+const MAX_PASSED: usize = 2;
+
+/// Sends one packet on `fd` without blocking, with the descriptors `pass`
+/// (at most [`MAX_PASSED`]) as `SCM_RIGHTS` data. An error (e.g. `EPIPE`)
+/// means the connection is unusable.
+pub fn send(fd: BorrowedFd<'_>, packet: &[u8], pass: &[BorrowedFd<'_>]) -> io::Result<Sent> {
+    if pass.is_empty() {
         return send_plain(fd, packet);
-    };
+    }
+    if pass.len() > MAX_PASSED {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut iov = libc::iovec {
         iov_base: packet.as_ptr().cast_mut().cast(),
         iov_len: packet.len(),
@@ -158,22 +165,30 @@ pub fn send(fd: BorrowedFd<'_>, packet: &[u8], pass: Option<BorrowedFd<'_>>) -> 
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    // SAFETY: CMSG_SPACE is plain arithmetic.
-    const ONE_FD_SPACE: usize =
-        unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as libc::c_uint) } as usize;
-    let mut control = [0u64; ONE_FD_SPACE.div_ceil(size_of::<u64>())];
+    // SAFETY: CMSG_SPACE and CMSG_LEN are plain arithmetic.
+    let (space, len) = unsafe {
+        let bytes = (pass.len() * size_of::<RawFd>()) as libc::c_uint;
+        (libc::CMSG_SPACE(bytes) as usize, libc::CMSG_LEN(bytes))
+    };
+    // SAFETY: as above.
+    const MAX_SPACE: usize =
+        unsafe { libc::CMSG_SPACE((MAX_PASSED * size_of::<RawFd>()) as libc::c_uint) } as usize;
+    let mut control = [0u64; MAX_SPACE.div_ceil(size_of::<u64>())];
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = ONE_FD_SPACE as _;
-    // SAFETY: the control buffer is big enough for one header with one fd.
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is big enough for one header with
+    // `pass.len()` descriptors.
     let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    // SAFETY: `cmsg` points into `control` (not null: the buffer is large enough).
+    // SAFETY: `cmsg` points into `control` (not null: the buffer is large
+    // enough), and its data has room for `pass.len()` descriptors.
     unsafe {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as libc::c_uint) as _;
-        libc::CMSG_DATA(cmsg)
-            .cast::<RawFd>()
-            .write_unaligned(pass.as_raw_fd());
+        (*cmsg).cmsg_len = len as _;
+        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, passed) in pass.iter().enumerate() {
+            data.add(i).write_unaligned(passed.as_raw_fd());
+        }
     }
     // SAFETY: `msg` points to `packet` and `control`, which outlive the
     // call; the kernel only reads them.
@@ -272,7 +287,7 @@ mod tests {
         ));
         let passed = std::fs::File::open("/dev/null").unwrap();
         assert_eq!(
-            send(a.as_fd(), b"hello", Some(passed.as_fd())).unwrap(),
+            send(a.as_fd(), b"hello", &[passed.as_fd(), passed.as_fd()]).unwrap(),
             Sent::Done
         );
         match receive(b.as_fd(), &mut buffers).unwrap() {
