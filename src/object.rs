@@ -192,14 +192,7 @@ impl Object {
     /// [`CopyOptions`]); a cancelled init leaves the tree as it was before.
     pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
-        let what = format!(
-            "cannot initialise {:?} from {:?}",
-            self.id.as_str(),
-            base.id.as_str()
-        );
-        if let Some(name) = base.committed_name() {
-            base.cache.record_use(name);
-        }
+        let what = self.start_init(base);
         if options.progress.is_none() && !options.caller_owns && self.snapshot_of(base) {
             return self.inherit(base).map_err(|e| e.context(&what));
         }
@@ -207,6 +200,19 @@ impl Object {
         tree::copy_tree_with(&base.tree, &self.tree, options, totals)
             .map_err(|e| e.context(&what))?;
         self.inherit(base).map_err(|e| e.context(&what))
+    }
+
+    /// What an `init` from `base` does first: record the use of `base` (a
+    /// committed object); returns the context for its errors.
+    fn start_init(&self, base: &Object) -> String {
+        if let Some(name) = base.committed_name() {
+            base.cache.record_use(name);
+        }
+        format!(
+            "cannot initialise {:?} from {:?}",
+            self.id.as_str(),
+            base.id.as_str()
+        )
     }
 
     /// [`Object::init`] of an object the store made to commit a copy of
@@ -220,14 +226,7 @@ impl Object {
         base: &Object,
         on_btrfs: bool,
     ) -> Result<Option<tree::Measure>> {
-        let what = format!(
-            "cannot initialise {:?} from {:?}",
-            self.id.as_str(),
-            base.id.as_str()
-        );
-        if let Some(name) = base.committed_name() {
-            base.cache.record_use(name);
-        }
+        let what = self.start_init(base);
         self.cache_mut().source_epoch = base.cache().source_epoch;
         let measure = if on_btrfs && self.snapshot_of(base) {
             None
