@@ -223,17 +223,37 @@ pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
     std::fs::File::open("/proc/self/mountinfo")
         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut table))
         .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
-    let mut points: Vec<PathBuf> = table
+    let field = |line: &[u8], n: usize| {
+        let f = line.split(|b| *b == b' ').nth(n)?;
+        Some(PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(f))))
+    };
+    // (root in its filesystem, mount point) of every mount.
+    let mounts: Vec<(PathBuf, PathBuf)> = table
         .split(|b| *b == b'\n')
-        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
-        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
+        .filter_map(|line| Some((field(line, 3)?, field(line, 4)?)))
         .collect();
-    // Only points with the directory's own name as a component can be at
-    // or below it (the table's paths are spelled from the dentries on the
-    // way up, through the directory's): the others are not opened.
-    if let Some(name) = own_name(dir) {
-        points.retain(|p| p.components().any(|c| c.as_os_str() == name));
-    }
+    let mut points: Vec<PathBuf> = match own_name(dir) {
+        // Only points with the directory's own name as a component can be
+        // at or below it (the table's paths are spelled from the dentries
+        // on the way up, through the directory's), or points below another
+        // view of it: a bind mount whose root has that name (an alias).
+        // The others are not opened.
+        Some(name) => {
+            let named = |p: &Path| p.components().any(|c| c.as_os_str() == name);
+            let aliases: Vec<&PathBuf> = mounts
+                .iter()
+                .filter(|(root, _)| named(root))
+                .map(|(_, at)| at)
+                .collect();
+            mounts
+                .iter()
+                .map(|(_, at)| at)
+                .filter(|at| named(at) || aliases.iter().any(|alias| at.starts_with(alias)))
+                .cloned()
+                .collect()
+        }
+        None => mounts.into_iter().map(|(_, at)| at).collect(),
+    };
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for point in points {
         // Opened, checked and detached through one descriptor: a path

@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use osstore::{Error, Mode, OpenOptions, Store};
+use osstore::{Error, Mode, Store};
 use reliability::{Rng, check_refs, check_tree, env_path, fill_tree, helper, names};
 
 const STORE_VAR: &str = "OSSTORE_FAULTS_STORE";
@@ -525,15 +525,7 @@ fn store_removed_under_a_live_handle() {
 #[test]
 fn over_long_and_odd_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path().join("store"),
-        OpenOptions {
-            durable: false,
-            collect_garbage: true,
-            read_only: false,
-        },
-    )
-    .unwrap();
+    let store = common::quick(&dir.path().join("store"));
     let long = "x".repeat(256);
     for bad in [long.as_str(), "", ".", "..", "a/b", "nul\0", "/abs"] {
         expect_errno(store.new_object(bad), libc::EINVAL, "bad id");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::copy::{os_progress, os_progress_fn};
 use super::store::os_store_t;
-use super::{boundary, handle, strings};
+use super::{boundary, handle, strings, versioned};
 use crate::error::{Error, Result};
 use crate::registry::{self, Progress, RegistryOptions};
 
@@ -77,25 +77,10 @@ unsafe fn options(options: *const os_registry_options_t) -> Result<RegistryOptio
     if options.is_null() {
         return Ok(RegistryOptions::default());
     }
-    const KNOWN: usize = size_of::<os_registry_options_t>();
-    // SAFETY: the caller passes at least the first member.
-    let size = unsafe { (*options).struct_size };
-    if size < KNOWN {
-        return Err(Error::invalid(format!(
-            "options->struct_size is {size}, smaller than os_registry_options_t ({KNOWN} bytes)"
-        )));
-    }
-    // SAFETY: the caller promises `size` readable bytes.
-    let extra =
-        unsafe { std::slice::from_raw_parts(options.cast::<u8>().add(KNOWN), size - KNOWN) };
-    if extra.iter().any(|b| *b != 0) {
-        return Err(Error::new(
-            libc::E2BIG,
-            "options has members this library does not know",
-        ));
-    }
-    // SAFETY: at least KNOWN readable bytes, checked above.
-    let o = unsafe { *options };
+    // The struct's first version is this one: no smaller size is valid.
+    let first_version = size_of::<os_registry_options_t>();
+    // SAFETY: forwarded contract; zero bytes are 0 and NULL.
+    let o = unsafe { versioned::read(options, first_version, &[], "options") }?;
     if o.flags & !OS_REGISTRY_INSECURE != 0 {
         return Err(Error::invalid(format!(
             "unknown flags {:#x} in options",

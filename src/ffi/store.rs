@@ -228,10 +228,6 @@ pub unsafe extern "C" fn os_store_contains(
     boundary(|| {
         // SAFETY: forwarded contract.
         let id = unsafe { strings::id(object_id) }?;
-        if id.is_empty() {
-            return Ok(0);
-        }
-        let id = ObjectId::new(id)?;
         handle::with_store(store, |handle| Ok(c_int::from(handle.store.contains(id)?)))
     })
 }

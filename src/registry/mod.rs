@@ -30,7 +30,22 @@ pub use reference::{Reference, tag_for_id};
 pub(crate) use record::reclaim;
 
 use crate::error::Result;
+use crate::lock::DirLock;
 use crate::object::Object;
+use crate::store::Store;
+
+/// Pins the committed object `objects/<name>` (a shared lock, as a look-up
+/// takes) so that no eviction or collection empties it while a transfer
+/// reads it as a base; `None` when it is gone (removed before the lock was
+/// granted).
+pub(crate) fn pin_base(store: &Store, name: &str) -> Result<Option<(PathBuf, DirLock)>> {
+    let path = store.path().join("objects").join(name);
+    let lock = match DirLock::shared(&path) {
+        Err(e) if e.errno() == libc::ENOENT => return Ok(None),
+        other => other?,
+    };
+    Ok((!lock.is_unlinked(&path)?).then_some((path, lock)))
+}
 
 /// The progress callback: called with the running totals, one call at a
 /// time, from the threads that move the data. Returning `false` cancels the

@@ -12,7 +12,7 @@ use super::client::Client;
 use super::extract::Extractor;
 use super::layer::sha256_of;
 use super::progress::Meter;
-use super::push::{ID_KEY, META_PREFIX, sha256};
+use super::push::{META_PREFIX, sha256};
 use super::record::{Layer, Record, blob_dir};
 use super::reference::{Reference, check_digest};
 use super::{Facts, RegistryOptions, restore_facts};
@@ -152,15 +152,23 @@ fn run(store: &Store, reference: &str, id: &str, options: &RegistryOptions) -> R
     }
 
     let meter = Meter::new(options.progress.as_deref());
-    let start = Record::best_prefix(store, &layers);
+    // The base is pinned until it has been copied; one that is gone (or
+    // going) means pulling every layer.
+    let mut start = Record::best_prefix(store, &layers);
+    let base = match &start {
+        Some((name, _)) => super::pin_base(store, name)?,
+        None => None,
+    };
+    if base.is_none() {
+        start = None;
+    }
     let skip = start.as_ref().map_or(0, |s| s.1);
     let (dir, _downloading) = blob_dir(store)?;
     let files = fetch_all(&client, &layers[skip..], &dir, &meter, options.jobs())?;
 
     let mut object = store.new_object(id)?;
-    if let Some((name, _)) = &start {
-        let base = store.path().join("objects").join(name);
-        crate::tree::copy_tree(&base, object.tree())?;
+    if let Some((base, _pinned)) = &base {
+        crate::tree::copy_tree(base, object.tree())?;
         meter.plan(skip as u64, 0)?;
         for _ in 0..skip {
             meter.blob(true)?;
@@ -242,7 +250,6 @@ fn facts_of(config: &Value) -> Facts {
         .and_then(Value::as_str)
         .and_then(parse_rfc3339)
         .unwrap_or(0);
-    let _id = labels.and_then(|l| l.get(ID_KEY));
     Facts {
         created,
         meta,

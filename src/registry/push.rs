@@ -109,10 +109,12 @@ fn run(store: &Store, id: &str, reference: &str, options: &RegistryOptions) -> R
     if let Some(own) = Record::load(store, &name) {
         plan = Some(known(&own.layers, &own));
     } else if let Some(base) = facts.base.as_deref() {
-        let base_tree = store.path().join("objects").join(base);
-        if let Some(record) = Record::load(store, base).filter(|_| base_tree.is_dir()) {
+        // Pinned while its changes are written: an emptied base would make
+        // a layer of changes that rebuilds a wrong tree.
+        let pinned = super::pin_base(store, base)?;
+        if let (Some((base_tree, _pinned)), Some(record)) = (&pinned, Record::load(store, base)) {
             let mut w = LayerWriter::new(new_layer()?, options.compression)?;
-            walk::write_changes(&mut w, &base_tree, &tree)?;
+            walk::write_changes(&mut w, base_tree, &tree)?;
             let mut layers = known(&record.layers, &record);
             layers.push(built(w.finish()?));
             plan = Some(layers);

@@ -215,8 +215,15 @@ impl Store {
             .meta_dir
             .as_ref()
             .ok_or_else(|| Error::new(libc::EROFS, "the store has no meta/ directory"))?;
-        sidecar::write_in(meta.as_fd(), name, info)
-            .map_err(|e| e.context(self.inner.meta.join(name).display()))
+        let dir = self.inner.meta.join(name);
+        let written = match sidecar::write_in(meta.as_fd(), name, info) {
+            // Left by an earlier try of this commit (same name) whose
+            // clean-up failed: no ref names it, so it is replaced.
+            Err(e) if e.errno() == libc::EEXIST => crate::tree::remove_tree(&dir)
+                .and_then(|()| sidecar::write_in(meta.as_fd(), name, info)),
+            other => other,
+        };
+        written.map_err(|e| e.context(dir.display()))
     }
 
     /// `refs/`, opened to be `fsync`ed after a ref swap (durable stores

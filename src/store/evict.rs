@@ -140,13 +140,9 @@ impl Store {
             if let Some(old) = replaced {
                 index.remove_ref(id, &old);
             }
-            let used = self
-                .inner
-                .meta_dir
-                .as_ref()
-                .and_then(|meta| lastuse::read(meta.as_fd(), name).ok().flatten())
-                .unwrap_or_else(lastuse::now);
-            index.add(id, name, info, used);
+            // Its sidecar was written just now; should its second differ,
+            // the eviction's check of each victim's last use puts it right.
+            index.add(id, name, info, lastuse::now());
             index.set_stamp(Some(stamp.clone()));
         }
         Ok(Some(Counted {
@@ -369,10 +365,7 @@ impl Victims<'_> {
                     self.index.put_back(&name, used);
                     continue;
                 }
-                None if std::fs::symlink_metadata(&object).is_err() => {
-                    self.index.remove(&name);
-                    continue;
-                }
+                // A missing object is dropped below (the lock finds it gone).
                 _ => {}
             }
             let held = match DirLock::try_exclusive(&object) {

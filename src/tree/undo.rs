@@ -193,7 +193,11 @@ fn open_root(path: &Path) -> Result<OwnedFd> {
 fn read_xattrs(fd: BorrowedFd<'_>) -> nix::Result<Vec<(CString, Vec<u8>)>> {
     // Not empty: an empty buffer asks for the size instead of the list.
     let mut list = vec![0; 256];
-    let len = fill(&mut list, |b| list_xattrs(XattrTarget::Fd(fd), b))?;
+    // A filesystem without xattrs has none to keep (as the copy treats it).
+    let len = match fill(&mut list, |b| list_xattrs(XattrTarget::Fd(fd), b)) {
+        Err(Errno::EOPNOTSUPP) => 0,
+        other => other?,
+    };
     let names = list[..len].split(|b| *b == 0).filter(|n| !n.is_empty());
     names
         .map(|name| {

@@ -12,7 +12,7 @@ use nix::sys::socket::{
     UnixAddr, sockopt,
 };
 use osstore::server::{Server, ServerOptions};
-use osstore::{Object, OpenOptions, Store};
+use osstore::{Object, Store};
 use serde_json::{Value, json};
 
 /// A raw client connection.
@@ -145,15 +145,7 @@ impl Fixture {
 
     pub fn with(mut options: ServerOptions) -> Fixture {
         let dir = tempfile::tempdir().expect("scratch dir");
-        let store = Store::open_with(
-            dir.path().join("store"),
-            OpenOptions {
-                durable: false,
-                collect_garbage: true,
-                read_only: false,
-            },
-        )
-        .expect("open store");
+        let store = super::quick(&dir.path().join("store"));
         options
             .socket_path
             .get_or_insert_with(|| dir.path().join("sock"));
