@@ -1883,7 +1883,7 @@ static void cache_rows(const char *mnt)
         }
     }
     r = add_row("`contains` + `get` with pinning and last use, fresh handle, tmpfs",
-                "the look-up pair of the rows above (the get pins the object with a shared flock "
+                "the look-up pair of the rows above (the get pins the object on the pin board "
                 "and records its use, at most once a second per object); ref = the same loop on "
                 "a handle with both off, alternating, paired per round");
     paired_rate_row(r, off_v, " (off)", on_v, n, "pairs/s", 0.5);

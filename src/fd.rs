@@ -14,8 +14,26 @@ pub(crate) fn open_at(
     name: &CStr,
     flags: libc::c_int,
 ) -> std::io::Result<OwnedFd> {
+    open_at_mode(dir, name, flags, 0)
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC, mode)`: `mode` for a file that
+/// `O_CREAT` makes.
+pub(crate) fn open_at_mode(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> std::io::Result<OwnedFd> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let raw = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    let raw = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        )
+    };
     if raw < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -17,6 +17,7 @@ pub mod lock;
 pub mod log;
 mod mount;
 mod object;
+mod process;
 mod refcache;
 pub mod registry;
 pub mod server;

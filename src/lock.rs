@@ -22,8 +22,11 @@
 //! sweeps, so that sweeps do not overlap. Nothing else takes that lock, so a
 //! sweep, however long, keeps no look-up waiting:
 //! - Pinning the object a ref names (a look-up: `get`, the server's
-//!   `read-tree`, `read-tree-at` and `open-tree`; see [`crate::cache::pins`])
-//!   opens `objects/<name>` that the ref names and takes a shared lock,
+//!   `read-tree`, `read-tree-at` and `open-tree`) counts a pin on the pin
+//!   board and checks that the ref still names the object (see
+//!   [`crate::cache::pinboard`]), or, where it cannot use the board (see
+//!   [`crate::cache::pins`]), opens `objects/<name>` that the ref names and
+//!   takes a shared lock,
 //!   waiting while an eviction or collection holds it, then checks that the
 //!   directory is still linked, and reads the ref again if not. A collector
 //!   holds an object that a ref names only while it reads the refs again,

@@ -198,6 +198,42 @@ fn evict_removes_lru_unpinned_refs_and_their_objects() {
 }
 
 #[test]
+fn a_look_up_of_an_object_being_evicted_pins_it_with_flock() {
+    use std::os::fd::AsFd;
+
+    use osstore::cache::pinboard::PinBoard;
+    use osstore::lock::DirLock;
+
+    let dir = scratch();
+    let store = common::quick(dir.path());
+    let name = commit_sized(&store, "x", 100);
+    commit_sized(&store, "y", 100);
+    let meta = fs::File::open(dir.path().join("meta")).unwrap();
+    let board = PinBoard::open(meta.as_fd())
+        .unwrap()
+        .expect("a local filesystem");
+    let object = dir.path().join("objects").join(&name);
+    // The first look-up reads the ref; the second comes through the ref
+    // cache. While an eviction announces the object, both pin with flock.
+    for round in 0..2 {
+        let evicting = board.evicting(&name);
+        let held = store.get("x").unwrap().expect("x is there");
+        drop(evicting);
+        assert!(!board.is_pinned(&name).unwrap(), "round {round}");
+        assert!(
+            DirLock::try_exclusive(&object).unwrap().is_none(),
+            "round {round}: the object is locked"
+        );
+        assert_eq!(
+            store.evict(0).unwrap().evicted.len(),
+            usize::from(round == 0)
+        );
+        drop(held);
+    }
+    assert_eq!(store.evict(0).unwrap().evicted, ["x"]);
+}
+
+#[test]
 fn commit_evicts_to_low_water_but_never_itself_and_refuses_oversized_objects() {
     let dir = scratch();
     let store = common::quick(dir.path());

@@ -8,4 +8,5 @@ pub mod settings;
 pub mod sidecar;
 
 pub use object::ObjectCache;
+pub mod pinboard;
 pub mod pins;

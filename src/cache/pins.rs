@@ -1,11 +1,13 @@
-//! Pins: shared `flock`s on `objects/<name>` held by look-up handles.
+//! Pins held by look-up handles: on the pin board (see [`super::pinboard`])
+//! where the store has one, else shared `flock`s on `objects/<name>`.
 //!
 //! Eviction and collection remove an object only while they hold it locked
-//! exclusively, so a shared lock held by any process keeps the object (and
-//! its ref, which eviction removes only with the object) in place. The lock
-//! goes when the handle is released or its process dies.
+//! exclusively and the board shows no pin on it, so a pin held by any
+//! process keeps the object (and its ref, which eviction removes only with
+//! the object) in place. A pin goes when the handle is released or its
+//! process dies.
 //!
-//! A look-up must stay cheap, so the directories of recently used objects
+//! A `flock` pin must stay cheap too, so the directories of recently used objects
 //! stay open in a small per-process table, each with a count of the handles
 //! of this process that pin it: the first handle takes the shared lock, the
 //! last one drops it, and the ones in between cost nothing. An open
@@ -18,6 +20,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use super::pinboard::BoardPin;
 use crate::error::{Error, Result};
 
 /// Most directories kept open; the table is emptied when it is full
@@ -33,7 +36,16 @@ pub struct PinnedDir {
 
 /// One handle's pin; unpins when dropped.
 #[derive(Debug)]
-pub struct Pin {
+pub enum Pin {
+    /// A count on the pin board.
+    Board(BoardPin),
+    /// A share of this process's `flock` on the object's directory.
+    Flock(FlockPin),
+}
+
+/// A share of this process's shared `flock` on an object's directory.
+#[derive(Debug)]
+pub struct FlockPin {
     dir: Arc<PinnedDir>,
 }
 
@@ -54,9 +66,9 @@ impl PinnedDir {
             flock(&self.fd, libc::LOCK_SH)?;
         }
         *holders += 1;
-        Ok(Pin {
+        Ok(Pin::Flock(FlockPin {
             dir: Arc::clone(self),
-        })
+        }))
     }
 
     /// Whether the directory was removed (its object evicted or collected).
@@ -67,7 +79,7 @@ impl PinnedDir {
     }
 }
 
-impl Drop for Pin {
+impl Drop for FlockPin {
     fn drop(&mut self) {
         let mut holders = self.dir.holders.lock().unwrap_or_else(|p| p.into_inner());
         *holders -= 1;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::Store;
+use crate::cache::pinboard::PinBoard;
 use crate::cache::pins::{Pin, PinnedDir};
 use crate::cache::settings;
 use crate::cache::sidecar::{self, Info};
@@ -17,6 +18,14 @@ use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::tree;
+
+/// What [`Store::pin_ref`] found and pinned: the object's name, its pin,
+/// and its open directory when the pin is a `flock` on it.
+pub(crate) struct RefPin {
+    pub name: String,
+    pub dir: Option<Arc<PinnedDir>>,
+    pub pin: Pin,
+}
 
 /// What [`Store::stat`] reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,16 +160,45 @@ impl Store {
         Ok(object_name(&buf[..n as usize]))
     }
 
-    /// Pins the object `refs/<id>` names: a shared lock on `objects/<name>`
-    /// that eviction and collection respect. `None` when the ref names no
-    /// object (any more).
-    pub(crate) fn pin_ref(&self, id: &str) -> Result<Option<(String, Arc<PinnedDir>, Pin)>> {
+    /// The pin board, mapped at the first call; `None` in a read-only store
+    /// or one on a filesystem that is not known to be local.
+    pub(crate) fn pin_board(&self) -> Result<Option<&Arc<PinBoard>>> {
+        let inner = &self.inner;
+        let (Some(meta), false) = (&inner.meta_dir, inner.options.read_only) else {
+            return Ok(None);
+        };
+        let board = inner
+            .pin_board
+            .get_or_init(|| Ok(PinBoard::open(meta.as_fd())?.map(Arc::new)));
+        board.as_ref().map(Option::as_ref).map_err(Clone::clone)
+    }
+
+    /// Pins the object `refs/<id>` names: on the pin board where it can,
+    /// else with a shared lock on `objects/<name>` (then the directory is
+    /// returned too). Either way eviction and collection respect it. `None`
+    /// when the ref names no object (any more).
+    pub(crate) fn pin_ref(&self, id: &str) -> Result<Option<RefPin>> {
+        // A look-up that cannot use the board (another user's store) pins
+        // with `flock`, which every remover respects too.
+        let board = self.pin_board().ok().flatten();
         // An eviction or collection that took the object first removes the
         // ref before the object: retry with the ref read again.
         for _ in 0..8 {
             let Some(name) = self.ref_name(id)? else {
                 return Ok(None);
             };
+            if let Some(pin) = board.and_then(|b| b.pin(&name)) {
+                // Counted, so no remover takes it from now on; it is the
+                // object if the ref still names it (names are never reused).
+                if self.ref_name(id)?.as_deref() == Some(name.as_str()) {
+                    return Ok(Some(RefPin {
+                        name,
+                        dir: None,
+                        pin: Pin::Board(pin),
+                    }));
+                }
+                continue;
+            }
             let c = CString::new(name.as_str()).map_err(|_| Error::invalid("bad object name"))?;
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
             // SAFETY: `c` is NUL-terminated; `objects_dir` is open.
@@ -181,7 +219,11 @@ impl Store {
             let dir = PinnedDir::new(unsafe { OwnedFd::from_raw_fd(raw) });
             let pin = dir.pin()?;
             if !dir.is_unlinked()? {
-                return Ok(Some((name, dir, pin)));
+                return Ok(Some(RefPin {
+                    name,
+                    dir: Some(dir),
+                    pin,
+                }));
             }
         }
         Ok(None)
@@ -249,10 +291,19 @@ impl Store {
 
     /// Whether a live handle in any process holds `objects/<name>`.
     pub(crate) fn is_pinned(&self, name: &str) -> Result<bool> {
-        match DirLock::try_exclusive(&self.inner.objects.join(name)) {
-            Ok(lock) => Ok(lock.is_none()),
-            Err(e) if e.errno() == libc::ENOENT => Ok(false),
-            Err(e) => Err(e),
+        let locked = match DirLock::try_exclusive(&self.inner.objects.join(name)) {
+            Ok(lock) => lock.is_none(),
+            Err(e) if e.errno() == libc::ENOENT => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(locked || self.pinned_on_board(name)?)
+    }
+
+    /// Whether the pin board shows a live pin on `objects/<name>`.
+    pub(crate) fn pinned_on_board(&self, name: &str) -> Result<bool> {
+        match self.pin_board()? {
+            Some(board) => board.is_pinned(name),
+            None => Ok(false),
         }
     }
 

@@ -380,6 +380,18 @@ impl Victims<'_> {
                 }
                 Err(e) => return Err(e),
             };
+            // Announced on the board before its pins are read (see
+            // `crate::cache::pinboard`), until the object is gone.
+            let board = self.store.pin_board()?;
+            let _evicting = board.map(|b| b.evicting(&name));
+            let on_board = match board {
+                Some(b) => b.is_pinned(&name)?,
+                None => false,
+            };
+            if on_board {
+                skipped.push((name, victim.used));
+                continue;
+            }
             self.announce()?;
             self.remove(&name, &victim, &held, used.is_some())?;
         }

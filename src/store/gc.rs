@@ -97,7 +97,18 @@ impl Store {
                 })
                 .collect();
             for (path, lock) in doomed {
-                note(path, remove_locked(path, &lock).map(|()| true));
+                // A look-up that pinned it on the board before the ref
+                // changed (it finds the change and lets go, see
+                // `crate::cache::pinboard`) or holds it since.
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                match self.pinned_on_board(name) {
+                    Ok(false) => note(path, remove_locked(path, &lock).map(|()| true)),
+                    Ok(true) => {}
+                    Err(e) => note(path, Err(e)),
+                }
             }
         }
         // Sidecars whose object is gone (removed by a collection or an

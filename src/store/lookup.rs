@@ -4,6 +4,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::cached::RefPin;
 use super::{Store, lock_ignoring_poison};
 use crate::cache::ObjectCache;
 use crate::cache::pins::Pin;
@@ -85,16 +86,19 @@ impl Store {
             return Ok(Some(self.view(id, tree)));
         }
         let context = || format!("cannot get object {:?}", id.as_str());
-        // Fast path: the object's directory is open already and nothing
-        // changed in the store since (checked once it is locked).
+        // Fast path: the ref cache knows the object's name; it is the
+        // object if nothing changed in the store since (checked once it is
+        // pinned).
         let peeked = self
             .inner
             .track_use
             .then(|| lock_ignoring_poison(&self.inner.ref_cache).peek(id))
             .flatten();
         if let Some((name, generation)) = peeked {
-            if let Some(dir) = self.inner.pins.get(&name, generation) {
-                let pin = dir.pin().map_err(|e| e.context(context()))?;
+            if let Some(pin) = self
+                .pin_known(&name, generation)
+                .map_err(|e| e.context(context()))?
+            {
                 if self.ref_generation() == Some(generation) {
                     return Ok(Some(self.pinned_object(id, &name, pin)));
                 }
@@ -108,15 +112,32 @@ impl Store {
             return Ok(Some(self.view(id, self.ref_path(id))));
         }
         let generation = self.ref_generation();
-        let Some((name, dir, pin)) = self.pin_ref(id).map_err(|e| e.context(context()))? else {
+        let Some(RefPin { name, dir, pin }) = self.pin_ref(id).map_err(|e| e.context(context()))?
+        else {
             return Ok(None);
         };
-        if let Some(generation) = generation {
+        if let (Some(generation), Some(dir)) = (generation, dir) {
             self.inner
                 .pins
                 .insert(Arc::from(name.as_str()), generation, &dir);
         }
         Ok(Some(self.pinned_object(id, &name, pin)))
+    }
+
+    /// Pins `objects/<name>`, which the ref cache named in `generation`,
+    /// without reading the ref: on the pin board, else through its
+    /// directory if it is open since that generation; `None` when neither
+    /// can. The caller checks that the generation is still current.
+    fn pin_known(&self, name: &str, generation: u64) -> Result<Option<Pin>> {
+        if let Some(board) = self.pin_board().ok().flatten() {
+            if let Some(pin) = board.pin(name) {
+                return Ok(Some(Pin::Board(pin)));
+            }
+        }
+        match self.inner.pins.get(name, generation) {
+            Some(dir) => dir.pin().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A READ handle pinning `objects/<name>`; the look-up is a use of it.

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use nix::sys::stat::Mode as FileMode;
 
 use crate::cache::lastuse::LastUse;
+use crate::cache::pinboard::PinBoard;
 use crate::cache::pins::PinTable;
 use crate::cache::{ObjectCache, layout, settings};
 use crate::error::{Error, Result};
@@ -97,8 +98,11 @@ struct Inner {
     meta_dir: Option<OwnedFd>,
     /// Last uses this process recorded.
     last_use: LastUse,
-    /// Object directories kept open for pinning.
+    /// Object directories kept open for `flock` pins.
     pins: PinTable,
+    /// The pin board (see `crate::cache::pinboard`), mapped at its first
+    /// use; `None` where the store has none (read-only, not local).
+    pin_board: OnceLock<Result<Option<Arc<PinBoard>>>>,
     /// The eviction index (see `lru`), used under the `meta/` lock.
     lru: Mutex<lru::LruIndex>,
     /// The settings as the last commit read them.
@@ -196,6 +200,7 @@ impl Store {
                 meta_dir,
                 last_use: LastUse::default(),
                 pins: PinTable::default(),
+                pin_board: OnceLock::new(),
                 lru: Mutex::default(),
                 settings: settings::Cache::default(),
                 track_use: std::env::var_os("OSSTORE_BENCH_NO_TRACKING").is_none_or(|v| v != "1"),

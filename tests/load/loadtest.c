@@ -34,10 +34,10 @@
 
 static char scratch[] = "/tmp/osstore-load-XXXXXX";
 /* Descriptors the first look-ups add for good, as in a library get: the
- * directory of the object found, kept open (the table of recently used
- * objects, src/cache/pins.rs: one for the one object the requests name,
- * whatever the number of connections), and the ref cache's inotify
- * instance, made at the store's first look-up (src/refcache.rs). */
+ * pin board meta/pins, mapped and locked at the store's first pin
+ * (src/cache/pinboard.rs: one whatever the number of connections and
+ * objects), and the ref cache's inotify instance, made at the store's
+ * first look-up (src/refcache.rs). */
 #define LOOKUP_FDS_KEPT 2
 static char sock_path[100];
 static char tree_path[PATH_MAX];

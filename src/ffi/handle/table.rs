@@ -2,11 +2,12 @@
 //! state word, entered and left without a lock (see the parent module).
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use super::{Kind, Token, Value, inherited, not_live};
 use crate::error::{Error, Result};
+use crate::process::pid;
 
 /// A slot's state word: calls in it (low bits), live and dying bits, kind,
 /// and the generation in the high half.
@@ -72,34 +73,6 @@ static ALLOCATOR: Mutex<Allocator> = Mutex::new(Allocator {
 
 fn allocator() -> MutexGuard<'static, Allocator> {
     ALLOCATOR.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// This process's id, kept by [`pid`] so that a look-up costs no system
-/// call.
-static PID: AtomicU32 = AtomicU32::new(0);
-
-/// This process's id. The first call registers a `pthread_atfork` handler
-/// that renews it in every child of `fork()` (before `fork()` returns
-/// there); no handle can be made, nor looked up, before that. Should the
-/// registration fail (`ENOMEM`), every call asks the kernel instead.
-fn pid() -> u32 {
-    static CACHED: Once = Once::new();
-    static REGISTERED: AtomicBool = AtomicBool::new(false);
-    CACHED.call_once(|| {
-        extern "C" fn renew_in_child() {
-            PID.store(std::process::id(), Ordering::Relaxed);
-        }
-        renew_in_child();
-        // SAFETY: registers a handler that only makes a system call and an
-        // atomic store, both async-signal-safe.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(renew_in_child)) };
-        REGISTERED.store(rc == 0, Ordering::Relaxed);
-    });
-    if REGISTERED.load(Ordering::Relaxed) {
-        PID.load(Ordering::Relaxed)
-    } else {
-        std::process::id()
-    }
 }
 
 /// The chunk and the place in it of slot `index`.
