@@ -390,6 +390,89 @@ fn look_ups_never_wait_for_a_collection() {
     drop(sweeping);
 }
 
+/// Look-ups pin what they find (on the pin board) against evictions that
+/// another process runs back to back: every tree a `get` handle holds stays
+/// whole until it is released, whether the look-up read the ref or came
+/// through the ref cache, and whether it raced an eviction of its object
+/// (then it pins with `flock`).
+#[test]
+fn eviction_hammering_never_removes_what_a_look_up_holds() {
+    let rounds = env_u64("OSSTORE_CONCURRENCY_ROUNDS", 100) * 10;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = common::quick(&root);
+    let stop = dir.path().join("stop-evicting");
+    let mut child = helper("evict_hammer")
+        .env(STORE_VAR, &root)
+        .env(STOP_VAR, &stop)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert!(wait_ready(&mut out), "the evictor did not start");
+
+    let mut rng = Rng::new(env_u64(SEED_VAR, Rng::fresh_seed()));
+    let ids: Vec<String> = (0..6).map(|i| format!("e{i}")).collect();
+    let (mut held, mut found) = (Vec::<Object>::new(), 0);
+    for round in 0..rounds as usize {
+        let id = &ids[round % ids.len()];
+        match store.get(id).unwrap() {
+            Some(obj) => {
+                check_tree(obj.tree(), id).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                held.push(obj);
+                found += 1;
+            }
+            None => {
+                let mut obj = store.new_object(id).unwrap();
+                fill_tree(obj.tree(), id, &mut rng, 4096).unwrap();
+                store.commit(&mut obj, id).unwrap();
+            }
+        }
+        for obj in &held {
+            check_tree(obj.tree(), obj.id())
+                .unwrap_or_else(|e| panic!("round {round}: a held tree was evicted: {e}"));
+        }
+        if held.len() > 3 {
+            held.remove(0);
+        }
+    }
+    fs::write(&stop, "").unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let evicted: u64 = stdout
+        .lines()
+        .find_map(|l| l.split("EVICTED ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the evictor's count");
+    println!(
+        "{rounds} look-ups ({found} found and held) while another process evicted {evicted} refs"
+    );
+    assert!(evicted > 0 && found > 0, "the race was not run");
+}
+
+/// Evicts everything unpinned, back to back, until the stop file appears;
+/// prints how many refs it evicted.
+#[test]
+#[ignore = "helper process of eviction_hammering_never_removes_what_a_look_up_holds"]
+fn evict_hammer() {
+    let (Some(root), Some(stop)) = (env_path(STORE_VAR), env_path(STOP_VAR)) else {
+        return;
+    };
+    reliability::die_with_parent();
+    let store = common::quick(&root);
+    announce_ready();
+    let mut evicted = 0;
+    while !stop.exists() {
+        evicted += store.evict(0).unwrap().evicted.len();
+    }
+    println!("EVICTED {evicted}");
+}
+
 const SHARED_IDS: [&str; 3] = ["one", "two", "three"];
 
 #[test]

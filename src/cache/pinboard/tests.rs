@@ -102,6 +102,9 @@ fn a_new_board_is_writable_by_whoever_may_write_its_directory() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
     let meta = OwnedFd::from(std::fs::File::open(dir.path()).unwrap());
     PinBoard::open(meta.as_fd()).unwrap().unwrap();
-    let mode = std::fs::metadata(dir.path().join("pins")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("pins"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o664, "whatever the umask");
 }
