@@ -6,7 +6,7 @@
 //! visible writable, unlike the classic `MS_BIND` then `MS_REMOUNT|MS_RDONLY`
 //! sequence, which is the fallback for kernels older than 5.12.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -93,26 +93,48 @@ pub fn detached_readonly_with(source: BorrowedFd<'_>, extra: u64) -> Result<Owne
 /// Attaches a detached mount (from [`detached_readonly`]) at `target`.
 pub fn attach(mount: BorrowedFd<'_>, target: &Path) -> Result<()> {
     let target_c = cstring(target)?;
+    move_mount(mount, libc::AT_FDCWD, &target_c, 0)
+        .map_err(|e| Error::path("cannot mount onto", target, e))
+}
+
+/// Attaches a detached mount at the directory `target` is open on, with no
+/// path resolved again (`MOVE_MOUNT_T_EMPTY_PATH`).
+pub fn attach_onto(mount: BorrowedFd<'_>, target: BorrowedFd<'_>) -> std::io::Result<()> {
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    move_mount(mount, target.as_raw_fd(), c"", MOVE_MOUNT_T_EMPTY_PATH)
+}
+
+/// `move_mount(2)` of the detached mount `mount` to `to` in `to_dir`.
+fn move_mount(
+    mount: BorrowedFd<'_>,
+    to_dir: libc::c_int,
+    to: &CStr,
+    flags: libc::c_uint,
+) -> std::io::Result<()> {
     let empty = c"";
-    // SAFETY: both strings are valid C strings; `mount` is an open descriptor.
+    // SAFETY: both strings are valid C strings; `mount` is an open
+    // descriptor, `to_dir` one or AT_FDCWD.
     let r = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             mount.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_FDCWD,
-            target_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            to_dir,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | flags,
         )
     };
     if r < 0 {
-        return Err(Error::path(
-            "cannot mount onto",
-            target,
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Detaches (lazily) the mount whose root `mount` is open on, through its
+/// descriptor: no path is resolved again.
+pub fn detach_by_fd(mount: BorrowedFd<'_>) -> nix::Result<()> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
+    nix::mount::umount2(&by_fd, nix::mount::MntFlags::MNT_DETACH)
 }
 
 /// Makes `source` (a directory or file) appear read-only at `target`, as a
@@ -262,8 +284,7 @@ pub(crate) fn detach_mounts_below(dir: BorrowedFd<'_>) -> Result<()> {
         let Some(mount) = open_if_at_or_below(&point, (here.st_dev, here.st_ino)) else {
             continue;
         };
-        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
-        match nix::mount::umount2(&by_fd, nix::mount::MntFlags::MNT_DETACH) {
+        match detach_by_fd(mount.as_fd()) {
             // Gone with a mount detached before it.
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => {

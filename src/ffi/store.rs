@@ -4,7 +4,7 @@ use std::ffi::{CString, c_char, c_int, c_uint};
 use std::sync::Mutex;
 
 use super::boundary;
-use super::handle::{self, Kind, Token};
+use super::handle::{self, Token};
 use super::object::{self, os_object_t};
 use super::strings;
 use crate::error::Error;
@@ -118,12 +118,13 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
         };
         // Servers first: they use the store's objects and temp dirs. Nobody
         // is left to report their clean-up errors to.
-        for server in handle::owned_by(token, Kind::Server) {
+        let (servers, objects) = handle::owned_by(token);
+        for server in servers {
             if let Ok(Some(server)) = handle::take_server(server) {
                 let _ = server.stop();
             }
         }
-        for object in handle::owned_by(token, Kind::Object) {
+        for object in objects {
             drop(handle::take_object(object));
         }
         drop(std::mem::take(

@@ -159,30 +159,11 @@ fn attach_confined(source: &OwnedFd, target: &Target, path: &Path) -> Result<Own
             path.display()
         ))
     })?;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-    let empty = c"";
-    // SAFETY: `empty` is a valid C string; both descriptors are open.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            view.as_raw_fd(),
-            empty.as_ptr(),
-            target.fd.as_raw_fd(),
-            empty.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(Error::path(
-            "cannot mount onto",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
+    mount::attach_onto(view.as_fd(), target.fd.as_fd())
+        .map_err(|e| Error::path("cannot mount onto", path, e))?;
     // The detached mount's descriptor now names the attached mount.
     if !is_mounted_at(&view, target) {
-        let _ = detach(&view);
+        let _ = mount::detach_by_fd(view.as_fd());
         return Err(Error::new(
             libc::EPERM,
             format!(
@@ -209,12 +190,6 @@ fn is_mounted_at(view: &OwnedFd, target: &Target) -> bool {
         },
         _ => false,
     }
-}
-
-/// Detaches the mount `mount` names (lazily), through its descriptor.
-fn detach(mount: &OwnedFd) -> nix::Result<()> {
-    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
-    nix::mount::umount2(&by_fd, nix::mount::MntFlags::MNT_DETACH)
 }
 
 /// A detached, recursively read-only and private mount of `source` (from
@@ -329,7 +304,7 @@ impl Drop for Mounts {
 
 fn unmount(mount: &Attached) -> Result<()> {
     use nix::errno::Errno;
-    match detach(&mount.root) {
+    match mount::detach_by_fd(mount.root.as_fd()) {
         Ok(()) => Ok(()),
         // Not a mount of this namespace any more: somebody unmounted it.
         Err(Errno::EINVAL) => Ok(()),

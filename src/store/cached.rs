@@ -355,7 +355,7 @@ impl Store {
             refs,
             bytes: sizes.values().sum(),
             pinned_bytes,
-            max_size: settings::load(&self.inner.root)?.max_size,
+            max_size: super::evict::current_settings(self)?.max_size,
             fs_free: self.fs_space()?.0,
         })
     }

@@ -98,7 +98,7 @@ impl Store {
             .to_string();
         let dest = self.inner.objects.join(&name);
         // Read again only when the settings file changed.
-        let settings = evict::commit_settings(self).map_err(|e| e.context(context()))?;
+        let settings = evict::current_settings(self).map_err(|e| e.context(context()))?;
         // Locked before it moves and held by the committed object: no
         // collection takes the tree while it is in `objects/` without a ref,
         // nor while this handle lives. (No store-wide lock is needed: the

@@ -82,7 +82,7 @@ impl Store {
             total: Some(target_bytes),
             free: None,
         };
-        let bounded = commit_settings(self)?.max_size.is_some();
+        let bounded = current_settings(self)?.max_size.is_some();
         self.evict_to(goal, None, bounded, None)
     }
 
@@ -468,8 +468,9 @@ impl Victims<'_> {
     }
 }
 
-/// Loads the settings for a commit.
-pub(crate) fn commit_settings(store: &Store) -> Result<Settings> {
+/// The settings, read again only when the file changed since this handle
+/// last read them (commits, evictions, `stat`).
+pub(crate) fn current_settings(store: &Store) -> Result<Settings> {
     store
         .inner
         .settings

@@ -253,17 +253,23 @@ impl Drop for Inside {
     }
 }
 
-/// The live handles of `kind` that the store handle `store` gave out.
-pub(crate) fn owned_by(store: Token, kind: Kind) -> Vec<Token> {
+/// The live server and object handles that the store handle `store` gave
+/// out (in that order: servers use the store's objects), found in one scan.
+pub(crate) fn owned_by(store: Token) -> (Vec<Token>, Vec<Token>) {
     let used = allocator().used;
-    (0..used)
-        .filter_map(|index| {
-            let slot = slot(index)?;
-            let state = slot.state.load(Ordering::Acquire);
-            let wanted = LIVE | kind.bits();
-            let is_it = state & (LIVE | DYING | (3 << KIND_SHIFT)) == wanted
-                && slot.owner.load(Ordering::Relaxed) == store;
-            is_it.then(|| token(index, state >> GENERATION_SHIFT))
-        })
-        .collect()
+    let (mut servers, mut objects) = (Vec::new(), Vec::new());
+    for index in 0..used {
+        let Some(slot) = slot(index) else { continue };
+        let state = slot.state.load(Ordering::Acquire);
+        if state & (LIVE | DYING) != LIVE || slot.owner.load(Ordering::Relaxed) != store {
+            continue;
+        }
+        let handle = token(index, state >> GENERATION_SHIFT);
+        match state & (3 << KIND_SHIFT) {
+            k if k == Kind::Server.bits() => servers.push(handle),
+            k if k == Kind::Object.bits() => objects.push(handle),
+            _ => {}
+        }
+    }
+    (servers, objects)
 }
