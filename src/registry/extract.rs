@@ -28,7 +28,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 use tar::EntryType;
 
-use super::holes::{write_data, write_segments};
+use super::holes::{DATA_BUF, write_data, write_segments};
 use super::tarread::{self, Item, refuse};
 use crate::error::{Error, Result};
 use crate::tree::sys::{XattrTarget, lstatx, set_xattr};
@@ -47,6 +47,8 @@ pub(crate) struct Extractor {
     /// Paths written by the current layer (whiteouts spare them).
     in_layer: HashSet<Vec<u8>>,
     is_root: bool,
+    /// The buffer every file's data passes through (one per extraction).
+    buf: Vec<u8>,
 }
 
 fn cstr(bytes: &[u8]) -> Result<CString> {
@@ -96,6 +98,7 @@ impl Extractor {
             dirs: BTreeMap::new(),
             in_layer: HashSet::new(),
             is_root: nix::unistd::geteuid().is_root(),
+            buf: vec![0; DATA_BUF],
         })
     }
 
@@ -184,8 +187,10 @@ impl Extractor {
                 .map_err(fail)?;
                 let file = File::from(fd);
                 let written = match &item.sparse {
-                    Some((real, segments)) => write_segments(&file, data, segments, *real),
-                    None => write_data(&file, data),
+                    Some((real, segments)) => {
+                        write_segments(&file, data, segments, *real, &mut self.buf)
+                    }
+                    None => write_data(&file, data, &mut self.buf),
                 };
                 written.map_err(|e| Error::io(format_args!("cannot write {shown:?}"), e))?;
             }

@@ -10,16 +10,18 @@ use std::os::unix::fs::FileExt;
 /// blocks of zeros.
 const HOLE_SCAN_MIN: u64 = 32 << 10;
 const BLOCK: usize = 4096;
+/// Size of the buffer data passes through (a multiple of `BLOCK`).
+pub(crate) const DATA_BUF: usize = 1 << 20;
 
 /// Writes the data of a sparse entry: its segments at their offsets, holes
-/// between them, the file cut to its size.
+/// between them, the file cut to its size; the data passes through `buf`.
 pub(crate) fn write_segments(
     file: &File,
     data: &mut dyn Read,
     segments: &[(u64, u64)],
     size: u64,
+    buf: &mut [u8],
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
     for &(offset, length) in segments {
         let mut done = 0;
         while done < length {
@@ -33,9 +35,8 @@ pub(crate) fn write_segments(
 }
 
 /// Writes `data` to `file`, leaving holes for whole blocks of zeros in
-/// large files.
-pub(crate) fn write_data(file: &File, data: &mut dyn Read) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+/// large files; the data passes through `buf` (of [`DATA_BUF`] bytes).
+pub(crate) fn write_data(file: &File, data: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
     let mut offset = 0u64;
     loop {
         let mut n = 0;

@@ -81,7 +81,8 @@ fn run(store: &Store, reference: &str, id: &str, options: &RegistryOptions) -> R
     if INDEX_TYPES.contains(&kind(&doc, &fetched.media_type).as_str()) {
         let digest = pick_platform(&doc)?;
         reference.digest = Some(digest);
-        client = Client::new(&reference, options)?;
+        // Same registry and repository: the connection and token carry over.
+        client.reference = reference.clone();
         fetched = client.manifest()?;
         doc = json(&fetched.bytes, "manifest")?;
     }
