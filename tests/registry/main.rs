@@ -237,6 +237,78 @@ fn registry_pulls_an_image_skopeo_pushed_with_whiteouts() {
     );
 }
 
+/// A tag that names an image index (several platforms): the pull takes the
+/// manifest for this machine's platform, through the same client.
+#[test]
+fn registry_pulls_this_platform_from_an_image_index() {
+    if skip("registry_pulls_this_platform_from_an_image_index") {
+        return;
+    }
+    let reg = Registry::start(false);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci_layout(
+        &layout,
+        "single",
+        &[tar_of(&[Item::File(b"platform", b"linux")])],
+    );
+    let single: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = &single["manifests"][0];
+    let entry = |os: &str| {
+        serde_json::json!({"mediaType": manifest["mediaType"], "digest": manifest["digest"],
+                           "size": manifest["size"],
+                           "platform": {"os": os, "architecture": "amd64"}})
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut ours = entry("linux");
+    ours["platform"]["architecture"] = arch.into();
+    // Another platform first: the pull must skip it.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("windows"), ours],
+    })
+    .to_string();
+    let digest = support::sha256(index.as_bytes());
+    std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), &index).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest,
+                       "size": index.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}}],
+    });
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    let image = reg.image("multi/arch:multi");
+    let src = format!("oci:{}:multi", layout.display());
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{image}"),
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]);
+    assert!(raw.contains("image.index"), "the tag names an index: {raw}");
+    let store = common::quick(&work.path().join("store"));
+    let report = pull(&store, &image, "multi", &opts()).expect("pull through the index");
+    assert_eq!(report.digest, manifest["digest"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(tree_of(&store, "multi").join("platform")).unwrap(),
+        b"linux"
+    );
+}
+
 fn nothing_committed(store_dir: &Path, id: &str) {
     let store = common::quick(store_dir);
     assert!(!store.contains(id).unwrap(), "{id} was committed");
