@@ -96,7 +96,8 @@ impl Methods {
                 };
                 let source = readtree_at::open_subtree(object.tree(), &subtree)?;
                 let view = readtree_at::detached_view(&source)?;
-                let pin = readtree_at::pin_descriptor(object.tree())?;
+                let whole = readtree_at::is_whole_tree(&subtree).then_some(&view);
+                let pin = readtree_at::pin_descriptor(object.tree(), whole)?;
                 self.hold(conn, object);
                 Ok(Reply::Fd { view, pin })
             }

@@ -37,8 +37,10 @@ use crate::tree::sys::fstatx;
 pub fn open_subtree(tree: &Path, subtree: &str) -> Result<OwnedFd> {
     let root = fd::open(tree, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| Error::path("cannot open tree", tree, e))?;
-    let relative = subtree.trim_start_matches('/');
-    let relative = if relative.is_empty() { "." } else { relative };
+    let relative = match is_whole_tree(subtree) {
+        true => ".",
+        false => subtree.trim_start_matches('/'),
+    };
     let c_relative =
         CString::new(relative).map_err(|_| Error::invalid("subtree contains a NUL character"))?;
     let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -198,19 +200,33 @@ pub fn detached_view(source: &OwnedFd) -> Result<OwnedFd> {
     mount::detached_readonly(source.as_fd())
 }
 
+/// Whether `subtree` names the whole tree for [`open_subtree`].
+pub fn is_whole_tree(subtree: &str) -> bool {
+    subtree.trim_start_matches('/').is_empty()
+}
+
 /// A descriptor that pins the object whose tree is `tree` for as long as it
 /// (or a copy of it, in any process) stays open: the root of a read-only
-/// detached view of the whole tree, opened for reading and holding a shared
-/// `flock` on the tree's directory (a lock belongs to the open file
-/// description, so it goes with the last copy). Reading through it shows
-/// nothing a whole-tree `open-tree` would not, and writing is refused.
-pub fn pin_descriptor(tree: &Path) -> Result<OwnedFd> {
-    let view = detached_view(&open_subtree(tree, "/")?)?;
+/// detached view of the whole tree (`whole_view` when the caller has one,
+/// else a new one), opened for reading and holding a shared `flock` on the
+/// tree's directory (a lock belongs to the open file description, so it
+/// goes with the last copy). Reading through it shows nothing a whole-tree
+/// `open-tree` would not, and writing is refused.
+pub fn pin_descriptor(tree: &Path, whole_view: Option<&OwnedFd>) -> Result<OwnedFd> {
+    let made;
+    let view = match whole_view {
+        Some(view) => view,
+        None => {
+            made = detached_view(&open_subtree(tree, "/")?)?;
+            &made
+        }
+    };
     let pin = fd::open_at(view.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)
         .map_err(|e| Error::path("cannot open a pin of", tree, e))?;
-    // The caller's look-up holds a shared lock already, so no eviction or
-    // collection holds an exclusive one: this never waits.
-    crate::lock::flock(&pin, libc::LOCK_SH | libc::LOCK_NB)
+    // The caller's look-up pins the object, so an eviction or collection
+    // holds an exclusive lock on it at most while it finds that pin (or
+    // reads the refs): this waits that long at most.
+    crate::lock::flock(&pin, libc::LOCK_SH)
         .map_err(|e| Error::path("cannot lock a pin of", tree, e))?;
     Ok(pin)
 }
