@@ -19,8 +19,8 @@ use tar::{EntryType, Header};
 
 use super::Compression;
 use crate::error::{Error, Result};
-use crate::tree::sys::{XattrTarget, get_xattr, list_xattrs};
-use crate::tree::xattr::fill;
+use crate::tree::sys::XattrTarget;
+use crate::tree::xattr::{XattrBufs, read_all};
 
 /// gzip level: fixed, so that the bytes are the same on every machine.
 const GZIP_LEVEL: u32 = 6;
@@ -218,8 +218,7 @@ pub(crate) struct LayerWriter {
     compression: Compression,
     /// Regular files with several links: inode -> name of the first one.
     links: HashMap<(u64, u64), Vec<u8>>,
-    xattr_names: Vec<u8>,
-    xattr_value: Vec<u8>,
+    xattr_bufs: XattrBufs,
 }
 
 fn tar_error(e: io::Error) -> Error {
@@ -236,8 +235,7 @@ impl LayerWriter {
             tar,
             compression,
             links: HashMap::new(),
-            xattr_names: vec![0; 1024],
-            xattr_value: vec![0; 4096],
+            xattr_bufs: XattrBufs::new(),
         })
     }
 
@@ -379,7 +377,7 @@ impl LayerWriter {
     }
 
     fn xattrs(&mut self, path: &Path, records: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
-        for (name, value) in xattrs_of(path, &mut self.xattr_names, &mut self.xattr_value)? {
+        for (name, value) in xattrs_of(path, &mut self.xattr_bufs)? {
             let name = String::from_utf8(name)
                 .ok()
                 .filter(|n| !n.contains('='))
@@ -434,40 +432,21 @@ impl LayerWriter {
     }
 }
 
-/// The extended attributes of `path` (not following a final symlink), by
-/// name. `names` and `value` are scratch buffers.
-pub(crate) fn xattrs_of(
-    path: &Path,
-    names: &mut Vec<u8>,
-    value: &mut Vec<u8>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The extended attributes of `path` (not following a symlink), sorted by
+/// name.
+pub(crate) fn xattrs_of(path: &Path, bufs: &mut XattrBufs) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid("path with a NUL byte"))?;
-    let target = XattrTarget::Path(&cpath);
-    let len = match fill(names, |b| list_xattrs(target, b)) {
-        Ok(n) => n,
-        Err(nix::errno::Errno::EOPNOTSUPP) => 0,
-        Err(e) => {
-            return Err(Error::sys(
-                format_args!("cannot list xattrs of {}", path.display()),
-                e,
-            ));
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).map_err(|_| Error::invalid("xattr name with a NUL byte"))?;
-        match fill(value, |b| get_xattr(target, &cname, b)) {
-            Ok(n) => out.push((name.to_vec(), value[..n].to_vec())),
-            Err(nix::errno::Errno::ENODATA) => {}
-            Err(e) => {
-                return Err(Error::sys(
-                    format_args!("cannot read xattr of {}", path.display()),
-                    e,
-                ));
-            }
-        }
-    }
+    let all = read_all(XattrTarget::Path(&cpath), bufs).map_err(|e| {
+        Error::sys(
+            format_args!("cannot {} {}", e.what, path.display()),
+            e.errno,
+        )
+    })?;
+    let mut out: Vec<_> = all
+        .into_iter()
+        .map(|(name, value)| (name.into_bytes(), value))
+        .collect();
     out.sort();
     Ok(out)
 }

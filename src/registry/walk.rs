@@ -22,6 +22,7 @@ use std::path::Path;
 
 use super::layer::{LayerWriter, xattrs_of};
 use crate::error::{Error, Result};
+use crate::tree::xattr::XattrBufs;
 
 fn lstat(path: &Path) -> Result<Metadata> {
     std::fs::symlink_metadata(path).map_err(|e| Error::path("cannot stat", path, e))
@@ -69,7 +70,7 @@ fn write_below(w: &mut LayerWriter, dir: &Path, rel: &[u8]) -> Result<()> {
 /// Writes what differs in `tree` from `base`: changed and added entries,
 /// and a whiteout for each entry of `base` that `tree` lacks.
 pub(crate) fn write_changes(w: &mut LayerWriter, base: &Path, tree: &Path) -> Result<()> {
-    let mut bufs = (vec![0; 1024], vec![0; 4096]);
+    let mut bufs = XattrBufs::new();
     let (bm, tm) = (lstat(base)?, lstat(tree)?);
     if !same(&bm, &tm, base, tree, &mut bufs)? {
         w.entry(tree, b"", &tm)?;
@@ -77,14 +78,12 @@ pub(crate) fn write_changes(w: &mut LayerWriter, base: &Path, tree: &Path) -> Re
     changes_below(w, base, tree, b"", &mut bufs)
 }
 
-type Bufs = (Vec<u8>, Vec<u8>);
-
 fn changes_below(
     w: &mut LayerWriter,
     base: &Path,
     tree: &Path,
     rel: &[u8],
-    bufs: &mut Bufs,
+    bufs: &mut XattrBufs,
 ) -> Result<()> {
     let (old, new) = (sorted_names(base)?, sorted_names(tree)?);
     let (mut i, mut j) = (0, 0);
@@ -133,7 +132,7 @@ fn changes_below(
 }
 
 /// Whether the entry `t` is the base's entry `b` as far as metadata tell.
-fn same(b: &Metadata, t: &Metadata, bp: &Path, tp: &Path, bufs: &mut Bufs) -> Result<bool> {
+fn same(b: &Metadata, t: &Metadata, bp: &Path, tp: &Path, bufs: &mut XattrBufs) -> Result<bool> {
     let stat_same = b.mode() == t.mode()
         && b.uid() == t.uid()
         && b.gid() == t.gid()
@@ -152,5 +151,5 @@ fn same(b: &Metadata, t: &Metadata, bp: &Path, tp: &Path, bufs: &mut Bufs) -> Re
             return Ok(false);
         }
     }
-    Ok(xattrs_of(bp, &mut bufs.0, &mut bufs.1)? == xattrs_of(tp, &mut bufs.0, &mut bufs.1)?)
+    Ok(xattrs_of(bp, bufs)? == xattrs_of(tp, bufs)?)
 }

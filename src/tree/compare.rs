@@ -20,10 +20,9 @@ use nix::sys::stat::Mode;
 
 use super::pool::{self, Node, Walker};
 use super::sys::{
-    Stat, XattrTarget, fd_path, fstatx, get_xattr, list_xattrs, lstatx, open_dir_checked,
-    read_names, walk_what,
+    Stat, XattrTarget, fd_path, fstatx, lstatx, open_dir_checked, read_names, walk_what,
 };
-use super::xattr::fill;
+use super::xattr::{XattrBufs, read_all};
 use crate::error::{Error, Result};
 
 /// One difference between two trees. Displays as `<path>: <what>`.
@@ -308,23 +307,12 @@ impl Comparer<'_> {
         rel: &Path,
         target: XattrTarget<'_>,
     ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut names = vec![0; 1024];
-        let len = match fill(&mut names, |b| list_xattrs(target, b)) {
-            Err(Errno::EOPNOTSUPP) => 0,
-            other => other.map_err(|e| self.error(i, "list xattrs of", rel, e))?,
-        };
-        let mut out = BTreeMap::new();
-        for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let cname = CString::new(name).map_err(|_| Error::invalid("bad xattr name"))?;
-            let mut value = vec![0; 256];
-            let n = fill(&mut value, |b| get_xattr(target, &cname, b)).map_err(|e| {
-                let what = format!("read xattr {} of", cname.to_string_lossy());
-                self.error(i, &what, rel, e)
-            })?;
-            value.truncate(n);
-            out.insert(name.to_vec(), value);
-        }
-        Ok(out)
+        let all = read_all(target, &mut XattrBufs::new())
+            .map_err(|e| self.error(i, &e.what, rel, e.errno))?;
+        Ok(all
+            .into_iter()
+            .map(|(name, value)| (name.into_bytes(), value))
+            .collect())
     }
 
     /// The offset of the first differing byte of two files of equal size.

@@ -27,10 +27,9 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use super::remove::remove_entry_at;
 use super::sys::{
-    Stat, XattrTarget, fstatx, get_xattr, list_xattrs, lstatx, open_dir_checked, read_names,
-    set_xattr, walk_what,
+    Stat, XattrTarget, fstatx, lstatx, open_dir_checked, read_names, set_xattr, walk_what,
 };
-use super::xattr::fill;
+use super::xattr::{XattrBufs, read_all};
 use crate::error::{Error, Result};
 
 /// Flags for opening a directory below the roots: never through a symlink.
@@ -191,23 +190,7 @@ fn open_root(path: &Path) -> Result<OwnedFd> {
 
 /// The names and values of the extended attributes of `fd`.
 fn read_xattrs(fd: BorrowedFd<'_>) -> nix::Result<Vec<(CString, Vec<u8>)>> {
-    // Not empty: an empty buffer asks for the size instead of the list.
-    let mut list = vec![0; 256];
-    // A filesystem without xattrs has none to keep (as the copy treats it).
-    let len = match fill(&mut list, |b| list_xattrs(XattrTarget::Fd(fd), b)) {
-        Err(Errno::EOPNOTSUPP) => 0,
-        other => other?,
-    };
-    let names = list[..len].split(|b| *b == 0).filter(|n| !n.is_empty());
-    names
-        .map(|name| {
-            let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
-            let mut value = vec![0; 256];
-            let len = fill(&mut value, |b| get_xattr(XattrTarget::Fd(fd), &name, b))?;
-            value.truncate(len);
-            Ok((name, value))
-        })
-        .collect()
+    read_all(XattrTarget::Fd(fd), &mut XattrBufs::new()).map_err(|e| e.errno)
 }
 
 /// Makes the extended attributes of `fd` what `want` lists.

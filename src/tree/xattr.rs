@@ -6,7 +6,7 @@
 //! `EOPNOTSUPP`) are skipped, as a destination filesystem or an unprivileged
 //! caller may legitimately not support them.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use nix::errno::Errno;
 
@@ -89,6 +89,45 @@ pub(crate) fn copy_xattrs(
         }
     }
     Ok(set)
+}
+
+/// Every extended attribute of `target` as (name, value) pairs, in the
+/// order listed: none on a filesystem without xattrs, and one removed since
+/// it was listed is left out.
+pub(crate) fn read_all(
+    target: XattrTarget<'_>,
+    bufs: &mut XattrBufs,
+) -> Result<Vec<(CString, Vec<u8>)>, XattrError> {
+    let XattrBufs { names, value } = bufs;
+    let len = match fill(names, |b| list_xattrs(target, b)) {
+        Ok(n) => n,
+        Err(Errno::EOPNOTSUPP) => 0,
+        Err(errno) => {
+            return Err(XattrError {
+                what: "list xattrs of".into(),
+                source: true,
+                errno,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split_inclusive(|&b| b == 0) {
+        let Ok(name) = CStr::from_bytes_with_nul(name) else {
+            continue;
+        };
+        match fill(value, |b| get_xattr(target, name, b)) {
+            Ok(n) => out.push((name.to_owned(), value[..n].to_vec())),
+            Err(Errno::ENODATA) => {}
+            Err(errno) => {
+                return Err(XattrError {
+                    what: format!("read xattr {} of", name.to_string_lossy()),
+                    source: true,
+                    errno,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Namespaces whose copy is best-effort.
