@@ -1,6 +1,7 @@
-//! This process's id without a system call per ask, renewed in every child
-//! of `fork()`: what the handle table and the pin board check to tell
-//! their own process from a child that inherited them.
+//! What the crate asks about its own process: its id without a system call
+//! per ask, renewed in every child of `fork()` (what the handle table and
+//! the pin board check to tell their own process from a child that
+//! inherited them), and its umask.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -30,4 +31,13 @@ pub(crate) fn pid() -> u32 {
     } else {
         std::process::id()
     }
+}
+
+/// The process's umask, from `/proc/self/status` (`umask(2)` cannot read it
+/// without setting it, which other threads would see); `None` when the
+/// kernel does not say.
+pub(crate) fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }

@@ -145,7 +145,7 @@ pub(crate) fn make_tree_dir(
 
 fn create_subvolume(parent: BorrowedFd<'_>, name: &CStr, mode: Mode) -> nix::Result<()> {
     // The kernel makes a subvolume's root 0755 whatever the umask.
-    let perm = mode.bits() & !current_umask().ok_or(Errno::ENOTSUP)?;
+    let perm = mode.bits() & !crate::process::umask().ok_or(Errno::ENOTSUP)?;
     let args = vol_args(name)?;
     // SAFETY: `args` is a valid `btrfs_ioctl_vol_args` with a NUL-terminated
     // name; the descriptor is open for the duration of the call.
@@ -163,14 +163,6 @@ fn create_subvolume(parent: BorrowedFd<'_>, name: &CStr, mode: Mode) -> nix::Res
         }
     }
     Ok(())
-}
-
-/// The process's umask, from `/proc/self/status` (`umask(2)` cannot read it
-/// without setting it, which other threads would see).
-fn current_umask() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// Replaces the empty directory `name` of `parent` by a snapshot of the

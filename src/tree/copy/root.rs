@@ -40,14 +40,6 @@ fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
     )
 }
 
-/// The process's umask, read from `/proc/self/status` (reading it with
-/// `umask(2)` means setting it, which would race with other threads).
-fn read_umask() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
-}
-
 /// Regular files copied before the umask is looked up: a small tree never
 /// pays for reading it.
 pub(super) const UMASK_AFTER_FILES: usize = 32;
@@ -66,6 +58,6 @@ impl Copier<'_> {
         if self.files.load(Ordering::Relaxed) < UMASK_AFTER_FILES {
             return None;
         }
-        *self.umask.get_or_init(read_umask)
+        *self.umask.get_or_init(crate::process::umask)
     }
 }
