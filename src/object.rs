@@ -7,7 +7,6 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::cache::ObjectCache;
 use crate::cache::pins::Pin;
@@ -15,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectIdBuf};
 use crate::lock::DirLock;
 use crate::log;
-use crate::store::floating::{Registration, Registry};
+use crate::store::Store;
+use crate::store::floating::Registration;
 use crate::tempdir::TempDir;
 use crate::tree::{self, CopyOptions, Totals};
 
@@ -53,8 +53,6 @@ enum Holding {
 /// path the caller reads and writes with ordinary file I/O).
 #[derive(Debug)]
 pub struct Object {
-    /// The floating registry of the store the object belongs to.
-    registry: Arc<Registry>,
     id: ObjectIdBuf,
     mode: Mode,
     tree: PathBuf,
@@ -65,7 +63,6 @@ pub struct Object {
 
 impl Object {
     fn new(
-        registry: &Arc<Registry>,
         id: ObjectIdBuf,
         mode: Mode,
         tree: PathBuf,
@@ -73,7 +70,6 @@ impl Object {
         cache: ObjectCache,
     ) -> Object {
         Object {
-            registry: Arc::clone(registry),
             id,
             mode,
             tree,
@@ -84,7 +80,6 @@ impl Object {
 
     /// A WRITE object whose tree is `tree`, inside the work dir `dir`.
     pub(crate) fn in_work_dir(
-        registry: &Arc<Registry>,
         id: ObjectIdBuf,
         tree: PathBuf,
         dir: TempDir,
@@ -94,28 +89,17 @@ impl Object {
             floating: None,
             dir,
         };
-        Object::new(registry, id, Mode::Write, tree, holding, cache)
+        Object::new(id, Mode::Write, tree, holding, cache)
     }
 
     /// A READ view of `tree`, owning nothing.
-    pub(crate) fn view(
-        registry: &Arc<Registry>,
-        id: ObjectIdBuf,
-        tree: PathBuf,
-        cache: ObjectCache,
-    ) -> Object {
-        Object::new(registry, id, Mode::Read, tree, Holding::View, cache)
+    pub(crate) fn view(id: ObjectIdBuf, tree: PathBuf, cache: ObjectCache) -> Object {
+        Object::new(id, Mode::Read, tree, Holding::View, cache)
     }
 
     /// A READ handle of the committed tree `tree`, pinned by `pin`.
-    pub(crate) fn pinned(
-        registry: &Arc<Registry>,
-        id: ObjectIdBuf,
-        tree: PathBuf,
-        pin: Pin,
-        cache: ObjectCache,
-    ) -> Object {
-        Object::new(registry, id, Mode::Read, tree, Holding::Pinned(pin), cache)
+    pub(crate) fn pinned(id: ObjectIdBuf, tree: PathBuf, pin: Pin, cache: ObjectCache) -> Object {
+        Object::new(id, Mode::Read, tree, Holding::Pinned(pin), cache)
     }
 
     /// `objects/<name>` for a committed object (one this handle committed
@@ -154,9 +138,9 @@ impl Object {
         &self.tree
     }
 
-    /// Whether the object belongs to the store whose registry is `registry`.
-    pub(crate) fn belongs_to(&self, registry: &Arc<Registry>) -> bool {
-        Arc::ptr_eq(&self.registry, registry)
+    /// Whether the object belongs to the store handle `store` (or a clone).
+    pub(crate) fn belongs_to(&self, store: &Store) -> bool {
+        self.cache.store().is_same(store)
     }
 
     /// The work dir holding the tree, while the tree is a work tree.
@@ -193,7 +177,10 @@ impl Object {
     pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
         let what = self.start_init(base);
-        if options.progress.is_none() && !options.caller_owns && self.snapshot_of(base) {
+        // A snapshot needs the work dir on btrfs (known without a call).
+        let on_btrfs = self.cache.store().tmp_on_btrfs();
+        if options.progress.is_none() && !options.caller_owns && on_btrfs && self.snapshot_of(base)
+        {
             return self.inherit(base).map_err(|e| e.context(&what));
         }
         let totals = base.known_totals();
@@ -219,16 +206,12 @@ impl Object {
     /// `base` (its tree is never handed to a caller): the copy also takes
     /// `base`'s source epoch, is clamped to it, and is measured as it is
     /// made. Returns the measure, or `None` when the tree is a btrfs
-    /// snapshot (not walked, so not measured; tried only with `on_btrfs`,
-    /// when the object's tree is on btrfs).
-    pub(crate) fn init_for_commit(
-        &mut self,
-        base: &Object,
-        on_btrfs: bool,
-    ) -> Result<Option<tree::Measure>> {
+    /// snapshot (not walked, so not measured; tried only when the object's
+    /// tree is on btrfs).
+    pub(crate) fn init_for_commit(&mut self, base: &Object) -> Result<Option<tree::Measure>> {
         let what = self.start_init(base);
         self.cache_mut().source_epoch = base.cache().source_epoch;
-        let measure = if on_btrfs && self.snapshot_of(base) {
+        let measure = if self.cache.store().tmp_on_btrfs() && self.snapshot_of(base) {
             None
         } else {
             let clamp = match base.cache().source_epoch {
@@ -280,7 +263,7 @@ impl Object {
             self.clamp_times()?;
             self.mode = Mode::Read;
             if let Holding::Work { floating, .. } = &mut self.holding {
-                *floating = Some(self.registry.register(&self.id, &self.tree));
+                *floating = Some(self.cache.store().floating().register(&self.id, &self.tree));
             }
         }
         Ok(())

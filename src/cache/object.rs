@@ -47,6 +47,11 @@ impl ObjectCache {
         }
     }
 
+    /// The store the object belongs to.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Records a use of `objects/<name>`.
     pub(crate) fn record_use(&self, name: &str) {
         self.store.record_use(name);

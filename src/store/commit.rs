@@ -44,7 +44,7 @@ impl Store {
     pub fn commit(&self, object: &mut Object, id: &(impl ToObjectId + ?Sized)) -> Result<String> {
         let id = id.to_object_id()?;
         self.require_writable("commit")?;
-        if !object.belongs_to(&self.inner.floating) {
+        if !object.belongs_to(self) {
             return Err(Error::invalid(format!(
                 "cannot commit object {:?} to the store {}: it belongs to another store",
                 object.id().as_str(),
@@ -67,7 +67,7 @@ impl Store {
         // its tree is never handed to a caller, so nothing can have
         // changed it since.
         let copied = copy
-            .init_for_commit(object, self.tmp_on_btrfs())
+            .init_for_commit(object)
             .map_err(|e| e.context(context()))?;
         self.move_in_measured(&mut copy, copied)
     }

@@ -144,13 +144,7 @@ impl Store {
     fn pinned_object(&self, id: &ObjectId, name: &str, pin: Pin) -> Object {
         self.record_use(name);
         let tree = self.inner.objects.join(name);
-        Object::pinned(
-            &self.inner.floating,
-            id.to_owned(),
-            tree,
-            pin,
-            ObjectCache::read(self),
-        )
+        Object::pinned(id.to_owned(), tree, pin, ObjectCache::read(self))
     }
 
     /// The path `refs/<id>`, whether or not it exists.

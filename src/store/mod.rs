@@ -268,7 +268,6 @@ impl Store {
             .context(context())
         })?;
         Ok(Object::in_work_dir(
-            &self.inner.floating,
             id,
             tree,
             workdir,
@@ -276,9 +275,19 @@ impl Store {
         ))
     }
 
+    /// The registry of this store's floating objects.
+    pub(crate) fn floating(&self) -> &Arc<floating::Registry> {
+        &self.inner.floating
+    }
+
+    /// Whether `other` is this store handle or a clone of it.
+    pub(crate) fn is_same(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Whether `tmp/` (so every work dir and object tree in it) is on
     /// btrfs; looked up once.
-    fn tmp_on_btrfs(&self) -> bool {
+    pub(crate) fn tmp_on_btrfs(&self) -> bool {
         *self
             .inner
             .tmp_on_btrfs
@@ -312,12 +321,7 @@ impl Store {
 
     /// A READ view of `tree` under `id`.
     fn view(&self, id: &ObjectId, tree: PathBuf) -> Object {
-        Object::view(
-            &self.inner.floating,
-            id.to_owned(),
-            tree,
-            ObjectCache::read(self),
-        )
+        Object::view(id.to_owned(), tree, ObjectCache::read(self))
     }
 
     /// The tree of the newest floating object with `id`, if any (no I/O).
