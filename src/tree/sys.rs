@@ -354,6 +354,32 @@ pub(crate) fn copy_file_range(
     Errno::result(rc).map(|n| n as usize)
 }
 
+/// `sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`: starts the
+/// writeback of all of `fd`'s dirty pages, without waiting for it.
+pub(crate) fn start_writeback(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: a plain system call on a descriptor open for its duration.
+    let rc = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    Errno::result(rc).map(drop)
+}
+
+/// The kernel's dirty background threshold in bytes (from `/proc/vmstat`):
+/// past it, its flusher threads write dirty pages back. `None` when
+/// `/proc` does not tell.
+pub(crate) fn dirty_background_threshold() -> Option<u64> {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").ok()?;
+    let pages: u64 = vmstat
+        .lines()
+        .find_map(|line| line.strip_prefix("nr_dirty_background_threshold "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page)
+        .ok()
+        .map(|page| pages.saturating_mul(page))
+}
+
 /// Size of the `getdents64` buffer of [`read_names`].
 const DIRENT_BUF: usize = 32 * 1024;
 

@@ -2,7 +2,8 @@
 //! `cp -a src/. dst`, in parallel by directory (see [`crate::tree::pool`]).
 //!
 //! Every entry costs one `statx` and `*at` calls relative to the open source
-//! and destination directories. Metadata is applied in the order that keeps
+//! and destination directories; an entry listed as a regular file is opened
+//! first and its `statx` is of the open file (one path lookup less). Metadata is applied in the order that keeps
 //! it: owner first (chown clears set-id bits and file capabilities), then
 //! xattrs, then the mode, then timestamps (last, since everything before
 //! changes them). A directory's metadata is applied once everything below it

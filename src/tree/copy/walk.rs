@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use nix::dir::Type;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
@@ -23,7 +24,8 @@ use crate::tree::data::DataError;
 use crate::tree::links::Claim;
 use crate::tree::pool::Walker;
 use crate::tree::sys::{
-    Stat, XattrTarget, fd_path, lstatx, open_beneath, open_dir_checked, read_names, walk_what,
+    Stat, XattrTarget, fd_path, fstatx, lstatx, open_beneath, open_dir_checked, read_names,
+    walk_what,
 };
 use crate::tree::xattr::XattrBufs;
 
@@ -62,8 +64,8 @@ impl Walker for Copier<'_> {
         let mut names = mem::take(&mut scratch.names);
         let read = read_names(dirs.src.as_fd(), &mut names, &mut scratch.dirents);
         read.map_err(|e| self.error(on_src("read directory")(e), node, None))?;
-        let copied = names.iter().try_for_each(|(name, _)| {
-            self.copy_entry(scratch, dirs, node, name, children)
+        let copied = names.iter().try_for_each(|(name, kind)| {
+            self.copy_entry(scratch, dirs, node, name, *kind, children)
                 .map_err(|f| self.error(f, node, Some(name)))
         });
         scratch.names = names;
@@ -106,18 +108,26 @@ impl Copier<'_> {
         })
     }
 
-    /// Copies the entry `name` of the directory `node`. A subdirectory is
-    /// only created, and pushed to `children` to be walked.
+    /// Copies the entry `name` of the directory `node`, of the type `kind`
+    /// its listing gives. A subdirectory is only created, and pushed to
+    /// `children` to be walked.
     fn copy_entry(
         &self,
         scratch: &mut Scratch,
         dirs: &DirPair,
         node: &DirNode,
         name: &CStr,
+        kind: Option<Type>,
         children: &mut Vec<(CString, DirData)>,
     ) -> std::result::Result<(), Failure> {
         self.hooks.entry().map_err(on_dst("copy stopped before"))?;
-        let st = lstatx(dirs.src.as_fd(), name).map_err(on_src("stat"))?;
+        let (st, opened) = match self.open_listed_file(dirs.src.as_fd(), name, kind)? {
+            Some((st, fd)) => (st, Some(fd)),
+            None => (
+                lstatx(dirs.src.as_fd(), name).map_err(on_src("stat"))?,
+                None,
+            ),
+        };
         let rel = || node.rel().join(OsStr::from_bytes(name.to_bytes()));
         if st.is_dir() {
             if st.inode() == self.dst_key {
@@ -132,11 +142,11 @@ impl Copier<'_> {
             return Ok(());
         }
         if st.nlink < 2 {
-            return self.copy_inode(scratch, dirs, node, name, &st);
+            return self.copy_inode(scratch, dirs, node, name, &st, opened);
         }
         match self.links.claim(st.inode(), st.nlink) {
             Claim::First(first) => {
-                self.copy_inode(scratch, dirs, node, name, &st)?;
+                self.copy_inode(scratch, dirs, node, name, &st, opened)?;
                 first.done(rel());
                 Ok(())
             }
@@ -159,11 +169,12 @@ impl Copier<'_> {
             // The first copy failed and the whole copy with it; whoever
             // failed reports why. Copying on gives this thread's own error,
             // if any, rather than a made-up one.
-            Claim::Failed => self.copy_inode(scratch, dirs, node, name, &st),
+            Claim::Failed => self.copy_inode(scratch, dirs, node, name, &st, opened),
         }
     }
 
-    /// Copies a non-directory.
+    /// Copies a non-directory; `opened` is the source file when it is open
+    /// already.
     fn copy_inode(
         &self,
         scratch: &mut Scratch,
@@ -171,10 +182,11 @@ impl Copier<'_> {
         node: &DirNode,
         name: &CStr,
         st: &Stat,
+        opened: Option<OwnedFd>,
     ) -> std::result::Result<(), Failure> {
         let dst_dir = dirs.dst.as_fd();
         match st.kind() {
-            libc::S_IFREG => return self.copy_file(scratch, dirs, node, name, st),
+            libc::S_IFREG => return self.copy_file(scratch, dirs, node, name, st, opened),
             libc::S_IFLNK => {
                 let target = readlinkat(dirs.src.as_fd(), name).map_err(on_src("read symlink"))?;
                 replacing(dst_dir, name, || {
@@ -220,7 +232,8 @@ impl Copier<'_> {
         )
     }
 
-    /// Copies a regular file: contents, then metadata.
+    /// Copies a regular file (`opened`, when open already): contents, then
+    /// metadata.
     fn copy_file(
         &self,
         scratch: &mut Scratch,
@@ -228,8 +241,12 @@ impl Copier<'_> {
         node: &DirNode,
         name: &CStr,
         st: &Stat,
+        opened: Option<OwnedFd>,
     ) -> std::result::Result<(), Failure> {
-        let src = self.open_source(dirs.src.as_fd(), name)?;
+        let src = match opened {
+            Some(fd) => fd,
+            None => self.open_source(dirs.src.as_fd(), name)?,
+        };
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         // Created with its final permission bits when nobody else can get
@@ -264,6 +281,30 @@ impl Copier<'_> {
                 created_mode,
             },
         )
+    }
+
+    /// Opens the entry `name` of `dir` when its listing says it is a regular
+    /// file, and stats the open file: one path lookup instead of two (stat
+    /// by name, then open). `None` when the listing gives another type or
+    /// none, or the entry is no longer a regular file (replaced since the
+    /// listing): the caller then stats it by name.
+    fn open_listed_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        kind: Option<Type>,
+    ) -> std::result::Result<Option<(Stat, OwnedFd)>, Failure> {
+        if kind != Some(Type::File) {
+            return Ok(None);
+        }
+        let fd = match self.open_source(dir, name) {
+            Ok(fd) => fd,
+            // O_NOFOLLOW met a symlink.
+            Err(f) if f.errno == Errno::ELOOP => return Ok(None),
+            Err(f) => return Err(f),
+        };
+        let st = fstatx(fd.as_fd()).map_err(on_src("stat"))?;
+        Ok((st.kind() == libc::S_IFREG).then_some((st, fd)))
     }
 
     /// Opens a source file for reading, without touching its atime when the
