@@ -605,3 +605,76 @@ fn hostile_read_tree_at_target_renamed_out_of_root() {
     );
     assert!(mounted > 0, "no request was accepted: {replies}");
 }
+
+/// A regular file swapped for a fifo between the listing (or the stat) and
+/// the open must not make the copy wait for a writer that never comes: the
+/// source is opened without blocking, found not to be a regular file, and
+/// copied as what it is now (or the copy fails on the changed entry). A
+/// thread keeps exchanging every `f<i>` with a fifo while copies run; each
+/// copy must end. (The timeout is a deadlock detector, not a time limit:
+/// one copy takes milliseconds.)
+#[test]
+fn hostile_file_swapped_for_a_fifo_does_not_hang_the_copy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+
+    const SWAPPED: usize = 100;
+    let tmp = fast_tempdir();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    for i in 0..SWAPPED {
+        fs::write(src.join(format!("f{i}")), b"data").expect("write");
+        nix::unistd::mkfifo(
+            &src.join(format!("p{i}")),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (src, stop) = (src.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..SWAPPED {
+                    nix::fcntl::renameat2(
+                        nix::fcntl::AT_FDCWD,
+                        &src.join(format!("f{i}")),
+                        nix::fcntl::AT_FDCWD,
+                        &src.join(format!("p{i}")),
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .expect("exchange");
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (done, finished) = mpsc::channel();
+    let copies = {
+        let tmp = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut failed = 0;
+            for round in 0..30 {
+                let dst = tmp.join(format!("dst{round}"));
+                fs::create_dir(&dst).expect("mkdir");
+                failed += usize::from(osstore::tree::copy_tree(&src, &dst).is_err());
+            }
+            done.send(failed).expect("send");
+        })
+    };
+    let failed = finished.recv_timeout(std::time::Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().expect("swapper");
+    assert!(
+        failed.is_ok(),
+        "a copy hung on a fifo swapped in for a file"
+    );
+    copies.join().expect("copies");
+    assert!(swaps > 0);
+    println!(
+        "30 copies while {swaps} exchanges ran; {} failed on a changed entry",
+        failed.unwrap()
+    );
+}

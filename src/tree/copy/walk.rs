@@ -314,14 +314,26 @@ impl Copier<'_> {
         dir: BorrowedFd<'_>,
         name: &CStr,
     ) -> std::result::Result<OwnedFd, Failure> {
+        // O_NONBLOCK: a fifo swapped in since the listing or the stat opens
+        // at once (and is then found not to be a regular file) instead of
+        // waiting for a writer; reading a regular file ignores it. A file
+        // under a lease refuses it (EWOULDBLOCK): opened again waiting for
+        // the lease to be broken, as `cp` does.
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let mut tries = [flags | OFlag::O_NONBLOCK, flags];
         if self.noatime.load(Ordering::Relaxed) {
-            match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-                Err(Errno::EPERM) => self.noatime.store(false, Ordering::Relaxed),
-                other => return other.map_err(on_src("open")),
-            }
+            tries = tries.map(|f| f | OFlag::O_NOATIME);
         }
-        openat(dir, name, flags, Mode::empty()).map_err(on_src("open"))
+        let mut opened = openat(dir, name, tries[0], Mode::empty());
+        if matches!(opened, Err(Errno::EPERM)) && tries[0].contains(OFlag::O_NOATIME) {
+            self.noatime.store(false, Ordering::Relaxed);
+            tries = tries.map(|f| f - OFlag::O_NOATIME);
+            opened = openat(dir, name, tries[0], Mode::empty());
+        }
+        if matches!(opened, Err(Errno::EWOULDBLOCK)) {
+            opened = openat(dir, name, tries[1], Mode::empty());
+        }
+        opened.map_err(on_src("open"))
     }
 
     /// Applies the source directory's metadata to its copy.
