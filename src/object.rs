@@ -177,10 +177,7 @@ impl Object {
     pub fn init_with(&mut self, base: &Object, options: CopyOptions<'_>) -> Result<()> {
         self.require_write("init")?;
         let what = self.start_init(base);
-        // A snapshot needs the work dir on btrfs (known without a call).
-        let on_btrfs = self.cache.store().tmp_on_btrfs();
-        if options.progress.is_none() && !options.caller_owns && on_btrfs && self.snapshot_of(base)
-        {
+        if options.progress.is_none() && !options.caller_owns && self.snapshot_of(base) {
             return self.inherit(base).map_err(|e| e.context(&what));
         }
         let totals = base.known_totals();
@@ -206,21 +203,14 @@ impl Object {
     /// `base` (its tree is never handed to a caller): the copy also takes
     /// `base`'s source epoch, is clamped to it, and is measured as it is
     /// made. Returns the measure, or `None` when the tree is a btrfs
-    /// snapshot (not walked, so not measured; tried only when the object's
-    /// tree is on btrfs).
+    /// snapshot (not walked, so not measured).
     pub(crate) fn init_for_commit(&mut self, base: &Object) -> Result<Option<tree::Measure>> {
         let what = self.start_init(base);
         self.cache_mut().source_epoch = base.cache().source_epoch;
-        let measure = if self.cache.store().tmp_on_btrfs() && self.snapshot_of(base) {
+        let measure = if self.snapshot_of(base) {
             None
         } else {
-            let clamp = match base.cache().source_epoch {
-                Some(epoch) => Some(tree::Clamp {
-                    epoch,
-                    since: base.created().map_err(|e| e.context(&what))?,
-                }),
-                None => None,
-            };
+            let clamp = base.clamp().map_err(|e| e.context(&what))?;
             let copied = tree::copy::copy_tree_measured(&base.tree, &self.tree, clamp);
             Some(copied.map_err(|e| e.context(&what))?)
         };
@@ -232,9 +222,13 @@ impl Object {
     /// tree when it can be one (see [`tree::btrfs::snapshot_into`]); logs
     /// why not when `base` is on btrfs.
     fn snapshot_of(&self, base: &Object) -> bool {
+        // Only a work dir on btrfs can hold a snapshot (known once per store).
         let Holding::Work { dir: workdir, .. } = &self.holding else {
             return false;
         };
+        if !self.cache.store().tmp_on_btrfs() {
+            return false;
+        }
         let Some(name) = self.tree.file_name() else {
             return false;
         };

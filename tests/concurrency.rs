@@ -10,7 +10,7 @@ mod reliability;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use osstore::{Object, OpenOptions, Store};
 use reliability::{
@@ -244,14 +244,7 @@ fn gc_hammering_never_removes_live_work() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = common::quick(&root);
-    let stop = dir.path().join("stop-gc");
-    let mut child = helper("gc_hammer")
-        .env(STORE_VAR, &root)
-        .env(STOP_VAR, &stop)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    assert!(wait_ready(&mut out), "the collector did not start");
+    let hammer = Hammer::start("gc_hammer", &root, &dir.path().join("stop-gc"));
 
     let mut rng = Rng::new(env_u64(SEED_VAR, Rng::fresh_seed()));
     let mut live = Live::new();
@@ -278,19 +271,7 @@ fn gc_hammering_never_removes_live_work() {
             live.tempdirs.remove(0);
         }
     }
-    fs::write(&stop, "").unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let runs = stdout
-        .lines()
-        .find_map(|l| l.split("GC-RUNS ").nth(1))
-        .unwrap_or("?");
+    let runs = hammer.stop();
     println!("{rounds} rounds of create/commit/get while another process ran gc {runs} times");
     live.check();
     check_refs_with(&root, |id| id.replace("-snap", "-work")).unwrap();
@@ -302,19 +283,72 @@ fn gc_hammering_never_removes_live_work() {
 #[test]
 #[ignore = "helper process of gc_hammering_never_removes_live_work"]
 fn gc_hammer() {
+    hammer(|store| {
+        store.gc().unwrap();
+        1
+    });
+}
+
+/// Two processes on one store: a test, and a helper (this test binary
+/// run again) doing one thing back to back until the test stops it.
+struct Hammer {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+    stop: PathBuf,
+}
+
+impl Hammer {
+    /// Starts the helper test `name` on the store at `root`; it runs until
+    /// the file `stop` appears.
+    fn start(name: &str, root: &Path, stop: &Path) -> Hammer {
+        let mut child = helper(name)
+            .env(STORE_VAR, root)
+            .env(STOP_VAR, stop)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        assert!(wait_ready(&mut out), "{name} did not start");
+        Hammer {
+            child,
+            out,
+            stop: stop.to_path_buf(),
+        }
+    }
+
+    /// Stops the helper, checks it succeeded, and returns its count.
+    fn stop(mut self) -> u64 {
+        fs::write(&self.stop, "").unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut stdout).unwrap();
+        let output = self.child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.split("HAMMER-COUNT ").nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("the helper's count")
+    }
+}
+
+/// The helper's side of a [`Hammer`]: runs `once` (which returns what it
+/// counted) back to back until the stop file appears, then prints the sum;
+/// any failure fails.
+fn hammer(mut once: impl FnMut(&Store) -> u64) {
     let (Some(root), Some(stop)) = (env_path(STORE_VAR), env_path(STOP_VAR)) else {
         return;
     };
     reliability::die_with_parent();
     let store = common::quick(&root);
-    store.gc().unwrap();
-    let mut runs = 1u64;
+    let mut count = once(&store);
     announce_ready();
     while !stop.exists() {
-        store.gc().unwrap();
-        runs += 1;
+        count += once(&store);
     }
-    println!("GC-RUNS {runs}");
+    println!("HAMMER-COUNT {count}");
 }
 
 /// Building takes no lock that a collection holds: new objects, commits
@@ -401,14 +435,7 @@ fn eviction_hammering_never_removes_what_a_look_up_holds() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = common::quick(&root);
-    let stop = dir.path().join("stop-evicting");
-    let mut child = helper("evict_hammer")
-        .env(STORE_VAR, &root)
-        .env(STOP_VAR, &stop)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    assert!(wait_ready(&mut out), "the evictor did not start");
+    let hammer = Hammer::start("evict_hammer", &root, &dir.path().join("stop-evicting"));
 
     let mut rng = Rng::new(env_u64(SEED_VAR, Rng::fresh_seed()));
     let ids: Vec<String> = (0..6).map(|i| format!("e{i}")).collect();
@@ -435,20 +462,7 @@ fn eviction_hammering_never_removes_what_a_look_up_holds() {
             held.remove(0);
         }
     }
-    fs::write(&stop, "").unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let evicted: u64 = stdout
-        .lines()
-        .find_map(|l| l.split("EVICTED ").nth(1))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the evictor's count");
+    let evicted = hammer.stop();
     println!(
         "{rounds} look-ups ({found} found and held) while another process evicted {evicted} refs"
     );
@@ -460,17 +474,7 @@ fn eviction_hammering_never_removes_what_a_look_up_holds() {
 #[test]
 #[ignore = "helper process of eviction_hammering_never_removes_what_a_look_up_holds"]
 fn evict_hammer() {
-    let (Some(root), Some(stop)) = (env_path(STORE_VAR), env_path(STOP_VAR)) else {
-        return;
-    };
-    reliability::die_with_parent();
-    let store = common::quick(&root);
-    announce_ready();
-    let mut evicted = 0;
-    while !stop.exists() {
-        evicted += store.evict(0).unwrap().evicted.len();
-    }
-    println!("EVICTED {evicted}");
+    hammer(|store| store.evict(0).unwrap().evicted.len() as u64);
 }
 
 const SHARED_IDS: [&str; 3] = ["one", "two", "three"];

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 
+use super::name_hash;
 use super::sidecar::INFO;
 use crate::error::{Error, Result};
 
@@ -41,19 +42,6 @@ impl Default for LastUse {
     }
 }
 
-/// A quick hash of a short name, eight bytes at a time (names are UUIDs;
-/// a collision costs only a `utimensat`).
-fn hash(name: &str) -> u64 {
-    name.as_bytes()
-        .chunks(8)
-        .fold(name.len() as u64, |h, chunk| {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            let h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            h ^ (h >> 29)
-        })
-}
-
 /// The current Unix second (coarse clock: a vDSO read, no syscall).
 pub fn now() -> i64 {
     let mut ts = libc::timespec {
@@ -71,7 +59,7 @@ impl LastUse {
     /// osstore 0.1, until it gets one) or a failure records nothing.
     pub fn record(&self, meta: BorrowedFd<'_>, name: &str) {
         let second = now();
-        let hash = hash(name);
+        let hash = name_hash(name);
         let seconds = (1 << SECOND_BITS) - 1;
         let tag = hash & !seconds;
         let word = tag | (second as u64 & seconds);
@@ -174,7 +162,7 @@ mod tests {
         let meta = dir.path();
         let names: Vec<String> = (0..)
             .map(|i| format!("object-{i:05}"))
-            .filter(|name| hash(name) as usize % BUCKETS == 0)
+            .filter(|name| name_hash(name) as usize % BUCKETS == 0)
             .take(WAYS + 2)
             .collect();
         for name in &names {

@@ -157,14 +157,22 @@ impl Object {
 
     /// Clamps the tree's timestamps to the source epoch, if there is one.
     pub(crate) fn clamp_times(&self) -> Result<()> {
-        if let Some(epoch) = self.cache().source_epoch {
-            let clamp = tree::Clamp {
-                epoch,
-                since: self.created()?,
-            };
+        if let Some(clamp) = self.clamp()? {
             tree::measure_tree(self.tree(), Some(clamp))?;
         }
         Ok(())
+    }
+
+    /// How the object's tree is clamped to its source epoch: entries from
+    /// its creation second on; `None` without a source epoch.
+    pub(crate) fn clamp(&self) -> Result<Option<tree::Clamp>> {
+        match self.cache().source_epoch {
+            Some(epoch) => Ok(Some(tree::Clamp {
+                epoch,
+                since: self.created()?,
+            })),
+            None => Ok(None),
+        }
     }
 
     fn require_writable_meta(&self, what: &str) -> Result<()> {

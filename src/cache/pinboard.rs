@@ -98,12 +98,9 @@ pub struct Evicting<'a> {
     board: &'a PinBoard,
 }
 
-/// The key of an object name: a 64-bit FNV-1a hash, never 0.
+/// The key of an object name: its hash, never 0 (a free entry).
 fn key(name: &str) -> u64 {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h.max(1)
+    super::name_hash(name).max(1)
 }
 
 impl PinBoard {
@@ -111,27 +108,18 @@ impl PinBoard {
     /// missing) and claims a free slot. `None` on a filesystem that is not
     /// known to be local (pins are then all `flock`s).
     pub fn open(meta: BorrowedFd<'_>) -> Result<Option<PinBoard>> {
-        // SAFETY: an all-zero statfs is a valid value for fstatfs to fill.
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `meta` is open, `fs` writable.
-        if unsafe { libc::fstatfs(meta.as_raw_fd(), &mut fs) } != 0 {
-            return Err(Error::io(
-                "cannot stat meta/",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        if !LOCAL_FILESYSTEMS.contains(&(fs.f_type as i64)) {
+        let fs = nix::sys::statfs::fstatfs(meta).map_err(|e| Error::sys("cannot stat meta/", e))?;
+        if !LOCAL_FILESYSTEMS.contains(&(fs.filesystem_type().0 as i64)) {
             return Ok(None);
         }
         let fail = |e| Error::io("cannot open the pin board meta/pins", e);
         let file = open_or_create(meta).map_err(fail)?;
-        let size = std::fs::File::from(file.try_clone().map_err(fail)?)
-            .metadata()
-            .map_err(fail)?
-            .len();
+        let size = nix::sys::stat::fstat(&file)
+            .map_err(|e| fail(e.into()))?
+            .st_size;
         // Every process makes it this size: growing it concurrently is
         // harmless, and new pages read as zeros.
-        if size < LEN as u64 {
+        if size < LEN as i64 {
             // SAFETY: `file` is open for writing.
             if unsafe { libc::ftruncate(file.as_raw_fd(), LEN as libc::off_t) } != 0 {
                 return Err(fail(std::io::Error::last_os_error()));

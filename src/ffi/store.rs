@@ -127,9 +127,11 @@ pub unsafe extern "C" fn os_store_free(store: *mut os_store_t) {
         for object in objects {
             drop(handle::take_object(object));
         }
-        drop(std::mem::take(
-            &mut *handle.tempdirs.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        handle
+            .tempdirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     })
 }

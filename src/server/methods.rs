@@ -112,9 +112,7 @@ impl Methods {
         };
         let held = self.held.entry(conn).or_default();
         match held.get_mut(name) {
-            // Both pin the same object; the newer look-up's directory is
-            // the one the store keeps open (see `crate::cache::pins`), and
-            // holding it keeps the next look-ups free of `flock` calls.
+            // Both pin the same object: one pin per object and connection.
             Some(older) => *older = object,
             None => {
                 let name = name.to_owned();

@@ -17,8 +17,8 @@ use crate::ids::{ObjectId, ToObjectId};
 use crate::lock::DirLock;
 use crate::object::Object;
 use crate::tempdir::TempDir;
+use crate::tree::Measure;
 use crate::tree::measure::measure_open_tree;
-use crate::tree::{Clamp, Measure};
 
 impl Store {
     /// Commits `object` under `id` and returns the new object's name.
@@ -186,16 +186,7 @@ impl Store {
     ) -> Result<Info> {
         let measured = match copied {
             Some(m) => m,
-            None => {
-                let clamp = match object.cache().source_epoch {
-                    Some(epoch) => Some(Clamp {
-                        epoch,
-                        since: object.created()?,
-                    }),
-                    None => None,
-                };
-                measure_open_tree(tree.fd().as_fd(), object.tree(), clamp)?
-            }
+            None => measure_open_tree(tree.fd().as_fd(), object.tree(), object.clamp()?)?,
         };
         self.check_fits(settings, measured.bytes)?;
         let mut info = object.info()?.clone();

@@ -105,7 +105,7 @@ struct Inner {
     pin_board: OnceLock<Result<Option<Arc<PinBoard>>>>,
     /// The eviction index (see `lru`), used under the `meta/` lock.
     lru: Mutex<lru::LruIndex>,
-    /// The settings as the last commit read them.
+    /// The settings as last read (by a commit, an eviction or `stat`).
     settings: settings::Cache,
     /// Whether look-ups pin and record use; off only for the benchmark's
     /// comparison row (`OSSTORE_BENCH_NO_TRACKING=1` at open).

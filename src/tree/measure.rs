@@ -180,18 +180,8 @@ impl<'a> Walker for Measurer<'a> {
             Ok(())
         };
         // The first failure to count an entry stops the listing.
-        let mut failed = None;
-        let read = each_name(dir, scratch, |name, _| {
-            count(name).map_err(|e| {
-                let errno = Errno::from_raw(e.errno());
-                failed = Some(e);
-                errno
-            })
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        read.map_err(|e| self.error("read directory", &node.rel(), e))?;
+        let read_error = |e| self.error("read directory", &node.rel(), e);
+        each_name(dir, scratch, read_error, |name, _| count(name))?;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.entries.fetch_add(entries, Ordering::Relaxed);
         Ok(())

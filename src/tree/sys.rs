@@ -392,24 +392,31 @@ pub(crate) fn read_names(
     buf: &mut Vec<u8>,
 ) -> nix::Result<()> {
     out.clear();
-    each_name(dir, buf, |name, kind| {
-        out.push((name.to_owned(), kind));
-        Ok(())
-    })
+    each_name(
+        dir,
+        buf,
+        |e| e,
+        |name, kind| {
+            out.push((name.to_owned(), kind));
+            Ok(())
+        },
+    )
 }
 
 /// Calls `f` with every name of the freshly opened directory `dir`
 /// (without `.` and `..`) and the type the directory entry gives when it
 /// gives one, as read into `buf` (scratch space): no copy of the names.
-/// Stops at the first error of `f`.
+/// Stops at the first error of `f`, or of reading (given as `read_error`
+/// makes it).
 ///
 /// Straight `getdents64` on the descriptor: `fdopendir`/`readdir` would add
 /// an `fstat`, two `fcntl`s and an `lseek` per directory.
-pub(crate) fn each_name(
+pub(crate) fn each_name<E>(
     dir: BorrowedFd<'_>,
     buf: &mut Vec<u8>,
-    mut f: impl FnMut(&CStr, Option<Type>) -> nix::Result<()>,
-) -> nix::Result<()> {
+    read_error: impl Fn(Errno) -> E,
+    mut f: impl FnMut(&CStr, Option<Type>) -> Result<(), E>,
+) -> Result<(), E> {
     if buf.len() < DIRENT_BUF {
         buf.resize(DIRENT_BUF, 0);
     }
@@ -424,7 +431,9 @@ pub(crate) fn each_name(
                 buf.len(),
             )
         };
-        let n = usize::try_from(Errno::result(n)?).map_err(|_| Errno::EIO)?;
+        let n = Errno::result(n)
+            .and_then(|n| usize::try_from(n).map_err(|_| Errno::EIO))
+            .map_err(&read_error)?;
         if n == 0 {
             return Ok(());
         }
@@ -435,10 +444,11 @@ pub(crate) fn each_name(
         while records.len() >= 19 {
             let reclen = usize::from(u16::from_ne_bytes([records[16], records[17]]));
             if reclen < 19 || reclen > records.len() {
-                return Err(Errno::EIO);
+                return Err(read_error(Errno::EIO));
             }
             let d_type = records[18];
-            let name = CStr::from_bytes_until_nul(&records[19..reclen]).map_err(|_| Errno::EIO)?;
+            let name = CStr::from_bytes_until_nul(&records[19..reclen])
+                .map_err(|_| read_error(Errno::EIO))?;
             records = &records[reclen..];
             if matches!(name.to_bytes(), b"." | b"..") {
                 continue;

@@ -43,61 +43,45 @@ pub(crate) fn copy_xattrs(
     dst: XattrTarget<'_>,
     bufs: &mut XattrBufs,
 ) -> Result<bool, XattrError> {
-    let len = match fill(&mut bufs.names, |b| list_xattrs(src, b)) {
-        Ok(n) => n,
-        // The source filesystem has no xattrs at all.
-        Err(Errno::EOPNOTSUPP) => 0,
-        Err(errno) => {
-            return Err(XattrError {
-                what: "list xattrs of".into(),
-                source: true,
-                errno,
-            });
-        }
-    };
-    if len == 0 {
-        return Ok(false);
-    }
     let mut set = false;
-    let XattrBufs { names, value } = bufs;
-    for name in names[..len].split_inclusive(|&b| b == 0) {
-        let Ok(name) = CStr::from_bytes_with_nul(name) else {
-            continue;
-        };
-        let n = match fill(value, |b| get_xattr(src, name, b)) {
-            Ok(n) => n,
-            // Removed since listed.
-            Err(Errno::ENODATA) => continue,
-            Err(errno) => {
-                return Err(XattrError {
-                    what: format!("read xattr {} of", name.to_string_lossy()),
-                    source: true,
-                    errno,
-                });
-            }
-        };
-        match set_xattr(dst, name, &value[..n]) {
-            Ok(()) => set = true,
-            Err(Errno::EPERM | Errno::EOPNOTSUPP) if optional(name) => {}
-            Err(errno) => {
-                return Err(XattrError {
-                    what: format!("set xattr {} on", name.to_string_lossy()),
-                    source: false,
-                    errno,
-                });
-            }
+    each_xattr(src, bufs, |name, value| match set_xattr(dst, name, value) {
+        Ok(()) => {
+            set = true;
+            Ok(())
         }
-    }
+        Err(Errno::EPERM | Errno::EOPNOTSUPP) if optional(name) => Ok(()),
+        Err(errno) => Err(XattrError {
+            what: format!("set xattr {} on", name.to_string_lossy()),
+            source: false,
+            errno,
+        }),
+    })?;
     Ok(set)
 }
 
 /// Every extended attribute of `target` as (name, value) pairs, in the
-/// order listed: none on a filesystem without xattrs, and one removed since
-/// it was listed is left out.
+/// order listed (see [`each_xattr`]).
 pub(crate) fn read_all(
     target: XattrTarget<'_>,
     bufs: &mut XattrBufs,
 ) -> Result<Vec<(CString, Vec<u8>)>, XattrError> {
+    let mut out = Vec::new();
+    each_xattr(target, bufs, |name, value| {
+        out.push((name.to_owned(), value.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with the name and value of every extended attribute of
+/// `target`, in the order listed: none on a filesystem without xattrs, and
+/// one removed since it was listed is left out. One `listxattr` when there
+/// are none. Stops at the first error.
+fn each_xattr(
+    target: XattrTarget<'_>,
+    bufs: &mut XattrBufs,
+    mut f: impl FnMut(&CStr, &[u8]) -> Result<(), XattrError>,
+) -> Result<(), XattrError> {
     let XattrBufs { names, value } = bufs;
     let len = match fill(names, |b| list_xattrs(target, b)) {
         Ok(n) => n,
@@ -110,13 +94,12 @@ pub(crate) fn read_all(
             });
         }
     };
-    let mut out = Vec::new();
     for name in names[..len].split_inclusive(|&b| b == 0) {
         let Ok(name) = CStr::from_bytes_with_nul(name) else {
             continue;
         };
         match fill(value, |b| get_xattr(target, name, b)) {
-            Ok(n) => out.push((name.to_owned(), value[..n].to_vec())),
+            Ok(n) => f(name, &value[..n])?,
             Err(Errno::ENODATA) => {}
             Err(errno) => {
                 return Err(XattrError {
@@ -127,7 +110,7 @@ pub(crate) fn read_all(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Namespaces whose copy is best-effort.

@@ -284,15 +284,7 @@ fn registry_pulls_this_platform_from_an_image_index() {
     });
     std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
     let image = reg.image("multi/arch:multi");
-    let src = format!("oci:{}:multi", layout.display());
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--all",
-        "--dest-tls-verify=false",
-        &src,
-        &format!("docker://{image}"),
-    ]);
+    skopeo_push_layout(&layout, "multi", &image);
     let raw = skopeo(&[
         "inspect",
         "--raw",

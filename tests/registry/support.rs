@@ -236,9 +236,17 @@ pub fn oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) {
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
 }
 
-/// Copies the OCI layout image `dir:tag` to `docker://<image>` with skopeo.
+/// Copies the OCI layout image `dir:tag` to `docker://<image>` with skopeo
+/// (an image index with every image it lists).
 pub fn skopeo_push_layout(dir: &Path, tag: &str, image: &str) {
     let src = format!("oci:{}:{tag}", dir.display());
     let dst = format!("docker://{image}");
-    skopeo(&["copy", "--quiet", "--dest-tls-verify=false", &src, &dst]);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &src,
+        &dst,
+    ]);
 }

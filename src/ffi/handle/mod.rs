@@ -105,32 +105,73 @@ fn inherited(kind: Kind, pid: u32) -> Error {
     )
 }
 
+/// What a handle of each kind holds, and how to find it in a [`Value`].
+trait Held: Sized {
+    const KIND: Kind;
+    fn in_value(value: &Value) -> Option<&Arc<Self>>;
+}
+
+impl Held for os_store {
+    const KIND: Kind = Kind::Store;
+    fn in_value(value: &Value) -> Option<&Arc<Self>> {
+        match value {
+            Value::Store(store) => Some(store),
+            _ => None,
+        }
+    }
+}
+
+impl Held for RwLock<os_object> {
+    const KIND: Kind = Kind::Object;
+    fn in_value(value: &Value) -> Option<&Arc<Self>> {
+        match value {
+            Value::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+}
+
+impl Held for os_server {
+    const KIND: Kind = Kind::Server;
+    fn in_value(value: &Value) -> Option<&Arc<Self>> {
+        match value {
+            Value::Server(server) => Some(server),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `f` on what the live handle `token` of kind `T::KIND` holds.
+fn with_held<T: Held, R>(token: Token, f: impl FnOnce(&T) -> Result<R>) -> Result<R> {
+    let inside = Inside::enter_own(T::KIND, token)?;
+    match inside.value().and_then(T::in_value) {
+        Some(held) => f(held),
+        None => Err(not_live(T::KIND, token)),
+    }
+}
+
 /// Takes a handle back: the token is dead from now on. `Ok(None)` for NULL
 /// and for a handle inherited through `fork()` (forgotten, see the module's
-/// comment); `-EINVAL` for a value that is not a live handle of `kind`. The
-/// value goes when the last of the returned value and the calls still
+/// comment); `-EINVAL` for a value that is not a live handle of its kind.
+/// The value goes when the last of the returned value and the calls still
 /// using it goes.
-fn take<T>(
-    kind: Kind,
-    token: Token,
-    unwrap: impl FnOnce(&Value) -> Option<T>,
-) -> Result<Option<T>> {
+fn take<T: Held>(token: Token) -> Result<Option<Arc<T>>> {
     if token == 0 {
         return Ok(None);
     }
-    let inside = Inside::enter(kind, token)?;
+    let inside = Inside::enter(T::KIND, token)?;
     let inherited = inside.is_inherited();
     if !inside.end(inherited) {
-        return Err(not_live(kind, token));
+        return Err(not_live(T::KIND, token));
     }
     if inherited {
         return Ok(None);
     }
     inside
         .value()
-        .and_then(unwrap)
-        .map(Some)
-        .ok_or_else(|| not_live(kind, token))
+        .and_then(T::in_value)
+        .map(|held| Some(Arc::clone(held)))
+        .ok_or_else(|| not_live(T::KIND, token))
 }
 
 /// The token of a handle pointer.
@@ -164,25 +205,7 @@ pub(crate) fn with_store<R>(
     store: *const os_store_t,
     f: impl FnOnce(&os_store) -> Result<R>,
 ) -> Result<R> {
-    let token = token_of(store);
-    let inside = Inside::enter_own(Kind::Store, token)?;
-    match inside.value() {
-        Some(Value::Store(store)) => f(store),
-        _ => Err(not_live(Kind::Store, token)),
-    }
-}
-
-/// The object of a live object handle.
-fn with_object_lock<R>(
-    object: *const os_object_t,
-    f: impl FnOnce(&RwLock<os_object>) -> Result<R>,
-) -> Result<R> {
-    let token = token_of(object);
-    let inside = Inside::enter_own(Kind::Object, token)?;
-    match inside.value() {
-        Some(Value::Object(object)) => f(object),
-        _ => Err(not_live(Kind::Object, token)),
-    }
+    with_held(token_of(store), f)
 }
 
 /// Runs `f` on a live object handle, exclusively.
@@ -190,7 +213,7 @@ pub(crate) fn with_object<R>(
     object: *const os_object_t,
     f: impl FnOnce(&mut os_object) -> Result<R>,
 ) -> Result<R> {
-    with_object_lock(object, |lock| {
+    with_held(token_of(object), |lock: &RwLock<os_object>| {
         f(&mut lock.write().unwrap_or_else(|p| p.into_inner()))
     })
 }
@@ -201,7 +224,7 @@ pub(crate) fn with_object_ref<R>(
     object: *const os_object_t,
     f: impl FnOnce(&os_object) -> Result<R>,
 ) -> Result<R> {
-    with_object_lock(object, |lock| {
+    with_held(token_of(object), |lock: &RwLock<os_object>| {
         f(&lock.read().unwrap_or_else(|p| p.into_inner()))
     })
 }
@@ -211,34 +234,20 @@ pub(crate) fn with_server<R>(
     server: *const os_server_t,
     f: impl FnOnce(&os_server) -> Result<R>,
 ) -> Result<R> {
-    let token = token_of(server);
-    let inside = Inside::enter_own(Kind::Server, token)?;
-    match inside.value() {
-        Some(Value::Server(server)) => f(server),
-        _ => Err(not_live(Kind::Server, token)),
-    }
+    with_held(token_of(server), f)
 }
 
 /// Takes a store handle back (see [`take`]).
 pub(crate) fn take_store(store: Token) -> Result<Option<Arc<os_store>>> {
-    take(Kind::Store, store, |value| match value {
-        Value::Store(store) => Some(Arc::clone(store)),
-        _ => None,
-    })
+    take(store)
 }
 
 /// Takes an object handle back (see [`take`]).
 pub(crate) fn take_object(object: Token) -> Result<Option<Arc<RwLock<os_object>>>> {
-    take(Kind::Object, object, |value| match value {
-        Value::Object(object) => Some(Arc::clone(object)),
-        _ => None,
-    })
+    take(object)
 }
 
 /// Takes a server handle back (see [`take`]).
 pub(crate) fn take_server(server: Token) -> Result<Option<Arc<os_server>>> {
-    take(Kind::Server, server, |value| match value {
-        Value::Server(server) => Some(Arc::clone(server)),
-        _ => None,
-    })
+    take(server)
 }

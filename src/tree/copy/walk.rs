@@ -319,19 +319,22 @@ impl Copier<'_> {
         // waiting for a writer; reading a regular file ignores it. A file
         // under a lease refuses it (EWOULDBLOCK): opened again waiting for
         // the lease to be broken, as `cp` does.
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        let mut tries = [flags | OFlag::O_NONBLOCK, flags];
+        let mut flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK;
         if self.noatime.load(Ordering::Relaxed) {
-            tries = tries.map(|f| f | OFlag::O_NOATIME);
+            flags |= OFlag::O_NOATIME;
         }
-        let mut opened = openat(dir, name, tries[0], Mode::empty());
-        if matches!(opened, Err(Errno::EPERM)) && tries[0].contains(OFlag::O_NOATIME) {
+        let mut opened = openat(dir, name, flags, Mode::empty());
+        if matches!(opened, Err(Errno::EPERM)) && flags.contains(OFlag::O_NOATIME) {
             self.noatime.store(false, Ordering::Relaxed);
-            tries = tries.map(|f| f - OFlag::O_NOATIME);
-            opened = openat(dir, name, tries[0], Mode::empty());
+            flags -= OFlag::O_NOATIME;
+            opened = openat(dir, name, flags, Mode::empty());
         }
         if matches!(opened, Err(Errno::EWOULDBLOCK)) {
-            opened = openat(dir, name, tries[1], Mode::empty());
+            opened = openat(dir, name, flags - OFlag::O_NONBLOCK, Mode::empty());
         }
         opened.map_err(on_src("open"))
     }
